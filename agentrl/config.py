@@ -1,0 +1,211 @@
+"""Command configs: one dataclass per command, loaded from YAML and overridden by CLI flags.
+
+Each field carries its help text in ``field(metadata={"help": ...})``; checks live in ``__post_init__``.
+``parse_config(Cls, argv)`` builds an ``argparse`` parser from the dataclass, reads ``--config file.yaml``
+first and lets flags override it. Unknown keys, in YAML or flags, raise :class:`ConfigError` naming the
+nearest valid key; the CLI turns that into exit code 2 with a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message says which and where."""
+
+
+def option(
+    default: Any = dataclasses.MISSING, help: str = "", positional: bool = False, nargs: str | None = None, **kwargs: Any
+) -> Any:  # noqa: A002
+    """A dataclass field with a help string (mutable defaults go through ``default_factory``)."""
+    metadata = {"help": help, "positional": positional, "nargs": nargs}
+    if isinstance(default, list | dict):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _unknown(key: str, valid: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean `{close[0]}`?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+    return ConfigError(f"{where}: unknown key `{key}`{hint}")
+
+
+def _base_type(tp: Any) -> Any:
+    """``int | None`` -> ``int``; ``list[str]`` stays as is."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return tp
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Converts a YAML or CLI value to the field's type, with an error naming the key."""
+    if value is None:
+        return None
+    base = _base_type(tp)
+    origin = typing.get_origin(base)
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(value)
+        if origin is list:
+            (item_tp,) = typing.get_args(base) or (str,)
+            items = value if isinstance(value, list) else [v for v in str(value).split(",") if v.strip()]
+            return [_coerce(v.strip() if isinstance(v, str) else v, item_tp, key, where) for v in items]
+        if origin is dict or base is dict:
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return value
+        if base in (int, float, str):
+            if base is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return base(value)
+        return value
+    except (TypeError, ValueError):
+        name = getattr(base, "__name__", str(base))
+        raise ConfigError(f"{where}: `{key}` must be {name}, got {value!r}") from None
+
+
+def _yaml_lines(path: Path) -> dict[str, int]:
+    """Line number of each top-level key, so errors can say file:line."""
+    lines: dict[str, int] = {}
+    node = yaml.compose(path.read_text())
+    if isinstance(node, yaml.MappingNode):
+        for key_node, _ in node.value:
+            lines[str(key_node.value)] = key_node.start_mark.line + 1
+    return lines
+
+
+def load_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """Reads a YAML mapping and the line of each key; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        lines = _yaml_lines(path)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    return data, lines
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls) if f.init}
+
+
+def from_dict(cls: type[C], data: dict[str, Any], where: str = "config", lines: dict[str, int] | None = None) -> C:
+    """Builds ``cls`` from a mapping, rejecting unknown keys (with the nearest valid one)."""
+    fields = _fields(cls)
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        loc = f"{where}:{lines[raw_key]}" if lines and raw_key in lines else where
+        if key not in fields:
+            raise _unknown(str(raw_key), list(fields), loc)
+        values[key] = _coerce(value, hints[key], key, loc)
+    try:
+        return cls(**values)
+    except TypeError as err:  # a required field is missing
+        raise ConfigError(f"{where}: {err}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so unknown flags get a did-you-mean and exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError(message)
+
+
+def build_parser(cls: type, prog: str, description: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with one ``--flag`` per dataclass field (all optional: YAML may supply them)."""
+    parser = _Parser(prog=prog, description=description or (cls.__doc__ or "").strip().split("\n")[0])
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with any of the options below")
+    hints = typing.get_type_hints(cls)
+    for name, f in _fields(cls).items():
+        if f.metadata.get("positional"):
+            parser.add_argument(name, nargs="?", default=argparse.SUPPRESS, help=f.metadata.get("help", ""))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        base = _base_type(hints[name])
+        help_text = f.metadata.get("help", "")
+        if default not in (None, [], {}, "") and base is not bool:
+            help_text += f" (default: {default})"
+        if base is bool:
+            parser.add_argument(
+                _flag(name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
+        else:
+            metavar = name.upper() if typing.get_origin(base) is not list else f"{name.upper()}[,...]"
+            parser.add_argument(
+                _flag(name),
+                nargs=f.metadata.get("nargs"),
+                default=argparse.SUPPRESS,
+                metavar=metavar,
+                help=help_text,
+            )
+    return parser
+
+
+def parse_config(cls: type[C], argv: list[str], prog: str, description: str | None = None) -> C:
+    """``--config file.yaml`` first, then flags on top; unknown keys raise :class:`ConfigError`."""
+    parser = build_parser(cls, prog, description)
+    known, extra = parser.parse_known_args(argv)
+    if extra:
+        flag = next((a for a in extra if a.startswith("-")), extra[0])
+        key = flag.lstrip("-").split("=")[0]
+        raise _unknown(key, [f.replace("_", "-") for f in _fields(cls)], "command line")
+    data: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    where = "command line"
+    if known.config:
+        data, lines = load_yaml(known.config)
+        where = str(known.config)
+    flags = {k: v for k, v in vars(known).items() if k != "config"}
+    fields = _fields(cls)
+    for key in data:
+        if str(key).replace("-", "_") not in fields:
+            raise _unknown(str(key), list(fields), f"{where}:{lines.get(key, '?')}")
+    merged = {str(k).replace("-", "_"): v for k, v in data.items()}
+    merged_lines = {str(k).replace("-", "_"): v for k, v in lines.items()}
+    merged.update(flags)
+    for key in flags:
+        merged_lines.pop(key, None)
+    return from_dict(cls, merged, where=where, lines=merged_lines)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config as plain data (for results.json and run folders)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def require(condition: bool, message: str) -> None:
+    """``__post_init__`` helper: raise :class:`ConfigError` with ``message`` unless ``condition``."""
+    if not condition:
+        raise ConfigError(message)

