@@ -208,3 +208,24 @@ def build_tiny_model(
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model, tokenizer
+
+
+def tiny_model_from_trajectories(data: str, out: str | Path, **sizes: Any) -> Path:
+    """Builds and saves a from-scratch model whose tokenizer is trained on the chats of a trajectory file.
+
+    The chats are rendered through the ChatML template so the tokenizer learns the prompt format too.
+    """
+    from jinja2 import Template
+
+    from agentrl.trajectory import read_episodes
+
+    episodes = read_episodes(data)
+    if not episodes:
+        raise ModelError(f"{data}: no episodes to train a tokenizer on")
+    template = Template(CHATML_TEMPLATE)
+    texts = [template.render(messages=ep.messages, add_generation_prompt=False) for ep in episodes if ep.messages]
+    model, tokenizer = build_tiny_model(texts, **sizes)
+    out = Path(out)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
