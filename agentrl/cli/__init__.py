@@ -16,6 +16,8 @@ from agentrl.config import ConfigError, parse_config
 
 COMMANDS: dict[str, str] = {
     "model": "agentrl.cli.model",
+    "replay": "agentrl.cli.replay",
+    "plot": "agentrl.cli.plot",
 }
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)

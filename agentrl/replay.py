@@ -1,0 +1,226 @@
+"""A ``rich`` console view of an episode: replay from JSONL, or watch one env live during a rollout.
+
+One frame per step: the thought, the action, the environment's answer, the reward and — when a value-guided
+controller acted — the critic's value and the candidates it weighed (the chosen one highlighted). The header
+shows the task and the room; the footer a value sparkline and a success/failure banner. Every text is a
+``rich.text.Text`` inside a panel, so long observations wrap at any terminal width.
+
+:class:`LiveView` is the ``on_step`` hook of the rollout engine: it renders the same frames for one selected
+env while episodes run, with the progress bar below, and prints plain lines when stdout is not a terminal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from agentrl.types import Episode, Step
+
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+_TASK_MARK = "Your task is to:"
+
+
+class ReplayError(ValueError):
+    """The requested episode does not exist; the message lists what does."""
+
+
+def sparkline(values: Sequence[float | None]) -> str:
+    """Unicode block sparkline of a value trace; missing values are spaces.
+
+    Values are scaled between the trace's min and max (a flat trace is drawn at mid height).
+    """
+    present = [v for v in values if v is not None]
+    if not present:
+        return ""
+    lo, hi = min(present), max(present)
+    out = []
+    for v in values:
+        if v is None:
+            out.append(" ")
+        elif hi - lo < 1e-12:
+            out.append(SPARK_CHARS[len(SPARK_CHARS) // 2])
+        else:
+            out.append(SPARK_CHARS[round((v - lo) / (hi - lo) * (len(SPARK_CHARS) - 1))])
+    return "".join(out)
+
+
+def split_task(observation: str, task: str | None = None) -> tuple[str, str]:
+    """``(task, room)`` from a first observation such as ALFWorld's "You are in ... Your task is to: ...".
+
+    An explicit ``task`` (e.g. ``info["task"]``) wins; otherwise the text after "Your task is to:" is the task
+    and what comes before it is the room description.
+    """
+    text = observation.strip()
+    if _TASK_MARK in text:
+        room, _, rest = text.partition(_TASK_MARK)
+        room = room.replace("-= Welcome to TextWorld, ALFRED! =-", "").strip()
+        return (task or rest.strip()), room
+    return (task or ""), text
+
+
+@dataclass
+class EpisodeView:
+    """What the view needs to draw an episode; built from an :class:`Episode` or live, step by step.
+
+    ``answers[i]`` is the environment's reply to ``steps[i].action`` (``None`` if not known).
+    """
+
+    title: str
+    task: str
+    room: str
+    steps: list[Step] = field(default_factory=list)
+    answers: list[str | None] = field(default_factory=list)
+    success: bool | None = None
+    subtitle: str = ""
+
+    @classmethod
+    def from_episode(cls, episode: Episode) -> EpisodeView:
+        first = episode.steps[0].observation if episode.steps else ""
+        if not first:
+            first = next((m["content"] for m in episode.messages if m.get("role") == "user"), "")
+        task, room = split_task(first, episode.meta.get("task"))
+        answers: list[str | None] = [s.observation for s in episode.steps[1:]]
+        if episode.steps:
+            answers.append(_final_answer(episode))
+        ended = "error: " + episode.error if episode.error else ""
+        return cls(
+            title=f"{episode.task_id}  [{episode.task_type}]",
+            task=task,
+            room=room,
+            steps=list(episode.steps),
+            answers=answers,
+            success=episode.success,
+            subtitle=" · ".join(x for x in (f"policy {episode.policy}", episode.episode_id, ended) if x),
+        )
+
+
+def _final_answer(episode: Episode) -> str | None:
+    """The env's answer to the last action: the last user message, if the chat recorded it."""
+    users = [m.get("content", "") for m in episode.messages if m.get("role") == "user"]
+    assistants = sum(1 for m in episode.messages if m.get("role") == "assistant")
+    if users and assistants and len(users) > assistants and episode.messages[-1].get("role") == "user":
+        return users[-1]
+    return None
+
+
+def _fmt_value(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.3f}"
+
+
+def header(view: EpisodeView) -> Panel:
+    """Task and room description."""
+    body = Table.grid(padding=(0, 1))
+    body.add_column(style="bold cyan", no_wrap=True)
+    body.add_column(overflow="fold")
+    body.add_row("Task", Text(view.task or "(not recorded)", style="bold"))
+    if view.room:
+        body.add_row("Room", Text(view.room))
+    return Panel(body, title=Text(view.title, style="bold"), subtitle=view.subtitle or None, title_align="left")
+
+
+def step_frame(view: EpisodeView, index: int) -> Panel:
+    """One step: thought, action, env answer, reward, value and candidates (chosen one highlighted)."""
+    step = view.steps[index]
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    if step.thought:
+        grid.add_row(Text("Think", style="magenta"), Text(step.thought, style="italic"))
+    action_style = "bold green" if step.valid else "bold red"
+    grid.add_row(Text("Action", style="green"), Text(step.action + ("" if step.valid else "  (unparsed)"), style=action_style))
+    answer = view.answers[index] if index < len(view.answers) else None
+    if answer is not None:
+        grid.add_row(Text("Env", style="blue"), Text(answer.strip()))
+    facts = f"reward {step.reward:g}"
+    if step.value is not None:
+        facts += f"   value {_fmt_value(step.value)}"
+    grid.add_row(Text("", style="dim"), Text(facts, style="dim"))
+    parts: list[RenderableType] = [grid]
+    if step.candidates:
+        cand = Table(show_edge=False, box=None, padding=(0, 1), header_style="dim")
+        cand.add_column("", no_wrap=True)
+        cand.add_column("value", justify="right", no_wrap=True)
+        cand.add_column("candidate", overflow="fold")
+        best = max(c.value for c in step.candidates)
+        chosen_seen = False
+        for c in sorted(step.candidates, key=lambda c: -c.value):
+            chosen = not chosen_seen and c.action == step.action
+            chosen_seen = chosen_seen or chosen
+            style = "bold reverse green" if chosen else ("yellow" if c.value == best else "")
+            cand.add_row("▶" if chosen else " ", _fmt_value(c.value), Text(c.action, style=style))
+        parts.append(Text(f"{len(step.candidates)} candidates", style="dim"))
+        parts.append(cand)
+    return Panel(Group(*parts), title=f"step {index + 1}", title_align="left", border_style="white")
+
+
+def footer(view: EpisodeView) -> RenderableType:
+    """Value sparkline (when values were recorded) and the success/failure banner."""
+    parts: list[RenderableType] = []
+    values = [s.value for s in view.steps]
+    if any(v is not None for v in values):
+        present = [v for v in values if v is not None]
+        line = Text("value  ", style="bold")
+        line.append(sparkline(values), style="cyan")
+        line.append(f"   first {_fmt_value(present[0])}  last {_fmt_value(present[-1])}", style="dim")
+        parts.append(line)
+    if view.success is not None:
+        n = len(view.steps)
+        if view.success:
+            parts.append(Panel(Text(f"SUCCESS in {n} steps", justify="center", style="bold white"), style="on green"))
+        else:
+            parts.append(Panel(Text(f"FAILURE after {n} steps", justify="center", style="bold white"), style="on red"))
+    return Group(*parts)
+
+
+def episode_renderable(view: EpisodeView, last: int | None = None) -> Group:
+    """The whole view (header, the last ``last`` steps or all, footer) as one renderable."""
+    first = 0 if last is None else max(0, len(view.steps) - last)
+    frames = [step_frame(view, i) for i in range(first, len(view.steps))]
+    if first:
+        frames.insert(0, Text(f"... {first} earlier steps", style="dim"))
+    return Group(header(view), *frames, footer(view))
+
+
+def play(episode: Episode, console: Console, delay: float = 0.0) -> None:
+    """Prints the episode frame by frame, sleeping ``delay`` seconds between steps (0: all at once)."""
+    view = EpisodeView.from_episode(episode)
+    console.print(header(view))
+    for i in range(len(view.steps)):
+        if delay > 0 and i:
+            time.sleep(delay)
+        console.print(step_frame(view, i))
+    console.print(footer(view))
+
+
+def select_episode(episodes: Sequence[Episode], index: int | None = None, task_id: str | None = None) -> Episode:
+    """The ``index``-th episode (0-based, negative from the end) or the first with ``task_id``."""
+    if not episodes:
+        raise ReplayError("the trajectory file holds no episodes")
+    if task_id is not None:
+        for ep in episodes:
+            if ep.task_id == task_id or ep.episode_id == task_id:
+                return ep
+        known = sorted({ep.task_id for ep in episodes})
+        shown = ", ".join(known[:5]) + (" ..." if len(known) > 5 else "")
+        raise ReplayError(f"no episode with task id `{task_id}` (known: {shown})")
+    index = 0 if index is None else index
+    if not -len(episodes) <= index < len(episodes):
+        raise ReplayError(f"episode {index} out of range: the file holds {len(episodes)} episode(s) (0..{len(episodes) - 1})")
+    return episodes[index]
+
+
+def export(console: Console, path: str, title: str = "agentrl replay") -> None:
+    """Saves what a recording console printed as SVG or HTML (chosen by the file suffix)."""
+    lower = path.lower()
+    if lower.endswith(".svg"):
+        console.save_svg(path, title=title, clear=False)
+    elif lower.endswith((".html", ".htm")):
+        console.save_html(path, clear=False)
+    else:
+        raise ReplayError(f"--export {path}: use a .svg or .html file name")
