@@ -1,0 +1,62 @@
+"""Policies map (observation, info) to an action: ``react`` (LLM), ``expert``, ``random``, ``best_of_k``.
+
+``make_policy(name, ...)`` builds one by name; see ``base.py`` for the Protocol they all follow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from agentrl.policies.base import Context, Decision, Policy
+
+POLICIES = ("react", "expert", "random", "best_of_k")
+MODEL_POLICIES = ("react", "best_of_k")  # need a generator (and a model)
+
+
+def make_policy(
+    name: str,
+    *,
+    generator: Any = None,
+    sampling: Any = None,
+    history: int | None = None,
+    example: bool = True,
+    seed: int = 0,
+    **kwargs: Any,
+) -> Policy:
+    """Builds the policy called ``name``.
+
+    Args:
+        name: one of :data:`POLICIES`.
+        generator: the text generator (required by ``react`` and ``best_of_k``).
+        sampling: decoding parameters for model-backed policies.
+        history: ``None`` for the full chat, else the number of last turns the prompt keeps.
+        example: put the in-context example in the system prompt.
+        seed: seed of the random policy.
+        **kwargs: passed on to the policy (e.g. ``critic``/``k`` for ``best_of_k``).
+    """
+    if name not in POLICIES:
+        import difflib
+
+        close = difflib.get_close_matches(name, POLICIES, n=1)
+        hint = f"; did you mean `{close[0]}`?" if close else ""
+        raise ValueError(f"unknown policy `{name}`{hint} (choose from {', '.join(POLICIES)})")
+    if name in MODEL_POLICIES and generator is None:
+        raise ValueError(f"policy `{name}` needs a model (--model)")
+    if name == "react":
+        from agentrl.policies.react import ReActPolicy
+
+        return ReActPolicy(generator, sampling, history=history, example=example, **kwargs)
+    if name == "expert":
+        from agentrl.policies.expert import ExpertPolicy
+
+        return ExpertPolicy(example=example, **kwargs)
+    if name == "random":
+        from agentrl.policies.random import RandomPolicy
+
+        return RandomPolicy(seed=seed, example=example, **kwargs)
+    module = importlib.import_module("agentrl.policies.best_of_k")
+    return module.make(generator=generator, sampling=sampling, history=history, example=example, **kwargs)
+
+
+__all__ = ["POLICIES", "Context", "Decision", "Policy", "make_policy"]

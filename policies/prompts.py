@@ -1,0 +1,189 @@
+"""Prompts and the ReAct output format, per environment kind.
+
+Every policy (LLM, expert, random) writes its assistant turns in one format so that any episode is training
+data for the ReAct agent:
+
+* ``alfworld`` / ``textworld``: ``"Think: <reasoning>\\nAction: <command>"``. The command is what the env gets.
+* ``math``: one reasoning step per assistant turn (a single line); the final step contains ``#### <answer>``.
+
+:func:`parse_react` is deliberately forgiving about case, markdown and quotes, but never guesses: a reply with no
+usable ``Action:`` line is sent to the env verbatim and the step is recorded as invalid.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+ENV_KINDS = ("alfworld", "textworld", "math")
+
+ALFWORLD_COMMANDS = """\
+  go to {receptacle}               e.g. go to countertop 1
+  open {receptacle}                e.g. open fridge 1
+  close {receptacle}
+  take {object} from {receptacle}  e.g. take mug 2 from cabinet 3
+  move {object} to {receptacle}    e.g. move mug 2 to coffeemachine 1   (this is how you put things down)
+  clean {object} with {receptacle} e.g. clean apple 1 with sinkbasin 1
+  heat {object} with {receptacle}  e.g. heat egg 1 with microwave 1
+  cool {object} with {receptacle}  e.g. cool potato 1 with fridge 1
+  use {object}                     e.g. use desklamp 1 (switch a lamp on)
+  examine {object or receptacle}
+  look
+  inventory"""
+
+ALFWORLD_SYSTEM = f"""\
+You are an agent in a household. You interact with the rooms only through text commands to complete a task.
+Each turn, answer with exactly two lines:
+Think: <one short sentence of reasoning>
+Action: <one command>
+Commands (use object and receptacle names exactly as the observations write them, with their numbers):
+{ALFWORLD_COMMANDS}
+You can hold one object at a time. Look inside closed receptacles by opening them first."""
+
+ALFWORLD_EXAMPLE = """\
+Example:
+User: You are in the middle of a room. Looking quickly around you, you see a cabinet 1, a countertop 1, \
+a coffeemachine 1, a sinkbasin 1. Your task is to: put a clean mug in coffeemachine.
+Assistant: Think: A mug is likely on the countertop or in the cabinet. I check the countertop first.
+Action: go to countertop 1
+User: You arrive at countertop 1. On the countertop 1, you see a mug 1, and a spoon 2.
+Assistant: Think: I found a mug. I take it.
+Action: take mug 1 from countertop 1
+User: You pick up the mug 1 from the countertop 1.
+Assistant: Think: The mug must be clean, so I go to the sinkbasin.
+Action: go to sinkbasin 1
+User: You arrive at sinkbasin 1. On the sinkbasin 1, you see nothing.
+Assistant: Think: I clean the mug here.
+Action: clean mug 1 with sinkbasin 1
+User: You clean the mug 1 using the sinkbasin 1.
+Assistant: Think: Now I bring the clean mug to the coffeemachine.
+Action: go to coffeemachine 1
+User: You arrive at coffeemachine 1. On the coffeemachine 1, you see nothing.
+Assistant: Think: I put the mug in the coffeemachine.
+Action: move mug 1 to coffeemachine 1"""
+
+TEXTWORLD_SYSTEM = """\
+You are playing a text adventure game. You act only through text commands to reach the goal.
+Each turn, answer with exactly two lines:
+Think: <one short sentence of reasoning>
+Action: <one command>
+Typical commands: go north/south/east/west, look, inventory, examine X, take X, take X from Y, drop X,
+put X on Y, insert X into Y, open X, close X, unlock X with Y, lock X with Y, eat X."""
+
+TEXTWORLD_EXAMPLE = """\
+Example:
+User: You are in a kitchen. There is a closed fridge here. An exit leads east. Goal: put the apple on the table.
+Assistant: Think: The apple may be in the fridge.
+Action: open fridge
+User: You open the fridge, revealing an apple."""
+
+MATH_SYSTEM = """\
+Solve the math problem step by step. Write exactly one reasoning step per message, on one line, with the
+arithmetic written out. When you know the answer, write the final step as: #### <answer>"""
+
+MATH_EXAMPLE = """\
+Example:
+User: Question: Tom has 3 boxes of 4 apples and eats 2 apples. How many apples are left?
+Assistant: Tom has 3 * 4 = 12 apples.
+User: Next step.
+Assistant: After eating 2, he has 12 - 2 = 10 apples.
+User: Next step.
+Assistant: #### 10"""
+
+MATH_NEXT = "Next step."
+
+_SYSTEM = {"alfworld": ALFWORLD_SYSTEM, "textworld": TEXTWORLD_SYSTEM, "math": MATH_SYSTEM}
+_EXAMPLE = {"alfworld": ALFWORLD_EXAMPLE, "textworld": TEXTWORLD_EXAMPLE, "math": MATH_EXAMPLE}
+
+
+def check_env_kind(env_kind: str) -> str:
+    if env_kind not in ENV_KINDS:
+        raise ValueError(f"unknown env kind {env_kind!r}; expected one of {', '.join(ENV_KINDS)}")
+    return env_kind
+
+
+def system_prompt(env_kind: str, example: bool = True) -> str:
+    """The system instruction for ``env_kind`` (action syntax), optionally with an in-context example."""
+    text = _SYSTEM[check_env_kind(env_kind)]
+    return f"{text}\n\n{_EXAMPLE[env_kind]}" if example else text
+
+
+def first_user_turn(env_kind: str, observation: str, info: dict[str, Any]) -> str:
+    """The user message that opens an episode: the env's first observation (plus the task if it is missing)."""
+    text = observation.strip()
+    task = str(info.get("task") or "").strip()
+    if env_kind == "math":
+        return text if text.lower().startswith("question") else f"Question: {text}"
+    if task and task not in text:
+        text = f"{text}\nYour task is to: {task}"
+    return text
+
+
+def next_user_turn(env_kind: str, observation: str) -> str:
+    """The user message after an action: the env's answer (math echoes the problem, so it just asks on)."""
+    if env_kind == "math":
+        return MATH_NEXT
+    return observation.strip() or "Nothing happens."
+
+
+def initial_messages(
+    env_kind: str, observation: str, info: dict[str, Any], example: bool = True
+) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": system_prompt(env_kind, example)},
+        {"role": "user", "content": first_user_turn(env_kind, observation, info)},
+    ]
+
+
+def window(messages: list[dict[str, str]], last_turns: int | None) -> list[dict[str, str]]:
+    """The prompt to send: system + opening user turn + the last ``last_turns`` (assistant, user) pairs.
+
+    ``None`` keeps the full history. The opening turn always stays: it holds the task.
+    """
+    if last_turns is None:
+        return list(messages)
+    head = 2 if messages and messages[0]["role"] == "system" else 1
+    rest = messages[head:]
+    keep = 2 * last_turns
+    return list(messages[:head]) + (list(rest[-keep:]) if keep > 0 else [])
+
+
+def format_react(thought: str, action: str, env_kind: str) -> str:
+    """An assistant turn in the shared format (experts and random policies write these)."""
+    if env_kind == "math":
+        return action.strip()
+    return f"Think: {thought.strip()}\nAction: {action.strip()}"
+
+
+_ACTION = re.compile(r"^[\s>*#`\-]*action\s*[:：]\s*(.*)$", re.IGNORECASE | re.MULTILINE)
+_THINK = re.compile(r"^[\s>*#`\-]*(?:think|thought)\s*[:：]\s*", re.IGNORECASE)
+
+
+def _clean_action(text: str) -> str:
+    text = text.strip().strip("*`\"'").strip()
+    if text.endswith(".") and not re.search(r"\d\.$", text):  # "go to sofa 1." -> "go to sofa 1"
+        text = text[:-1].rstrip()
+    return text
+
+
+def parse_react(text: str, env_kind: str) -> tuple[str, str, bool]:
+    """Splits a model reply into ``(thought, action, valid)``.
+
+    ALFWorld/TextWorld: the first line starting with ``Action:`` (any case, markdown bullets allowed) gives the
+    action; the text before it (minus a ``Think:`` label) is the thought. No such line, or an empty one: the
+    whole raw text is the action and ``valid`` is False. Math: the first non-empty line is the step.
+    """
+    if env_kind == "math":
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        return "", (lines[0] if lines else text), bool(lines)
+    match = _ACTION.search(text)
+    if match is None:
+        return "", text, False
+    action = _clean_action(match.group(1))
+    if not action:  # "Action:" alone on its line: accept the next non-empty line
+        following = [line for line in text[match.end() :].splitlines() if line.strip()]
+        action = _clean_action(following[0]) if following else ""
+    if not action:
+        return "", text, False
+    thought = _THINK.sub("", text[: match.start()].strip(), count=1).strip()
+    return thought, action, True

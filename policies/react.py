@@ -1,0 +1,99 @@
+"""The ReAct LLM agent: chat-templated prompts, batched generation, robust ``Think/Action`` parsing."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+from agentrl.backends.base import Generator, Request, Sampling
+from agentrl.policies.base import Context, Decision
+from agentrl.policies.prompts import (
+    check_env_kind,
+    initial_messages,
+    next_user_turn,
+    parse_react,
+    window,
+)
+
+
+class ReActPolicy:
+    """Prompts a language model with the env's action syntax and parses ``Think: ... / Action: ...`` replies.
+
+    All contexts passed to :meth:`act` go to the generator in one call (one batched forward per token). Each
+    episode gets its own ``cache_key`` so a backend that can keeps the conversation's KV cache across turns.
+
+    Args:
+        generator: any :class:`~agentrl.backends.base.Generator` (transformers, openai, vllm).
+        sampling: decoding parameters; for math a newline stop is added (one reasoning step per action).
+        history: ``None`` sends the full chat; ``k`` sends system + task + the last ``k`` turns.
+        example: include the in-context example in the system instruction.
+    """
+
+    name = "react"
+
+    def __init__(
+        self,
+        generator: Generator,
+        sampling: Sampling | None = None,
+        *,
+        history: int | None = None,
+        example: bool = True,
+    ):
+        if history is not None and history < 0:
+            raise ValueError(f"history must be None (full) or >= 0 turns, got {history}")
+        self.generator = generator
+        self.sampling = sampling or Sampling()
+        self.history = history
+        self.example = example
+        self._keys = itertools.count()
+
+    def begin(self, slot: int, observation: str, info: dict[str, Any], env_kind: str) -> Context:
+        check_env_kind(env_kind)
+        ctx = Context(
+            slot=slot,
+            messages=initial_messages(env_kind, observation, info, self.example),
+            observation=observation,
+            info=info,
+            env_kind=env_kind,
+        )
+        ctx.memory["cache_key"] = f"slot{slot}/ep{next(self._keys)}"
+        return ctx
+
+    def _sampling(self, env_kind: str) -> Sampling:
+        if env_kind == "math" and "\n" not in self.sampling.stop:
+            return dataclasses.replace(self.sampling, stop=[*self.sampling.stop, "\n"])
+        return self.sampling
+
+    def act(self, contexts: list[Context]) -> list[Decision]:
+        decisions: list[Decision | None] = [None] * len(contexts)
+        # One generate call per env kind (a rollout has one kind, so normally exactly one call).
+        for kind in sorted({c.env_kind for c in contexts}):
+            index = [i for i, c in enumerate(contexts) if c.env_kind == kind]
+            requests = [
+                Request(
+                    messages=window(contexts[i].messages, self.history),
+                    cache_key=contexts[i].memory.get("cache_key"),
+                )
+                for i in index
+            ]
+            outputs = self.generator.generate(requests, self._sampling(kind))
+            for i, completions in zip(index, outputs, strict=True):
+                best = completions[0]
+                thought, action, valid = parse_react(best.text, kind)
+                decisions[i] = Decision(
+                    action=action, raw=best.text, thought=thought, valid=valid, new_tokens=best.num_tokens
+                )
+        return [d for d in decisions if d is not None]
+
+    def observe(self, context: Context, decision: Decision, observation: str, info: dict[str, Any]) -> None:
+        context.messages.append({"role": "assistant", "content": decision.raw})
+        context.messages.append({"role": "user", "content": next_user_turn(context.env_kind, observation)})
+        context.observation = observation
+        context.info = info
+
+    def end(self, context: Context) -> None:
+        """The episode is over: the backend may drop its cached state."""
+        key = context.memory.get("cache_key")
+        if key:
+            self.generator.release(key)
