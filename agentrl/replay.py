@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
@@ -224,3 +225,76 @@ def export(console: Console, path: str, title: str = "agentrl replay") -> None:
         console.save_html(path, clear=False)
     else:
         raise ReplayError(f"--export {path}: use a .svg or .html file name")
+
+
+class LiveView:
+    """The rollout engine's ``on_step`` hook: shows one env's episode as it runs.
+
+    In a terminal each step's frame is printed through ``console`` (a running ``rich`` progress bar redirects
+    prints above itself, so it stays below the view); when stdout is not a terminal each step is one plain
+    line. Only env ``slot`` is shown; every other slot is ignored.
+
+    Args:
+        console: where to print (default: rich's global console, the one progress bars use).
+        slot: which env to watch.
+        max_steps: the rollout's step cap (an episode that reaches it ends without ``terminated``).
+        plain: force plain lines (default: when the console is not a terminal).
+    """
+
+    def __init__(self, console: Console | None = None, slot: int = 0, max_steps: int | None = None,
+                 plain: bool | None = None):
+        from rich import get_console
+
+        self.console = console or get_console()
+        self.slot = slot
+        self.max_steps = max_steps
+        self.plain = (not self.console.is_terminal) if plain is None else plain
+        self.view: EpisodeView | None = None
+        self._context: Any = None
+        self.episodes = 0
+
+    def __call__(self, slot: int, context: Any, decision: Any, result: Any) -> None:
+        if slot != self.slot:
+            return
+        if context is not self._context:  # a new episode started in this slot
+            self._context = context
+            self.episodes += 1
+            info = getattr(context, "info", {}) or {}
+            task, room = split_task(getattr(context, "observation", ""), info.get("task"))
+            self.view = EpisodeView(title=f"env {slot} · episode {self.episodes} · {info.get('task_id', '')}",
+                                    task=task, room=room, subtitle=str(info.get("task_type", "")))
+            self._print_header()
+        assert self.view is not None
+        error = not isinstance(result, tuple)
+        observation, reward, terminated, truncated, info = (str(result), 0.0, True, False, {}) if error else result
+        step = Step(observation=getattr(context, "observation", ""), action=decision.action, thought=decision.thought,
+                    reward=float(reward), value=decision.value, candidates=decision.candidates, valid=decision.valid)
+        self.view.steps.append(step)
+        self.view.answers.append(("env error: " if error else "") + str(observation))
+        index = len(self.view.steps) - 1
+        if self.plain:
+            value = "" if step.value is None else f" V={step.value:+.3f}"
+            k = "" if not step.candidates else f" K={len(step.candidates)}"
+            answer = " ".join(str(observation).split())
+            self.console.print(f"[env {slot}] step {index + 1}: {step.action} -> {answer} (r={reward:g}{value}{k})",
+                               markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.console.print(step_frame(self.view, index))
+        ended = error or terminated or truncated or (self.max_steps is not None and len(self.view.steps) >= self.max_steps)
+        if ended:
+            self.view.success = bool(info.get("won", False)) and not error
+            if self.plain:
+                verdict = "SUCCESS" if self.view.success else "FAILURE"
+                self.console.print(f"[env {slot}] {verdict} after {len(self.view.steps)} steps "
+                                   f"{sparkline([s.value for s in self.view.steps])}".rstrip(),
+                                   markup=False, highlight=False, soft_wrap=True)
+            else:
+                self.console.print(footer(self.view))
+
+    def _print_header(self) -> None:
+        assert self.view is not None
+        if self.plain:
+            self.console.print(f"[env {self.slot}] task: {self.view.task} | {self.view.subtitle}",
+                               markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.console.print(header(self.view))

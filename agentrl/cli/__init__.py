@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "rollout": "agentrl.cli.rollout",
     "replay": "agentrl.cli.replay",
     "plot": "agentrl.cli.plot",
+    "eval": "agentrl.cli.eval",
 }
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)

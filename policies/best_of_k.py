@@ -1,0 +1,312 @@
+"""Best-of-K: sample K candidate actions from a policy, score them with a critic, act on the best.
+
+For every env the wrapped (sampling) policy proposes K assistant turns; candidates are deduplicated by action,
+then *all* candidates of *all* envs are scored by one :class:`ActionScorer` call (one batched critic forward),
+and the highest-valued one is taken. Ties are broken deterministically: among equal values the candidate
+sampled first wins (sampling is seeded, so reruns agree). The decision records every candidate with its
+value (``Decision.candidates``) and the chosen value (``Decision.value``) for replay and analysis.
+
+The critic convention (shared with ``agentrl.critic`` and the learner): a candidate turn is scored by
+``V`` at its end-of-turn token after rendering ``context.messages + [assistant: candidate.raw]`` through the
+tokenizer's chat template — the same position the learner trains as the state after that action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from agentrl.backends.base import Request
+from agentrl.policies.base import Context, Decision, Policy
+from agentrl.policies.react import ReActPolicy
+from agentrl.types import Candidate
+
+
+@runtime_checkable
+class ActionScorer(Protocol):
+    """Scores candidate decisions: ``score(contexts, candidates)[i][j]`` is V(contexts[i] + candidates[i][j])."""
+
+    def score(self, contexts: Sequence[Context], candidates: Sequence[Sequence[Decision]]) -> list[list[float]]: ...
+
+
+@runtime_checkable
+class CandidateSampler(Protocol):
+    """A policy that can propose ``k`` decisions per context in one batched call (e.g. generator ``n=k``)."""
+
+    def propose(self, contexts: list[Context], k: int) -> list[list[Decision]]: ...
+
+
+def end_of_turn_id(tokenizer: Any) -> int:
+    """The token that closes an assistant turn in the chat template (``<|im_end|>`` for ChatML), else EOS."""
+    vocab = tokenizer.get_vocab()
+    for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"):
+        if token in vocab:
+            return int(vocab[token])
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no end-of-turn or EOS token to score candidates at")
+    return int(tokenizer.eos_token_id)
+
+
+class CriticScorer:
+    """:class:`ActionScorer` backed by a learned value model (``agentrl.critic.ValueModel``).
+
+    Each (context, candidate) pair is rendered through the chat template with the candidate as the final
+    assistant message; the value is read at the last end-of-turn token, i.e. right after the candidate.
+    All pairs go through ``model.values`` in one right-padded batch (``max_batch`` splits it if memory is tight).
+
+    Args:
+        model: anything with ``values(input_ids [B, L], attention_mask [B, L]) -> [B, L]`` (and ``parameters``).
+        tokenizer: the policy's tokenizer (with a chat template).
+        max_batch: at most this many sequences per forward; None: one forward for all.
+        max_length: keep only the last ``max_length`` tokens of a sequence (the candidate's end stays in view).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch: int | None = None, max_length: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.max_length = max_length
+        self.end_id = end_of_turn_id(tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_id
+        self.forwards = 0  # number of critic forward passes so far (the bench and tests read it)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str, tokenizer: Any = None, *, device: str = "cpu", dtype: str = "float32", **kwargs: Any
+    ) -> CriticScorer:
+        """Loads ``agentrl.critic.ValueModel`` from ``path``.
+
+        Args:
+            path: a critic folder written by ``ValueModel.save_pretrained`` (e.g. ``agentrl learn``'s ``OUT/critic``).
+            tokenizer: the policy's tokenizer; default: the critic folder's own, else its base model's.
+            device: torch device.
+            dtype: float32, bfloat16 or float16.
+        """
+        import torch
+
+        from agentrl.critic import ValueModel
+
+        model = ValueModel.from_pretrained(path, dtype=getattr(torch, dtype), device=device)
+        if tokenizer is None:
+            from agentrl.models import load_tokenizer
+
+            base = model.base if not (Path(path) / "tokenizer_config.json").is_file() else path
+            if base is None:
+                raise ValueError(f"{path}: the critic has no tokenizer and no base model to take one from")
+            tokenizer = load_tokenizer(base)
+        return cls(model, tokenizer, **kwargs)
+
+    def encode(self, context: Context, candidate: Decision) -> tuple[list[int], int]:
+        """Token ids of the chat ending with the candidate turn, and the index the value is read at."""
+        messages = [*context.messages, {"role": "assistant", "content": candidate.raw}]
+        ids = self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=False)
+        if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding
+            ids = list(ids["input_ids"])
+        ends = [i for i, t in enumerate(ids) if t == self.end_id]
+        if not ends:
+            raise ValueError(f"the chat template put no end-of-turn token (id {self.end_id}) after the candidate")
+        position = ends[-1]
+        ids = ids[: position + 1]  # what follows the end-of-turn token (a newline) carries no decision
+        if self.max_length is not None and len(ids) > self.max_length:
+            ids = ids[-self.max_length :]
+            position = len(ids) - 1
+        return ids, position
+
+    def score(self, contexts: Sequence[Context], candidates: Sequence[Sequence[Decision]]) -> list[list[float]]:
+        import torch
+
+        pairs = [(i, self.encode(ctx, cand)) for i, ctx in enumerate(contexts) for cand in candidates[i]]
+        flat: list[float] = []
+        chunk = self.max_batch or max(1, len(pairs))
+        device = next(self.model.parameters()).device
+        for start in range(0, len(pairs), chunk):
+            part = pairs[start : start + chunk]
+            width = max(len(ids) for _, (ids, _) in part)
+            input_ids = torch.full((len(part), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(part), width), dtype=torch.long)
+            for row, (_, (ids, _)) in enumerate(part):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                mask[row, : len(ids)] = 1
+            with torch.inference_mode():
+                values = self.model.values(input_ids.to(device), mask.to(device))  # [B, L]
+            self.forwards += 1
+            index = torch.tensor([pos for _, (_, pos) in part], device=values.device)
+            flat += values[torch.arange(len(part), device=values.device), index].float().cpu().tolist()
+        out: list[list[float]] = [[] for _ in contexts]
+        for (i, _), v in zip(pairs, flat, strict=True):
+            out[i].append(v)
+        return out
+
+
+class OracleScorer:
+    """:class:`ActionScorer` from a known cost-to-go: ``value = -remaining_plan(context, action)``.
+
+    Used to check the controller without learning: with the expert's remaining plan length after taking the
+    candidate as the cost, the best candidate is the one that brings the expert's goal closest.
+
+    Args:
+        remaining_plan: ``(context, action) -> steps the expert still needs after taking action``.
+    """
+
+    def __init__(self, remaining_plan: Callable[[Context, str], float]):
+        self.remaining_plan = remaining_plan
+        self.calls = 0
+
+    def score(self, contexts: Sequence[Context], candidates: Sequence[Sequence[Decision]]) -> list[list[float]]:
+        self.calls += 1
+        return [[-float(self.remaining_plan(ctx, c.action)) for c in cands] for ctx, cands in zip(contexts, candidates, strict=True)]
+
+
+def expert_agreement_plan(context: Context, action: str) -> float:
+    """Remaining plan length relative to now, from the env's ``info["expert_action"]`` alone.
+
+    Following the expert shortens its plan by one step (``-1``); any other action costs at least a detour
+    (the step taken plus one to undo it: ``+1``). Only differences between candidates of one context matter,
+    so the unknown absolute plan length cancels out.
+    """
+    expert = context.info.get("expert_action")
+    if expert is None:
+        raise KeyError("expert_agreement_plan needs info['expert_action'] from the env")
+    return -1.0 if _norm(action) == _norm(expert) else 1.0
+
+
+def react_propose(policy: ReActPolicy, contexts: list[Context], k: int) -> list[list[Decision]]:
+    """``k`` samples per context from a ReAct policy in one generator call (``Sampling.n = k``).
+
+    Builds exactly the requests ``ReActPolicy.act`` builds (same history window, cache key and stop strings)
+    and parses every completion the way it does, so best-of-1 acts like the policy itself.
+    """
+    from agentrl.policies.prompts import parse_react, window
+
+    out: list[list[Decision]] = [[] for _ in contexts]
+    for kind in sorted({c.env_kind for c in contexts}):
+        index = [i for i, c in enumerate(contexts) if c.env_kind == kind]
+        requests = [
+            Request(messages=window(contexts[i].messages, policy.history), cache_key=contexts[i].memory.get("cache_key"))
+            for i in index
+        ]
+        sampling = replace(policy._sampling(kind), n=k)  # the policy's own decoding, k samples each
+        outputs = policy.generator.generate(requests, sampling)
+        for i, completions in zip(index, outputs, strict=True):
+            for completion in completions:
+                thought, action, valid = parse_react(completion.text, kind)
+                out[i].append(Decision(action=action, raw=completion.text, thought=thought, valid=valid,
+                                       new_tokens=completion.num_tokens))
+    return out
+
+
+def _norm(action: str) -> str:
+    return " ".join(action.strip().lower().split())
+
+
+def dedupe(decisions: Sequence[Decision]) -> list[Decision]:
+    """Candidates with distinct actions, in first-sampled order (whitespace and case do not make a new action)."""
+    seen: set[str] = set()
+    out = []
+    for d in decisions:
+        key = _norm(d.action)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+@dataclass
+class BestOfK:
+    """Wraps a sampling policy: K samples per env, one batched scoring call, act on the highest value.
+
+    Args:
+        policy: the sampling policy (temperature > 0). If it has ``propose(contexts, k)`` (one generator call
+            with ``n=k``), that is used; otherwise ``act`` is called ``k`` times.
+        scorer: values of candidates (:class:`CriticScorer` or :class:`OracleScorer`).
+        k: samples per env and step (K=1 scores the single sample: same actions as the policy, plus values).
+    """
+
+    policy: Policy
+    scorer: ActionScorer
+    k: int = 5
+    name: str = "best_of_k"
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"best-of-K needs k >= 1, got {self.k}")
+
+    def begin(self, slot: int, observation: str, info: dict[str, Any], env_kind: str) -> Context:
+        return self.policy.begin(slot, observation, info, env_kind)
+
+    def observe(self, context: Context, decision: Decision, observation: str, info: dict[str, Any]) -> None:
+        self.policy.observe(context, decision, observation, info)
+
+    def propose(self, contexts: list[Context]) -> list[list[Decision]]:
+        """K sampled decisions per context, deduplicated by action."""
+        if isinstance(self.policy, CandidateSampler):
+            samples = self.policy.propose(contexts, self.k)
+        elif isinstance(self.policy, ReActPolicy):
+            samples = react_propose(self.policy, contexts, self.k)
+        else:
+            rounds = [self.policy.act(contexts) for _ in range(self.k)]
+            samples = [[r[i] for r in rounds] for i in range(len(contexts))]
+        if len(samples) != len(contexts) or any(not s for s in samples):
+            raise RuntimeError(f"{type(self.policy).__name__} proposed no candidate for some context")
+        return [dedupe(s) for s in samples]
+
+    def act(self, contexts: list[Context]) -> list[Decision]:
+        if not contexts:
+            return []
+        candidates = self.propose(contexts)
+        values = self.scorer.score(contexts, candidates)  # one batched call for every env's candidates
+        decisions = []
+        for cands, vals in zip(candidates, values, strict=True):
+            if len(vals) != len(cands):
+                raise RuntimeError(f"scorer returned {len(vals)} values for {len(cands)} candidates")
+            # max value; ties -> the earliest sample (index as a secondary key keeps it deterministic)
+            best = max(range(len(cands)), key=lambda j: (vals[j], -j))
+            tokens = sum(c.new_tokens for c in cands)
+            recorded = [Candidate(action=c.action, value=float(v), raw=c.raw, thought=c.thought)
+                        for c, v in zip(cands, vals, strict=True)]
+            decisions.append(replace(cands[best], value=float(vals[best]), candidates=recorded, new_tokens=tokens))
+        return decisions
+
+
+def make(
+    *,
+    generator: Any,
+    sampling: Any = None,
+    history: int | None = None,
+    example: bool = True,
+    critic: str | ActionScorer | None = None,
+    k: int = 5,
+    tokenizer: Any = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    **kwargs: Any,
+) -> BestOfK:
+    """``make_policy("best_of_k", ...)``: a ReAct policy on ``generator`` with K samples scored by ``critic``.
+
+    Args:
+        generator: the text generator that samples candidates.
+        sampling: its decoding parameters (K > 1 needs ``temperature > 0``, else all samples are equal).
+        history: prompt window of the ReAct policy.
+        example: in-context example in the system prompt.
+        critic: a critic folder or an :class:`ActionScorer`.
+        k: candidates per step.
+        tokenizer: the tokenizer the critic reads chats with (default: the generator's).
+        device: torch device of the critic.
+        dtype: critic dtype.
+        **kwargs: passed to :class:`CriticScorer` (``max_batch``, ``max_length``).
+    """
+    from agentrl.backends.base import Sampling
+
+    sampling = sampling or Sampling(temperature=1.0)
+    if k > 1 and sampling.temperature <= 0:
+        raise ValueError(f"best-of-{k} needs sampling: set a temperature > 0 (got {sampling.temperature})")
+    if critic is None:
+        raise ValueError("best-of-K needs a critic (--critic DIR)")
+    if isinstance(critic, str | Path):
+        critic = CriticScorer.from_pretrained(
+            str(critic), tokenizer or getattr(generator, "tokenizer", None), device=device, dtype=dtype, **kwargs
+        )
+    policy = ReActPolicy(generator, sampling, history=history, example=example)
+    return BestOfK(policy, critic, k=k)
