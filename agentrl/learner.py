@@ -1,0 +1,304 @@
+"""The learner: one explicit training loop for OREO, SFT, rejection sampling (RS) and DPO.
+
+``train(cfg)`` reads like nanoGPT's ``train.py``: data -> forward -> losses -> backward -> step -> log ->
+checkpoint. What differs between algorithms is one micro-batch function each (``MICRO_STEPS``): forward,
+loss from :mod:`agentrl.losses`, backward. Models, the reference cache and checkpoint I/O live in
+:mod:`agentrl.learner_setup`.
+
+Cost of one OREO micro-batch here (LoRA policy + LoRA critic on one frozen base, cached reference):
+one policy forward/backward and one critic forward/backward; no reference forward and no second (no-grad)
+policy forward, and only the action positions go through the LM head. The reference implementation runs two
+policy forwards, a reference forward and a critic forward/backward with three full models in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agentrl import losses
+from agentrl.data import ReferenceCache, TokenizedEpisode, collate
+
+DEFAULT_ALPHA = {"token": 0.01, "step": 0.1, "response": 0.3}  # paper A.3
+STEP_SPLITS = {"turn": (), "line": ("\n",), "line+sentence": ("\n", ". ")}
+
+
+class MetricsLogger:
+    """One JSON line per optimizer step in ``OUT/metrics.jsonl`` and a short line on stdout."""
+
+    def __init__(self, path: Path, console: Any, resume_step: int = 0):
+        self.path = path
+        if path.exists():  # resumed: drop lines written after the checkpoint we restart from
+            kept = [
+                ln
+                for ln in path.read_text().splitlines()
+                if ln.strip() and json.loads(ln)["step"] <= resume_step
+            ]
+            path.write_text("".join(ln + "\n" for ln in kept))
+        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self.console = console
+
+    def log(self, metrics: dict[str, Any], echo: bool) -> None:
+        self.file.write(json.dumps(metrics) + "\n")
+        self.file.flush()
+        if echo:
+            keys = ("loss", "value_loss", "policy_loss", "kl", "lr", "tokens_per_s")
+            parts = [f"{k} {metrics[k]:.4g}" for k in keys if metrics.get(k) is not None]
+            self.console.print(f"step {metrics['step']:>5}  " + "  ".join(parts))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _oreo_micro(ctx: dict[str, Any], batch: dict[str, torch.Tensor], scale: float) -> dict[str, float]:
+    """OREO on one micro-batch: critic step on Eq. 8, policy step on Eq. 9/10 + alpha * KL."""
+    cfg, policy, critic = ctx["cfg"], ctx["policy"], ctx["critic"]
+    b, s = batch["state_mask"].shape
+    with ctx["autocast"]():
+        logits = ctx["action_logits"](policy, batch)  # [N, V], only the positions that predict actions
+        if cfg.kl_topk > 0:
+            logp, kl = losses.token_logps_and_topk_kl(
+                logits, batch["targets"], batch["ref_topk_ids"], batch["ref_topk_logps"], cfg.chunk_size
+            )
+        else:  # exact full-vocabulary KL: one reference forward per micro-batch
+            ref_logits = ctx["reference_logits"](policy, ctx["reference"], batch)
+            logp, kl = losses.token_logps_and_kl(logits, batch["targets"], ref_logits, cfg.chunk_size)
+        step_lr = losses.segment_sum(logp - batch["ref_logps"], batch["action_segments"], b, s)  # [B, S]
+        values = critic.values(batch["input_ids"], batch["attention_mask"]).gather(
+            1, batch["state_positions"]
+        )
+    value_loss, vm = losses.oreo_value_loss(
+        values, step_lr.detach(), batch["state_mask"], batch["reward"], cfg.beta
+    )
+    # Backward the critic now so its graph is freed before the policy's backward.
+    (value_loss * scale).backward()
+    policy_loss, pm = losses.oreo_policy_loss(values, step_lr, batch["state_mask"], batch["reward"], cfg.beta)
+    kl_mean = losses.row_mean(kl, batch["action_rows"], b)
+    ((policy_loss + cfg.alpha * kl_mean) * scale).backward()
+    return {
+        **vm,
+        **pm,
+        "kl": kl_mean.item(),
+        "loss": value_loss.item() + policy_loss.item() + cfg.alpha * kl_mean.item(),
+    }
+
+
+def _sft_micro(ctx: dict[str, Any], batch: dict[str, torch.Tensor], scale: float) -> dict[str, float]:
+    """SFT (and RS, whose data holds successful episodes only): NLL of the action tokens."""
+    with ctx["autocast"]():
+        logits = ctx["action_logits"](ctx["policy"], batch)
+        logp = losses.token_logps(logits, batch["targets"], ctx["cfg"].chunk_size)
+    loss, m = losses.sft_loss(logp, batch["action_rows"], batch["input_ids"].shape[0])
+    (loss * scale).backward()
+    return {**m, "loss": loss.item(), "policy_loss": loss.item()}
+
+
+def _dpo_micro(ctx: dict[str, Any], batch: dict[str, torch.Tensor], scale: float) -> dict[str, float]:
+    """DPO: rows ``0..P-1`` of the batch are the successful episodes, rows ``P..2P-1`` their failed partners."""
+    rows = batch["input_ids"].shape[0]
+    with ctx["autocast"]():
+        logits = ctx["action_logits"](ctx["policy"], batch)
+        logp = losses.token_logps(logits, batch["targets"], ctx["cfg"].chunk_size)
+    seq = logp.new_zeros(rows).index_add(0, batch["action_rows"], logp)
+    ref = batch["ref_logps"].new_zeros(rows).index_add(0, batch["action_rows"], batch["ref_logps"])
+    p = rows // 2
+    loss, m = losses.dpo_loss(seq[:p], seq[p:], ref[:p], ref[p:], ctx["cfg"].beta)
+    (loss * scale).backward()
+    return {**m, "loss": loss.item(), "policy_loss": loss.item()}
+
+
+MICRO_STEPS = {"oreo": _oreo_micro, "sft": _sft_micro, "rs": _sft_micro, "dpo": _dpo_micro}
+
+
+def _schedule(kind: str, warmup: int, total: int):
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return factor
+
+
+def _micro_batch(items: list, micro: int, batch_size: int, seed: int) -> list:
+    """Items of global micro-batch ``micro``: epoch ``e`` visits the items in a permutation seeded by
+    ``seed + e``, so the data position is a pure function of the micro-batch counter (exact resume)."""
+    per_epoch = max(1, len(items) // batch_size)
+    epoch, pos = divmod(micro, per_epoch)
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    return [items[i] for i in order[pos * batch_size : (pos + 1) * batch_size]]
+
+
+def _collate(
+    algo: str, episodes: list[TokenizedEpisode], chosen: list, pad_id: int, ref: ReferenceCache | None
+):
+    if algo == "dpo":  # items are (success, failure) index pairs
+        idx = [c for c, _ in chosen] + [r for _, r in chosen]
+    else:
+        idx = chosen
+    return collate([episodes[i] for i in idx], pad_id, indices=idx, ref=ref)
+
+
+def train(cfg: Any) -> dict[str, Any]:
+    """Trains a policy (and for OREO a critic) on trajectory files; see ``agentrl learn --help`` for ``cfg``.
+
+    Returns:
+        A summary: ``{"steps", "final": last metrics, "out"}``.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from transformers.utils import logging as hf_logging
+
+    from agentrl import learner_setup as setup
+    from agentrl.data import dpo_pairs, fingerprint, load_tokenized, parse_reward_map
+    from agentrl.models import load_tokenizer, resolve_model
+
+    hf_logging.disable_progress_bar()  # our own rich progress is enough
+    console = Console(highlight=False, soft_wrap=True)
+    out = Path(cfg.out)
+    ckpt_dir = out / "checkpoints"
+    resume_from = setup.latest_checkpoint(ckpt_dir) if cfg.resume else None
+    if cfg.resume and resume_from is None:
+        console.print(f"[yellow]--resume: no checkpoint in {ckpt_dir}; starting from scratch[/]")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)  # LoRA / value-head initialisation and anything random afterwards
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.startswith("cuda"))
+    autocast = (
+        (lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16))
+        if bf16
+        else contextlib.nullcontext
+    )
+
+    # ---- data: tokenized once; DPO works on (success, failure) pairs of the same task
+    model_path = resolve_model(cfg.model)
+    tokenizer = load_tokenizer(model_path)
+    episodes, counts = load_tokenized(
+        cfg.data, tokenizer, level=cfg.level, step_delimiters=STEP_SPLITS[cfg.step_split],
+        reward_map=parse_reward_map(cfg.reward_map), max_length=cfg.max_length, only_success=cfg.algo == "rs",
+    )  # fmt: skip
+    items: list = dpo_pairs(episodes, cfg.seed) if cfg.algo == "dpo" else list(range(len(episodes)))
+    console.print(f"data: {counts}, {len(items)} training items" + (" (pairs)" if cfg.algo == "dpo" else ""))
+    if not items:
+        raise ValueError(f"no training data left in {cfg.data} (counts: {counts})")
+    per_epoch = max(1, len(items) // cfg.batch_size) // cfg.grad_accum
+    total = cfg.max_steps or max(1, int(cfg.epochs * per_epoch))
+
+    # ---- models: policy (+ critic); the reference is the initial policy, cached before any update
+    policy = setup.build_policy(model_path, cfg.lora, cfg.lora_r, cfg.lora_alpha, device)
+    critic = None
+    if cfg.algo == "oreo":
+        critic = setup.build_critic(policy, model_path, cfg.critic_lora, cfg.lora_r, cfg.lora_alpha, device)
+    ref_cache = None
+    if cfg.algo in ("oreo", "dpo"):
+        topk = max(1, cfg.kl_topk)
+        key = fingerprint(model_path, *cfg.data, cfg.level, cfg.step_split, cfg.max_length, topk)
+        ref_cache = ReferenceCache.load(out / "reference_cache.safetensors", key)
+        if ref_cache is None:
+            with Progress(console=console, transient=True) as bar:
+                ref_cache = setup.compute_reference_cache(
+                    policy, episodes, tokenizer.pad_token_id, topk, cfg.batch_size, device, key, autocast, bar
+                )
+            ref_cache.save(out / "reference_cache.safetensors")
+    reference = None
+    if cfg.algo == "oreo" and cfg.kl_topk == 0 and not setup.is_peft(policy):
+        reference = copy.deepcopy(policy).eval().requires_grad_(False)  # full fine-tuning + exact KL only
+
+    params = setup.policy_parameters(policy)
+    optimizers = [torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)]
+    if critic is not None:
+        critic_params = critic.trainable_parameters()
+        optimizers.append(torch.optim.AdamW(critic_params, lr=cfg.critic_lr, weight_decay=cfg.weight_decay))
+    schedulers = [
+        torch.optim.lr_scheduler.LambdaLR(o, _schedule(cfg.lr_schedule, cfg.warmup_steps, total))
+        for o in optimizers
+    ]
+    step = setup.load_checkpoint(resume_from, policy, critic, optimizers, schedulers) if resume_from else 0
+    if resume_from:
+        console.print(f"resumed from {resume_from} (step {step})")
+    (out / "learn_config.json").write_text(json.dumps(cfg_dict(cfg), indent=2) + "\n")
+    logger = MetricsLogger(out / "metrics.jsonl", console, resume_step=step)
+    ctx = {
+        "cfg": cfg, "policy": policy, "critic": critic, "reference": reference, "autocast": autocast,
+        "action_logits": setup.action_logits, "reference_logits": setup.reference_logits,
+    }  # fmt: skip
+    micro_step = MICRO_STEPS[cfg.algo]
+    stop_at = min(total, cfg.stop_after) if cfg.stop_after else total
+
+    metrics: dict[str, Any] | None = None
+    policy.train()
+    if critic is not None:
+        critic.train()
+    columns = [
+        TextColumn("[bold]learn {task.fields[algo]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("learn", total=total, completed=step, algo=cfg.algo)
+        while step < stop_at:
+            started = time.perf_counter()
+            sums: dict[str, float] = {}
+            tokens = 0
+            for j in range(cfg.grad_accum):
+                chosen = _micro_batch(items, step * cfg.grad_accum + j, cfg.batch_size, cfg.seed)
+                batch = {
+                    k: v.to(device)
+                    for k, v in _collate(
+                        cfg.algo, episodes, chosen, tokenizer.pad_token_id, ref_cache
+                    ).items()
+                }
+                tokens += int(batch["attention_mask"].sum())
+                # Each micro-batch loss is scaled by 1/grad_accum: the gradients add up to the full batch mean.
+                for k, v in micro_step(ctx, batch, 1.0 / cfg.grad_accum).items():
+                    sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            if critic is not None:
+                sums["critic_grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                    critic_params, cfg.max_grad_norm
+                ).item()
+            lrs = [s.get_last_lr()[0] for s in schedulers]
+            for opt, sched in zip(optimizers, schedulers, strict=True):
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+            step += 1
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()  # honest timing: wait for the GPU before reading the clock
+            elapsed = time.perf_counter() - started
+            metrics = {
+                "step": step, "loss": sums.pop("loss"), "value_loss": sums.pop("value_loss", None),
+                "policy_loss": sums.pop("policy_loss", None), "kl": sums.pop("kl", None), "lr": lrs[0],
+                "critic_lr": lrs[1] if len(lrs) > 1 else None, "grad_norm": grad_norm.item(),
+                "tokens_per_s": tokens / elapsed, "step_time_s": elapsed, **sums,
+            }  # fmt: skip
+            logger.log(metrics, echo=step % cfg.log_every == 0 or step == stop_at)
+            bar.update(task, completed=step)
+            if (cfg.save_every and step % cfg.save_every == 0) or step == stop_at:
+                setup.save_checkpoint(ckpt_dir, step, policy, critic, optimizers, schedulers)
+    logger.close()
+    if step >= total:
+        setup.save_outputs(out, policy, critic, tokenizer, model_path)
+        console.print(
+            f"done: {step} steps; policy -> {out / 'policy'}"
+            + (f", critic -> {out / 'critic'}" if critic else "")
+        )
+    else:
+        console.print(f"stopped at step {step} of {total}; continue with --resume")
+    return {"steps": step, "total": total, "final": metrics, "out": str(out)}
+
+
+def cfg_dict(cfg: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}

@@ -1,0 +1,274 @@
+"""What the training loop needs around it: models, the reference cache, checkpoints, and the output folder.
+
+Kept apart from :mod:`agentrl.learner` so that the loop itself stays one readable function.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from agentrl.critic import CRITIC_ADAPTER, ValueModel, active_adapter, decoder_of, is_peft
+from agentrl.data import ReferenceCache, TokenizedEpisode, collate
+
+POLICY_ADAPTER = "default"
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+
+def lora_config(r: int, alpha: int, dropout: float = 0.0) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", bias="none")
+
+
+def build_policy(model_path: str, lora: bool, lora_r: int, lora_alpha: int, device: str) -> nn.Module:
+    """The policy: the full causal LM (trained) or LoRA adapter ``default`` on its frozen weights."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    if lora:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(lora_r, lora_alpha), adapter_name=POLICY_ADAPTER)
+    return model.to(device)
+
+
+def build_critic(
+    policy: nn.Module, model_path: str, critic_lora: bool, lora_r: int, lora_alpha: int, device: str
+) -> ValueModel:
+    """The critic: a second adapter on the policy's frozen base (policy is LoRA and ``critic_lora``), a LoRA
+    adapter on its own frozen copy (``critic_lora`` with a full policy), or a separate full backbone."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    hidden = policy.config.hidden_size
+    if critic_lora and is_peft(policy):
+        policy.add_adapter(CRITIC_ADAPTER, lora_config(lora_r, lora_alpha))
+        for name, p in policy.named_parameters():  # add_adapter leaves the new adapter frozen
+            if f".{CRITIC_ADAPTER}." in name:
+                p.requires_grad_(True)
+        return ValueModel(policy, hidden, adapter=CRITIC_ADAPTER, base=model_path).to(device)
+    if critic_lora:
+        from peft import get_peft_model
+
+        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        backbone = get_peft_model(base, lora_config(lora_r, lora_alpha), adapter_name=CRITIC_ADAPTER)
+        return ValueModel(backbone, hidden, adapter=CRITIC_ADAPTER, base=model_path).to(device)
+    backbone = AutoModel.from_pretrained(model_path, dtype=torch.float32)
+    return ValueModel(backbone, hidden, base=model_path).to(device)
+
+
+def policy_parameters(policy: nn.Module) -> list[nn.Parameter]:
+    """The policy's trainable parameters (its own LoRA adapter only, when the critic shares the base)."""
+    if is_peft(policy):
+        return [p for n, p in policy.named_parameters() if f".{POLICY_ADAPTER}." in n]
+    return [p for p in policy.parameters() if p.requires_grad]
+
+
+def policy_trainable_state(policy: nn.Module) -> dict[str, torch.Tensor]:
+    if is_peft(policy):
+        return {n: p for n, p in policy.named_parameters() if f".{POLICY_ADAPTER}." in n}
+    return dict(policy.named_parameters())
+
+
+def action_logits(policy: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Policy logits only at the ``N`` positions that predict action tokens: ``[N, V]``.
+
+    Runs the decoder on the whole batch and the LM head on the ``N`` hidden states that predict the action
+    tokens (position ``i - 1`` for action token ``i``), so no ``[B, L, V]`` tensor is ever built.
+    """
+    with active_adapter(policy, POLICY_ADAPTER if is_peft(policy) else None):
+        out = decoder_of(policy)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        hidden = out.last_hidden_state[:, :-1][batch["action_mask"][:, 1:]]
+        lm = policy.get_base_model() if is_peft(policy) else policy
+        logits = lm.get_output_embeddings()(hidden)
+    cap = getattr(lm.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def reference_logits(
+    policy: nn.Module, reference: nn.Module | None, batch: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Reference logits ``[N, V]`` (no gradient): the LoRA policy with adapters disabled, or ``reference``."""
+    with torch.no_grad():
+        if reference is not None:
+            return action_logits(reference, batch)
+        with policy.disable_adapter():
+            return action_logits(policy, batch)
+
+
+@torch.no_grad()
+def compute_reference_cache(
+    policy: nn.Module,
+    episodes: list[TokenizedEpisode],
+    pad_id: int,
+    topk: int,
+    batch_size: int,
+    device: str,
+    fingerprint: str,
+    autocast: Any,
+    progress: Any = None,
+) -> ReferenceCache:
+    """Reference log-probs of every action token and the reference's top-k at each action position.
+
+    Must run before the first update: the reference is the initial policy (a LoRA policy is run with its
+    adapters disabled, i.e. the frozen base).
+    """
+    policy.eval()
+    logps, ids, top_logps = [], [], []
+    task = progress.add_task("reference cache", total=len(episodes)) if progress else None
+    for start in range(0, len(episodes), batch_size):
+        chunk = episodes[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+        with autocast():
+            logits = (
+                reference_logits(policy, None, batch) if is_peft(policy) else action_logits(policy, batch)
+            )
+        for rows in torch.split(torch.arange(logits.shape[0], device=logits.device), 4096):
+            lp = torch.log_softmax(logits[rows].float(), dim=-1)
+            logps.append(lp.gather(-1, batch["targets"][rows, None]).squeeze(-1).cpu())
+            top = lp.topk(min(topk, lp.shape[-1]), dim=-1)
+            ids.append(top.indices.cpu())
+            top_logps.append(top.values.cpu())
+        if progress:
+            progress.advance(task, len(chunk))
+    if progress:
+        progress.remove_task(task)
+    counts = [e.num_actions for e in episodes]
+    return ReferenceCache(
+        logps=list(torch.split(torch.cat(logps), counts)),
+        topk_ids=list(torch.split(torch.cat(ids), counts)),
+        topk_logps=list(torch.split(torch.cat(top_logps), counts)),
+        fingerprint=fingerprint,
+    )
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    folder: Path, step: int, policy: nn.Module, critic: ValueModel | None, optimizers: list, schedulers: list
+) -> Path:
+    """``folder/step-XXXXXX/``: trainable weights (safetensors), optimizer + scheduler + RNG states, step.
+
+    Written under a temporary name and renamed, so a crash never leaves a half checkpoint.
+    """
+    from safetensors.torch import save_file
+
+    target = folder / f"step-{step:06d}"
+    tmp = folder / f".step-{step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in policy_trainable_state(policy).items()},
+        str(tmp / "policy.safetensors"),
+    )
+    if critic is not None:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in critic.trainable_state().items()},
+            str(tmp / "critic.safetensors"),
+        )
+    state = {
+        "optimizers": [o.state_dict() for o in optimizers],
+        "schedulers": [s.state_dict() for s in schedulers],
+        "rng": _rng_state(),
+    }
+    torch.save(state, tmp / "state.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps({"step": step}) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = sorted(p for p in folder.glob("step-*") if (p / "trainer_state.json").is_file())
+    return found[-1] if found else None
+
+
+def load_checkpoint(
+    path: Path, policy: nn.Module, critic: ValueModel | None, optimizers: list, schedulers: list
+) -> int:
+    """Restores what :func:`save_checkpoint` wrote; returns the optimizer step to continue from."""
+    from safetensors.torch import load_file
+
+    def restore(tensors: dict[str, torch.Tensor], own: dict[str, torch.Tensor], what: str) -> None:
+        missing = set(own) - set(tensors)
+        if missing:
+            raise ValueError(
+                f"{path}: {what} checkpoint lacks {sorted(missing)[:3]} (different model or flags?)"
+            )
+        with torch.no_grad():
+            for name, tensor in own.items():
+                tensor.copy_(tensors[name])
+
+    restore(load_file(str(path / "policy.safetensors")), policy_trainable_state(policy), "policy")
+    if critic is not None:
+        restore(load_file(str(path / "critic.safetensors")), critic.trainable_state(), "critic")
+    # Optimizer/scheduler states hold tensors, numbers and python RNG tuples only: weights_only is enough.
+    state = torch.load(path / "state.pt", weights_only=True)
+    for opt, s in zip(optimizers, state["optimizers"], strict=True):
+        opt.load_state_dict(s)
+    for sched, s in zip(schedulers, state["schedulers"], strict=True):
+        sched.load_state_dict(s)
+    _set_rng_state(state["rng"])
+    return int(json.loads((path / "trainer_state.json").read_text())["step"])
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+
+def save_outputs(
+    out: Path, policy: nn.Module, critic: ValueModel | None, tokenizer: Any, model_path: str
+) -> None:
+    """``OUT/policy`` (a plain HF checkpoint; for LoRA the merged weights), ``OUT/policy_lora`` (the adapter,
+    whose ``adapter_config.json`` names the base), ``OUT/critic``."""
+    policy_dir = out / "policy"
+    shutil.rmtree(policy_dir, ignore_errors=True)
+    if is_peft(policy):
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        adapter_dir = out / "policy_lora"
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        policy.save_pretrained(adapter_dir, selected_adapters=[POLICY_ADAPTER])
+        tokenizer.save_pretrained(adapter_dir)
+        (adapter_dir / "README.md").write_text(
+            f"LoRA adapter of the policy on base `{model_path}`.\n"
+            "Load: `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), this_folder)`, or\n"
+            "`agentrl.models.load_causal_lm(this_folder)`. Merged weights: `../policy`.\n"
+        )
+        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+        merged.save_pretrained(policy_dir)
+        del merged, base
+    else:
+        policy.save_pretrained(policy_dir)
+    tokenizer.save_pretrained(policy_dir)
+    if critic is not None:
+        critic_dir = out / "critic"
+        shutil.rmtree(critic_dir, ignore_errors=True)
+        critic.save_pretrained(critic_dir)
+        tokenizer.save_pretrained(critic_dir)
