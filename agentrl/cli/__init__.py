@@ -16,6 +16,7 @@ from agentrl.config import ConfigError, parse_config
 
 COMMANDS: dict[str, str] = {
     "model": "agentrl.cli.model",
+    "learn": "agentrl.cli.learn",
     "rollout": "agentrl.cli.rollout",
     "replay": "agentrl.cli.replay",
     "plot": "agentrl.cli.plot",
