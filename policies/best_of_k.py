@@ -172,6 +172,24 @@ def expert_agreement_plan(context: Context, action: str) -> float:
     return -1.0 if _norm(action) == _norm(expert) else 1.0
 
 
+def sample_candidates(policy: Policy, contexts: list[Context], k: int) -> list[list[Decision]]:
+    """``k`` sampled decisions per context from ``policy``, deduplicated by action (first-sampled order).
+
+    Uses the policy's own ``propose(contexts, k)`` if it has one, one ``n=k`` generator call for a
+    :class:`~agentrl.policies.react.ReActPolicy`, else ``k`` calls of ``act``.
+    """
+    if isinstance(policy, CandidateSampler):
+        samples = policy.propose(contexts, k)
+    elif isinstance(policy, ReActPolicy):
+        samples = react_propose(policy, contexts, k)
+    else:
+        rounds = [policy.act(contexts) for _ in range(k)]
+        samples = [[r[i] for r in rounds] for i in range(len(contexts))]
+    if len(samples) != len(contexts) or any(not s for s in samples):
+        raise RuntimeError(f"{type(policy).__name__} proposed no candidate for some context")
+    return [dedupe(s) for s in samples]
+
+
 def react_propose(policy: ReActPolicy, contexts: list[Context], k: int) -> list[list[Decision]]:
     """``k`` samples per context from a ReAct policy in one generator call (``Sampling.n = k``).
 
@@ -241,16 +259,7 @@ class BestOfK:
 
     def propose(self, contexts: list[Context]) -> list[list[Decision]]:
         """K sampled decisions per context, deduplicated by action."""
-        if isinstance(self.policy, CandidateSampler):
-            samples = self.policy.propose(contexts, self.k)
-        elif isinstance(self.policy, ReActPolicy):
-            samples = react_propose(self.policy, contexts, self.k)
-        else:
-            rounds = [self.policy.act(contexts) for _ in range(self.k)]
-            samples = [[r[i] for r in rounds] for i in range(len(contexts))]
-        if len(samples) != len(contexts) or any(not s for s in samples):
-            raise RuntimeError(f"{type(self.policy).__name__} proposed no candidate for some context")
-        return [dedupe(s) for s in samples]
+        return sample_candidates(self.policy, contexts, self.k)
 
     def act(self, contexts: list[Context]) -> list[Decision]:
         if not contexts:
