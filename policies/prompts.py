@@ -155,13 +155,13 @@ def format_react(thought: str, action: str, env_kind: str) -> str:
     return f"Think: {thought.strip()}\nAction: {action.strip()}"
 
 
-_ACTION = re.compile(r"^[\s>*#`\-]*action\s*[:：]\s*(.*)$", re.IGNORECASE | re.MULTILINE)
-_THINK = re.compile(r"^[\s>*#`\-]*(?:think|thought)\s*[:：]\s*", re.IGNORECASE)
+_ACTION = re.compile(r"^[\s>*#`\-]*action[*_]*\s*[:：][*_]*\s*(.*)$", re.IGNORECASE | re.MULTILINE)
+_THINK = re.compile(r"^[\s>*#`\-]*(?:think|thought)[*_]*\s*[:：][*_]*\s*", re.IGNORECASE)
 
 
 def _clean_action(text: str) -> str:
-    text = text.strip().strip("*`\"'").strip()
-    if text.endswith(".") and not re.search(r"\d\.$", text):  # "go to sofa 1." -> "go to sofa 1"
+    text = text.strip().strip("*_`\"'").strip()
+    if text.endswith("."):  # "go to sofa 1." -> "go to sofa 1" (commands never end with a period)
         text = text[:-1].rstrip()
     return text
 

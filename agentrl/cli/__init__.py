@@ -16,8 +16,10 @@ from agentrl.config import ConfigError, parse_config
 
 COMMANDS: dict[str, str] = {
     "model": "agentrl.cli.model",
+    "gen": "agentrl.cli.gen",
     "learn": "agentrl.cli.learn",
     "rollout": "agentrl.cli.rollout",
+    "serve": "agentrl.cli.serve",
     "replay": "agentrl.cli.replay",
     "plot": "agentrl.cli.plot",
     "eval": "agentrl.cli.eval",

@@ -1,0 +1,104 @@
+"""Generation through any OpenAI-compatible chat endpoint (``vllm serve``, ``agentrl serve``, hosted APIs).
+
+Requests of one call are sent concurrently (a thread pool), each with a timeout and retries with backoff
+(the ``openai`` client's own). The server is expected to do its own batching and prefix caching, so
+``release`` has nothing to do here.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from agentrl.backends.base import Completion, Request, Sampling
+
+_INSTALL_HINT = 'the openai backend needs the `openai` package: pip install "agentrl[openai]"'
+
+
+class GenerationError(RuntimeError):
+    """The endpoint failed after all retries; the message names it."""
+
+
+class OpenAIBackend:
+    """A :class:`~agentrl.backends.base.Generator` over ``POST {base_url}/chat/completions``.
+
+    Args:
+        base_url: the endpoint, e.g. ``http://127.0.0.1:8000/v1``.
+        model: the model name the server knows.
+        api_key: defaults to ``$OPENAI_API_KEY`` (local servers accept any value).
+        timeout: seconds per HTTP request.
+        max_retries: retries per request (connection errors, 408/429/5xx), with exponential backoff.
+        concurrency: requests in flight at once.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        concurrency: int = 16,
+    ):
+        try:
+            import openai
+        except ImportError:  # pragma: no cover - openai is in the dev environment
+            raise ImportError(_INSTALL_HINT) from None
+        self.base_url = base_url
+        self.model = model
+        self.client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="agentrl-openai")
+        self.generated_tokens = 0
+
+    def _one(self, request: Request, sampling: Sampling) -> list[Completion]:
+        import openai
+
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": request.messages,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_new_tokens,
+            "n": sampling.n,
+        }
+        if sampling.stop:
+            kwargs["stop"] = list(sampling.stop)[:4]  # the API takes at most 4 stop sequences
+        if sampling.seed is not None:
+            kwargs["seed"] = sampling.seed
+        try:
+            response = self.client.chat.completions.create(**kwargs)
+        except openai.OpenAIError as err:
+            raise GenerationError(f"{self.base_url}: {type(err).__name__}: {err}") from err
+        choices = sorted(response.choices, key=lambda c: c.index)
+        total = response.usage.completion_tokens if response.usage else 0
+        # The API reports tokens for all choices together: share them out (exact when n == 1).
+        share = [total // len(choices) + (i < total % len(choices)) for i in range(len(choices))]
+        return [
+            Completion(
+                text=c.message.content or "",
+                num_tokens=share[i],
+                finish_reason="length" if c.finish_reason == "length" else "stop",
+            )
+            for i, c in enumerate(choices)
+        ]
+
+    def generate(self, requests: list[Request], sampling: Sampling) -> list[list[Completion]]:
+        """Sends every request at once (up to ``concurrency``); keeps the input order."""
+        futures = [self._pool.submit(self._one, r, sampling) for r in requests]
+        results = [f.result() for f in futures]
+        self.generated_tokens += sum(c.num_tokens for group in results for c in group)
+        return results
+
+    def release(self, cache_key: str) -> None:
+        """Nothing to free: the server manages its own (prefix) cache."""
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        self.client.close()

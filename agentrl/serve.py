@@ -1,0 +1,239 @@
+"""A minimal OpenAI-compatible chat server over the transformers backend (stdlib ``http.server``).
+
+``POST /v1/chat/completions`` (``model``, ``messages``, ``temperature``, ``top_p``, ``max_tokens``, ``n``,
+``stop``, ``seed``; no streaming) and ``GET /v1/models``. Requests that arrive together are batched into one
+``generate`` call (a short collection window), so several rollout envs talking to one server share a forward
+pass. The server binds to 127.0.0.1 only: it is for local use (tests, a GPU box reached through a tunnel).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from agentrl.backends.base import Completion, Request, Sampling
+
+HOST = "127.0.0.1"
+
+
+class BadRequest(ValueError):
+    """The request body is not a valid chat completion request; the message says which field."""
+
+
+@dataclass
+class _Job:
+    request: Request
+    sampling: Sampling
+    done: threading.Event = field(default_factory=threading.Event)
+    result: list[Completion] | None = None
+    prompt_tokens: int = 0
+    error: str | None = None
+
+
+def parse_chat_request(body: dict[str, Any], max_new_tokens: int) -> tuple[Request, Sampling]:
+    """Validates an OpenAI chat completion body into a :class:`Request` and :class:`Sampling`."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("`messages` must be a non-empty list")
+    for i, m in enumerate(messages):
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+        ):
+            raise BadRequest(f"`messages[{i}]` must have string `role` and `content`")
+    if body.get("stream"):
+        raise BadRequest("`stream` is not supported by this server")
+    stop = body.get("stop") or []
+    stop = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise BadRequest("`stop` must be a string or a list of strings")
+    try:
+        temperature = float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0)
+        top_p = float(body.get("top_p") if body.get("top_p") is not None else 1.0)
+        max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or max_new_tokens)
+        n = int(body.get("n") or 1)
+        seed = None if body.get("seed") is None else int(body["seed"])
+    except (TypeError, ValueError) as err:
+        raise BadRequest(f"bad sampling parameter: {err}") from None
+    if temperature < 0 or not 0 < top_p <= 1 or max_tokens < 1 or not 1 <= n <= 64:
+        raise BadRequest("need temperature >= 0, 0 < top_p <= 1, max_tokens >= 1, 1 <= n <= 64")
+    messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    sampling = Sampling(
+        temperature=temperature, top_p=top_p, max_new_tokens=max_tokens, n=n, stop=stop, seed=seed
+    )
+    return Request(messages=messages), sampling
+
+
+class ChatServer:
+    """Owns the HTTP server and the batching thread.
+
+    Args:
+        backend: a ``TransformersBackend`` (anything with ``generate`` and ``encode``).
+        model_name: the name reported by ``/v1/models`` and in responses.
+        port: TCP port on 127.0.0.1 (0 picks a free one; see :attr:`port`).
+        batch_window: seconds to wait for more requests before running a batch.
+        max_new_tokens: default ``max_tokens``.
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        model_name: str,
+        port: int = 0,
+        batch_window: float = 0.01,
+        max_new_tokens: int = 256,
+    ):
+        self.backend = backend
+        self.model_name = model_name
+        self.batch_window = batch_window
+        self.max_new_tokens = max_new_tokens
+        self._jobs: queue.Queue[_Job] = queue.Queue()
+        self._stopping = threading.Event()
+        self.httpd = ThreadingHTTPServer((HOST, port), self._handler())
+        self.httpd.daemon_threads = True
+        self._worker = threading.Thread(target=self._batch_loop, name="agentrl-serve-batcher", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+    def serve_forever(self) -> None:
+        self._worker.start()
+        try:
+            self.httpd.serve_forever(poll_interval=0.1)
+        finally:
+            self._stopping.set()
+
+    def start(self) -> ChatServer:
+        """Serves in a background thread (for tests and notebooks)."""
+        threading.Thread(target=self.serve_forever, name="agentrl-serve", daemon=True).start()
+        return self
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def submit(self, request: Request, sampling: Sampling, timeout: float | None = None) -> _Job:
+        job = _Job(request, sampling)
+        self._jobs.put(job)
+        if not job.done.wait(timeout):
+            raise TimeoutError("generation did not finish in time")
+        if job.error is not None:
+            raise RuntimeError(job.error)
+        return job
+
+    def _batch_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                first = self._jobs.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            jobs = [first]
+            deadline = time.monotonic() + self.batch_window
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    jobs.append(self._jobs.get(timeout=left))
+                except queue.Empty:
+                    break
+            groups: dict[str, list[_Job]] = {}
+            for job in jobs:  # only requests with the same sampling share a batch
+                groups.setdefault(repr(job.sampling), []).append(job)
+            for group in groups.values():
+                try:
+                    outputs = self.backend.generate([j.request for j in group], group[0].sampling)
+                    for job, out in zip(group, outputs, strict=True):
+                        job.result = out
+                        # Tokenizers are not thread-safe: count prompt tokens here, in the one worker thread.
+                        job.prompt_tokens = len(self.backend.encode(job.request.messages))
+                except Exception as err:  # reported to each waiting client as HTTP 500
+                    for job in group:
+                        job.error = f"{type(err).__name__}: {err}"
+                for job in group:
+                    job.done.set()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
+                pass
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _error(self, status: int, message: str) -> None:
+                self._send(
+                    status, {"error": {"message": message, "type": "invalid_request_error", "code": status}}
+                )
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+                if self.path.rstrip("/") == "/v1/models":
+                    self._send(
+                        200, {"object": "list", "data": [{"id": server.model_name, "object": "model"}]}
+                    )
+                else:
+                    self._error(404, f"no route {self.path}")
+
+            def do_POST(self) -> None:  # noqa: N802
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    self._error(404, f"no route {self.path}")
+                    return
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    body = json.loads(self.rfile.read(length) or b"null")
+                    request, sampling = parse_chat_request(body, server.max_new_tokens)
+                except (BadRequest, json.JSONDecodeError, ValueError) as err:
+                    self._error(400, str(err))
+                    return
+                try:
+                    job = server.submit(request, sampling)
+                except (RuntimeError, TimeoutError) as err:
+                    self._error(500, str(err))
+                    return
+                completions, prompt_tokens = job.result or [], job.prompt_tokens
+                generated = sum(c.num_tokens for c in completions)
+                self._send(
+                    200,
+                    {
+                        "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": server.model_name,
+                        "choices": [
+                            {
+                                "index": i,
+                                "message": {"role": "assistant", "content": c.text},
+                                "finish_reason": c.finish_reason,
+                            }
+                            for i, c in enumerate(completions)
+                        ],
+                        "usage": {
+                            "prompt_tokens": prompt_tokens,
+                            "completion_tokens": generated,
+                            "total_tokens": prompt_tokens + generated,
+                        },
+                    },
+                )
+
+        return Handler

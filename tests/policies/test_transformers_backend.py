@@ -1,0 +1,126 @@
+"""The transformers backend: batching with left padding, KV cache carried across turns, sampling, stops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agentrl.backends.base import Request, Sampling
+from agentrl.backends.transformers_backend import TransformersBackend
+
+CONVS = [
+    [
+        {"role": "system", "content": "You are in a kitchen."},
+        {"role": "user", "content": "Your task is to: put a mug in fridge."},
+    ],
+    [{"role": "user", "content": "Question: Tom has 3 apples and buys 5 more."}],
+    [{"role": "user", "content": "Hi"}],
+]
+
+
+def _reference(model, backend, messages, max_new_tokens):
+    """One conversation alone through Hugging Face's own ``generate`` (no padding, no carried cache)."""
+    ids = torch.tensor([backend.encode(messages)])
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=backend.pad_id,
+        eos_token_id=sorted(backend.stop_ids),
+    )
+    new = [t for t in out[0, ids.shape[1] :].tolist() if t not in backend.stop_ids]
+    return backend.tokenizer.decode(new, skip_special_tokens=True)
+
+
+def test_carried_cache_gives_the_same_text_with_less_prefill(tiny_model):
+    model, tokenizer = tiny_model
+    carry = TransformersBackend(model, tokenizer, carry_cache=True)
+    fresh = TransformersBackend(model, tokenizer, carry_cache=False)
+    convs = [list(c) for c in CONVS]
+    sampling = Sampling(max_new_tokens=6)
+    for turn in range(3):
+        requests = [Request(messages=c, cache_key=f"env{i}") for i, c in enumerate(convs)]
+        a = carry.generate(requests, sampling)
+        b = fresh.generate(requests, sampling)
+        assert [x[0].text for x in a] == [x[0].text for x in b], turn
+        if turn in (0, 2):
+            assert [x[0].text for x in b] == [_reference(model, fresh, c, 6) for c in convs]
+        for conv, completions in zip(convs, a, strict=True):
+            conv += [
+                {"role": "assistant", "content": completions[0].text},
+                {"role": "user", "content": f"You arrive at shelf {turn}. Nothing happens."},
+            ]
+    assert carry.stats.prompt_tokens == fresh.stats.prompt_tokens
+    assert carry.stats.prefill_tokens < 0.6 * fresh.stats.prefill_tokens
+    assert carry.stats.generated_tokens == fresh.stats.generated_tokens == 3 * 3 * 6
+    carry.release("env0")
+    assert "env0" not in carry._cache and "env1" in carry._cache
+
+
+def test_n_samples_seeded_and_length_finish(tiny_model):
+    model, tokenizer = tiny_model
+    backend = TransformersBackend(model, tokenizer)
+    sampling = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=5, n=3, seed=7)
+    requests = [Request(messages=CONVS[1]), Request(messages=CONVS[2])]
+    first = backend.generate(requests, sampling)
+    again = backend.generate(requests, sampling)
+    assert [len(group) for group in first] == [3, 3]
+    assert [[c.text for c in g] for g in first] == [[c.text for c in g] for g in again]
+    texts = {c.text for g in first for c in g}
+    assert len(texts) > 1  # sampling, not greedy
+    assert all(c.finish_reason == "length" and c.num_tokens == 5 for g in first for c in g)
+
+
+def test_stop_string_cuts_the_text(tiny_model):
+    model, tokenizer = tiny_model
+    backend = TransformersBackend(model, tokenizer, carry_cache=False)
+    ((full,),) = backend.generate([Request(messages=CONVS[2])], Sampling(max_new_tokens=12))
+    assert len(full.text) >= 4
+    stop = full.text[2:4]
+    ((cut,),) = backend.generate([Request(messages=CONVS[2])], Sampling(max_new_tokens=12, stop=[stop]))
+    assert cut.text == full.text[: full.text.find(stop)] and cut.finish_reason == "stop"
+
+
+def test_end_of_turn_token_stops_generation(tiny_model):
+    model, tokenizer = tiny_model
+    backend = TransformersBackend(model, tokenizer, carry_cache=False)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert end in backend.stop_ids
+    with torch.no_grad():  # make the model always predict <|im_end|> after one step
+        bias = torch.zeros(model.config.vocab_size)
+        bias[end] = 1e4
+        original = model.lm_head.forward
+        model.lm_head.forward = lambda x: original(x) + bias
+        try:
+            ((done,),) = backend.generate([Request(messages=CONVS[2])], Sampling(max_new_tokens=8))
+        finally:
+            model.lm_head.forward = original
+    assert (done.text, done.num_tokens, done.finish_reason) == ("", 1, "stop")
+
+
+@pytest.mark.slow
+def test_react_on_the_default_model_records_a_real_step():
+    from agentrl.models import ModelError, default_model_dir
+
+    if not (default_model_dir() / "config.json").is_file():
+        pytest.skip("default model not prepared (agentrl model default)")
+    from agentrl.policies import make_policy
+
+    try:
+        backend = TransformersBackend.from_pretrained("default", dtype="bfloat16")
+    except ModelError as err:  # pragma: no cover
+        pytest.skip(str(err))
+    policy = make_policy("react", generator=backend, sampling=Sampling(max_new_tokens=24))
+    info = {"task_id": "t", "task": "put a mug in fridge", "admissible_actions": []}
+    ctx = policy.begin(
+        0,
+        "You are in the middle of a room. You see a fridge 1 and a countertop 1. "
+        "Your task is to: put a mug in fridge.",
+        info,
+        "alfworld",
+    )
+    (decision,) = policy.act([ctx])
+    assert decision.raw.strip() and decision.new_tokens > 0
+    policy.observe(ctx, decision, "Nothing happens.", info)
+    assert ctx.messages[-2] == {"role": "assistant", "content": decision.raw}

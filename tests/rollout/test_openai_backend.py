@@ -1,0 +1,101 @@
+"""The OpenAI-compatible backend against a real local server (`agentrl serve` in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+pytest.importorskip("openai")
+
+from agentrl.backends.base import Request, Sampling  # noqa: E402
+from agentrl.backends.openai_backend import GenerationError, OpenAIBackend  # noqa: E402
+from agentrl.backends.transformers_backend import TransformersBackend  # noqa: E402
+
+MESSAGES = [
+    [{"role": "user", "content": "You are in a kitchen. Your task is to: put a mug in fridge."}],
+    [{"role": "user", "content": "Hi"}],
+    [{"role": "system", "content": "Solve it."}, {"role": "user", "content": "Question: 3 + 5?"}],
+]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    cmd = [
+        sys.executable,
+        "-c",
+        "from agentrl.cli import main; raise SystemExit(main())",
+        "serve",
+        "--model",
+        str(tiny_model_dir),
+        "--port",
+        "0",
+        "--name",
+        "tiny",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if "listening on" in line:
+            url = line.split("listening on", 1)[1].strip()
+            break
+    if url is None:
+        proc.kill()
+        pytest.fail(f"agentrl serve did not start: {proc.stdout.read()}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_server_matches_the_transformers_backend(server, tiny_model):
+    model, tokenizer = tiny_model
+    remote = OpenAIBackend(server, "tiny", timeout=60, max_retries=0)
+    local = TransformersBackend(model, tokenizer, carry_cache=False)
+    sampling = Sampling(max_new_tokens=6)
+    requests = [Request(messages=m, cache_key=f"k{i}") for i, m in enumerate(MESSAGES)]
+    got = remote.generate(requests, sampling)
+    want = local.generate(requests, sampling)
+    assert [g[0].text for g in got] == [w[0].text for w in want]
+    assert [g[0].num_tokens for g in got] == [6, 6, 6]
+    assert all(g[0].finish_reason == "length" for g in got)
+    several = remote.generate([requests[1]], Sampling(temperature=1.0, max_new_tokens=4, n=3, seed=1))
+    assert len(several[0]) == 3 and sum(c.num_tokens for c in several[0]) == 12
+    remote.close()
+
+
+def test_server_rejects_bad_requests_with_400(server):
+    def post(body) -> tuple[int, dict]:
+        req = urllib.request.Request(
+            server + "/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    status, body = post({"model": "tiny", "messages": []})
+    assert status == 400 and "messages" in body["error"]["message"]
+    status, body = post({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "top_p": 2})
+    assert status == 400 and "top_p" in body["error"]["message"]
+    with urllib.request.urlopen(server + "/models", timeout=30) as resp:
+        assert json.loads(resp.read())["data"][0]["id"] == "tiny"
+
+
+def test_unreachable_endpoint_fails_after_retries_naming_it():
+    backend = OpenAIBackend("http://127.0.0.1:9/v1", "x", timeout=1.0, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(GenerationError, match="127.0.0.1:9"):
+        backend.generate([Request(messages=MESSAGES[1])], Sampling(max_new_tokens=2))
+    assert time.monotonic() - started < 30
