@@ -1,0 +1,268 @@
+"""ALFWorld's text engine (TextWorld's ``PddlEnv``) with the work it repeats every step and reset cached.
+
+The rules are untouched: every state change goes through fast-downward's operators exactly as in
+``textworld.envs.PddlEnv``, names through alfworld's ``AlfredDemangler``, feedback through the same grammar.
+What is cached, and why it is safe:
+
+* PDDL -> SAS translation (``fast_downward.pddl2sas``, ~0.35 s on a 30-receptacle room) runs once per game and
+  is kept (LRU); ``reset`` reloads the kept SAS into the planner library instead of translating again, and skips
+  the second, "optimised" translation that only the per-step planner (``policy_commands``) uses.
+* The command text of an applicable operator ("take mug 1 from countertop 2") depends only on the operator's
+  arguments (the templates query static facts only), so it is derived once per operator name and per game.
+* Grammar strings (feedback rules) are parsed once instead of on every derivation.
+* Readable facts ("inreceptacle mug 1 countertop 2") are converted once per raw fact.
+
+``tests/envs/test_alfworld.py::test_engine_matches_textworld`` checks observations, admissible commands and
+``won`` against the uncached ``PddlEnv`` step by step.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import OrderedDict
+from typing import Any
+
+from agentrl.envs.alfworld.rooms import INSTALL_HINT
+
+_TRANSLATIONS: OrderedDict[str, tuple[Any, str, list]] = OrderedDict()
+_TRANSLATION_CACHE_SIZE = 64
+_LOGICS: OrderedDict[tuple[str, str], Any] = OrderedDict()
+_PARSED: dict[str, Any] = {}
+
+
+def _textworld():
+    try:
+        import textworld
+        import textworld.envs.pddl.pddl  # noqa: F401
+    except ImportError as err:  # pragma: no cover
+        raise ImportError(INSTALL_HINT) from err
+    return textworld
+
+
+def _translate(domain: str, problem: str, logic: Any) -> tuple[Any, str, list]:
+    """``(task, sas, initial facts)`` of a problem, translated once and kept in a small LRU."""
+    import fast_downward
+    from textworld.logic import Proposition, Variable
+
+    key = problem
+    if key in _TRANSLATIONS:
+        _TRANSLATIONS.move_to_end(key)
+        return _TRANSLATIONS[key]
+    task, sas = fast_downward.pddl2sas(domain, problem, verbose=False)
+    name2type = {o.name: o.type_name for o in task.objects}
+    facts = []
+    for atom in task.init:  # same conversion as textworld's PddlState.__init__
+        if isinstance(atom, fast_downward.translate.pddl.conditions.Atom):
+            if atom.predicate != "=":
+                facts.append(Proposition(atom.predicate, [Variable(a, name2type[a]) for a in atom.args]))
+        elif isinstance(atom, fast_downward.translate.pddl.f_expression.Assign):
+            name = f"{atom.expression.value}"
+            if atom.fluent.symbol != "total-cost" and not name.isdigit():
+                facts.append(Proposition(name, [Variable(a, name2type[a]) for a in atom.fluent.args]))
+    _TRANSLATIONS[key] = (task, sas, facts)
+    while len(_TRANSLATIONS) > _TRANSLATION_CACHE_SIZE:
+        _TRANSLATIONS.popitem(last=False)
+    return _TRANSLATIONS[key]
+
+
+def _game_logic(domain: str, grammar: str) -> Any:
+    """Parsed domain + grammar (``GameLogic``), kept per distinct text."""
+    from textworld.envs.pddl import logic as pddl_logic
+
+    key = (domain, grammar)
+    if key not in _LOGICS:
+        _LOGICS[key] = pddl_logic.GameLogic(domain=domain, grammar=grammar)
+        while len(_LOGICS) > _TRANSLATION_CACHE_SIZE:
+            _LOGICS.popitem(last=False)
+    _LOGICS.move_to_end(key)
+    return _LOGICS[key]
+
+
+def _derive(grammar: Any, start: str, context: dict) -> str:
+    """``ContextSensitiveGrammar.derive`` with the start string parsed once (same algorithm otherwise)."""
+    from textworld.envs.pddl import textgen
+
+    if start not in _PARSED:
+        _PARSED[start] = textgen._parse_and_convert(start, rule_name="symbols")
+    derivation = copy.deepcopy(_PARSED[start])[::-1]
+    for symbol in derivation:
+        symbol.context = textgen.copy_context(context)
+    derived = []
+    while derivation:
+        symbol = derivation.pop()
+        if isinstance(symbol, textgen.TerminalSymbol):
+            derived.append(symbol)
+        elif isinstance(symbol, textgen.NonterminalSymbol):
+            derivation += grammar.replace(symbol)[::-1]
+        elif isinstance(symbol, textgen.ConditionalSymbol | textgen.EvalSymbol | textgen.ListSymbol):
+            derivation += symbol.derive()[::-1]
+        else:  # pragma: no cover - the grammar has no other symbol kinds
+            raise NotImplementedError(f"unknown grammar symbol {type(symbol)}")
+    return "".join(map(str, derived))
+
+
+def make_cached_pddl_env_class():
+    """The cached ``PddlEnv`` subclass (built lazily so importing this module does not need textworld)."""
+    textworld = _textworld()
+    from textworld.core import GameState
+    from textworld.envs.pddl import logic as pddl_logic
+    from textworld.envs.pddl.pddl import PddlEnv
+
+    class CachedPddlEnv(PddlEnv):
+        """``PddlEnv`` that keeps translations, command texts and parsed grammar strings (see module doc)."""
+
+        def load(self, filename_or_data):
+            if isinstance(filename_or_data, str):
+                with open(filename_or_data) as f:
+                    data = json.load(f)
+                self._game_file = filename_or_data
+            else:
+                data, self._game_file = filename_or_data, None
+            self._game_data = data
+            self.walkthrough = data.get("walkthrough")
+            self._logic = _game_logic(data["pddl_domain"], data["grammar"])
+            self._pddl_state = self._fresh_state()
+            self._entity_infos = self._get_entity_infos()
+            self._commands: dict[str, str] = {}
+            self._readable: dict[Any, Any] = {}
+            self._templates = sorted({a.template for a in self._logic.actions.values()})
+
+        def _fresh_state(self):
+            task, sas, facts = _translate(self._logic.domain, self._game_data["pddl_problem"], self._logic)
+            state = pddl_logic.PddlState.__new__(pddl_logic.PddlState)
+            state._facts, state._vars_by_name = {}, {}
+            from collections import Counter, defaultdict
+
+            state._facts, state._vars_by_type, state._var_counts = defaultdict(set), defaultdict(set), Counter()
+            state._logic, state.downward_lib = self._logic, self.downward_lib
+            state.pddl_problem, state.task, state.sas = self._game_data["pddl_problem"], task, sas
+            state._actions = {a.name: a for a in task.actions}
+            for type_ in task.types:
+                try:
+                    self._logic.types.add(textworld.logic.Type(type_.name, type_.supertype_names))
+                except ValueError:
+                    pass
+            self.downward_lib.load_sas(sas.encode("utf-8"))
+            state.name2type = {o.name: o.type_name for o in task.objects}
+            state.add_facts(facts)
+            size = self.downward_lib.get_state_size()
+            atoms = (pddl_logic.Atom * size)()
+            self.downward_lib.get_state(atoms)
+            state.add_facts([f for f in (a.get_fact(state.name2type) for a in atoms) if not f.is_negation])
+            return state
+
+        def _command(self, action) -> str:
+            key = f"{action.name} " + " ".join(v.name for v in action.mapping.values())
+            command = self._commands.get(key)
+            if command is None:
+                context = {
+                    "state": self._pddl_state,
+                    "facts": list(self._pddl_state.facts),
+                    "variables": {ph.name: self._entity_infos[var.name] for ph, var in action.mapping.items()},
+                    "mapping": action.mapping,
+                    "entity_infos": self._entity_infos,
+                }
+                action.command_template = _derive(self._logic.grammar, action.command_template, context)
+                command = self._commands[key] = action.format_command(
+                    {k: info.name for k, info in self._entity_infos.items()}
+                )
+            return command
+
+        def _gather_infos(self):
+            state = self.state
+            state["command_templates"] = self._templates
+            state["won"] = self._pddl_state.check_goal()
+            state["lost"] = False
+            state["_entity_infos"] = self._entity_infos
+            state["_facts"] = list(self._pddl_state.facts)
+            if self.request_infos.facts:
+                readable = self._readable
+                out = []
+                for fact in state["_facts"]:
+                    if fact not in readable:
+                        readable[fact] = self._get_human_readable_fact(fact)
+                    out.append(readable[fact])
+                state["facts"] = out
+            state["last_action"] = None
+            state["_last_action"] = self._last_action
+            state["_valid_actions"] = list(self._pddl_state.all_applicable_actions())
+            state["_valid_commands"] = [self._command(a) for a in state["_valid_actions"]]
+            state["admissible_commands"] = sorted(set(state["_valid_commands"]))
+            if self.request_infos.moves:
+                state["moves"] = self._moves
+
+        def _context(self, variables: dict, mapping: dict) -> dict:
+            return {
+                "state": self._pddl_state,
+                "facts": list(self._pddl_state.facts),
+                "variables": variables,
+                "mapping": mapping,
+                "entity_infos": self._entity_infos,
+            }
+
+        def reset(self):
+            self._pddl_state = self._fresh_state()
+            self.prev_state = None
+            self.state = GameState()
+            self._last_action = None
+            self._moves = 0
+            self.state.feedback = _derive(self._logic.grammar, "#intro#", self._context({}, {}))
+            self.state.raw = self.state.feedback
+            self._gather_infos()
+            return self.state
+
+        def step(self, command: str):
+            command = command.strip()
+            self.prev_state = self.state
+            self.state = GameState()
+            self.state.last_command = command
+            self._last_action = None
+            try:
+                idx = self.prev_state["_valid_commands"].index(command)
+            except ValueError:
+                self.state.feedback = "Nothing happens."  # same as PddlEnv: unknown command, no state change
+            else:
+                self._last_action = action = self.prev_state["_valid_actions"][idx]
+                self._pddl_state.apply(action)
+                variables = {ph.name: self._entity_infos[var.name] for ph, var in action.mapping.items()}
+                self.state.feedback = _derive(
+                    self._logic.grammar, action.feedback_rule, self._context(variables, action.mapping)
+                )
+                self._moves += 1
+            self.state.raw = self.state.feedback
+            self._gather_infos()
+            self.state["score"] = 1 if self.state["won"] else 0
+            self.state["done"] = self.state["won"] or self.state["lost"]
+            return self.state, self.state["score"], self.state["done"]
+
+    return CachedPddlEnv
+
+
+_CLASS = None
+
+
+def start_game(path: str, facts: bool = True, cached: bool = True):
+    """Loads a ``game.tw-pddl`` behind alfworld's ``AlfredDemangler`` and ``AlfredInfos`` wrappers.
+
+    Args:
+        path: the game file.
+        facts: also report readable facts (the hand-coded expert reads them).
+        cached: use :func:`make_cached_pddl_env_class`'s engine; ``False`` uses TextWorld's ``PddlEnv`` as is.
+
+    Returns:
+        A TextWorld environment (``reset() -> GameState``, ``step(cmd) -> (GameState, score, done)``).
+    """
+    global _CLASS
+    textworld = _textworld()
+    from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
+    from textworld.envs.pddl.pddl import PddlEnv
+
+    infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=facts, extras=["gamefile"])
+    if cached and _CLASS is None:
+        _CLASS = make_cached_pddl_env_class()
+    env = (_CLASS if cached else PddlEnv)(infos)
+    for wrapper in (AlfredDemangler(), AlfredInfos):  # the demangler must wrap before load()
+        env = wrapper(env)
+    env.load(path)
+    return env

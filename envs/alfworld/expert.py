@@ -1,0 +1,60 @@
+"""alfworld's hand-coded expert (``handcoded_expert_tw.HandCodedTWAgent``), made deterministic.
+
+The expert is the one ``AlfredTWEnv`` uses for DAgger (not the per-step planner, which costs ~0.3 s a step).
+It is driven exactly like alfworld's ``AlfredExpert`` wrapper: after reset it observes the intro and proposes
+"look"; after every step it is told the command actually played and returns its next command, which is kept
+only if admissible ("look" otherwise). It breaks ties with the global ``random`` module; here each expert owns a
+private random state (seeded from the trial folder name), swapped in around its calls, so the same task always gets the
+same expert actions and the caller's global random state is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import zlib
+from typing import Any
+
+from agentrl.envs.alfworld.rooms import INSTALL_HINT
+
+
+class HandCodedExpert:
+    """Next-action oracle for one episode of one ALFWorld game."""
+
+    def __init__(self, gamefile: str) -> None:
+        try:
+            from alfworld.agents.expert import HandCodedTWAgent
+        except ImportError as err:  # pragma: no cover
+            raise ImportError(INSTALL_HINT) from err
+        self._agent = HandCodedTWAgent(max_steps=200)
+        # Seeded by the trial folder name: the generator's verification run and every later episode of the
+        # task then take the very same expert actions.
+        trial = os.path.basename(os.path.dirname(os.path.abspath(gamefile)))
+        self._rng_state = random.Random(zlib.crc32(trial.encode())).getstate()
+        self._call(self._agent.reset, gamefile)
+        self.failed = False
+
+    def _call(self, fn, *args):
+        outer = random.getstate()
+        random.setstate(self._rng_state)
+        try:
+            return fn(*args)
+        finally:
+            self._rng_state = random.getstate()
+            random.setstate(outer)
+
+    def start(self, state: Any) -> str:
+        """Observes the intro; returns the first action ("look", as alfworld's expert wrapper does)."""
+        self._call(self._agent.observe, state["feedback"])
+        return "look"
+
+    def next_action(self, state: Any, last_command: str) -> str:
+        """The expert's next command after ``last_command`` led to ``state`` ("look" when it has none)."""
+        if self.failed:
+            return "look"
+        try:
+            action = self._call(self._agent.act, state, 0, state["won"], last_command)
+        except Exception:  # HandCodedAgentTimeout/Failed, or its heuristics tripping on an odd state
+            self.failed = True
+            return "look"
+        return action if action in state["admissible_commands"] else "look"

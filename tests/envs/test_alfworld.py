@@ -1,0 +1,176 @@
+"""agentrl/ALFWorld-v0 and the offline generator, on the real alfworld/TextWorld engine."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+
+pytest.importorskip("alfworld")
+
+import agentrl.envs  # noqa: E402,F401  (registers the envs)
+from agentrl.envs.alfworld.env import find_tasks  # noqa: E402
+from agentrl.envs.alfworld.pddl import TASK_TYPES  # noqa: E402
+
+pytestmark = pytest.mark.alfworld
+
+
+def test_expert_solves_every_generated_task(alfworld_root: Path) -> None:
+    """The must-show: gen --n 12 --seed 0, then following info["expert_action"] wins 12/12, all six types."""
+    env = gym.make("agentrl/ALFWorld-v0", data=alfworld_root, split="train")
+    task_ids = env.unwrapped.task_ids
+    assert len(task_ids) == 12 and task_ids == sorted(task_ids)
+    won, types = 0, set()
+    for task_id in task_ids:
+        obs, info = env.reset(options={"task_id": task_id})
+        assert "Your task is to:" in obs and info["task"] and info["task_id"] == task_id
+        assert info["expert_action"] == "look" and not info["won"]
+        total, terminated, truncated = 0.0, False, False
+        while not (terminated or truncated):
+            assert info["expert_action"] in info["admissible_actions"] or info["expert_action"] == "look"
+            obs, reward, terminated, truncated, info = env.step(info["expert_action"])
+            assert reward in (0.0, 1.0)
+            total += reward
+        won += info["won"]
+        assert total == (1.0 if info["won"] else 0.0)  # per-step reward, paid once
+        types.add(info["task_type"])
+    env.close()
+    assert won == 12
+    assert types == set(TASK_TYPES)
+
+
+def test_generated_layout_matches_alfworld(alfworld_root: Path) -> None:
+    """Real dataset layout and file contents that AlfredTWEnv and the expert read."""
+    trials = sorted((alfworld_root / "json_2.1.1" / "train").glob("*/*"))
+    assert len(trials) == 12
+    with_closed = 0
+    for trial in trials:
+        assert {p.name for p in trial.iterdir()} == {"traj_data.json", "initial_state.pddl", "game.tw-pddl"}
+        traj = json.loads((trial / "traj_data.json").read_text())
+        game = json.loads((trial / "game.tw-pddl").read_text())
+        assert set(game) >= {"pddl_domain", "grammar", "pddl_problem", "solvable", "walkthrough"}
+        assert game["solvable"] is True and "UNKNOWN GOAL" not in game["grammar"]
+        assert game["pddl_problem"] == (trial / "initial_state.pddl").read_text()
+        assert traj["task_type"] in TASK_TYPES and traj["turk_annotations"]["anns"][0]["task_desc"]
+        assert set(traj["pddl_params"]) >= {"object_target", "parent_target", "toggle_target", "mrecep_target"}
+        assert trial.parent.name.startswith(traj["task_type"] + "-")
+        problem = game["pddl_problem"]
+        with_closed += "(openable " in problem and "(opened " not in problem  # closed receptacles
+        # distractors and several instances of one type: more objects than classes
+        n_objects = problem.count(" - object")
+        n_classes = problem.count(" - otype")
+        assert n_objects > n_classes >= 3
+    assert with_closed >= 6
+
+
+def test_alfredtwenv_loads_generated_data(alfworld_root: Path) -> None:
+    """alfworld's own AlfredTWEnv finds and plays the generated tasks (same data, no conversion)."""
+    from alfworld.agents.environment.alfred_tw_env import AlfredTWEnv
+    from alfworld.info import ALFRED_PDDL_PATH, ALFRED_TWL2_PATH
+
+    config = {
+        "dataset": {"data_path": str(alfworld_root / "json_2.1.1" / "train"), "num_train_games": -1},
+        "logic": {"domain": ALFRED_PDDL_PATH, "grammar": ALFRED_TWL2_PATH},
+        "env": {"task_types": [1, 2, 3, 4, 5, 6], "goal_desc_human_anns_prob": 0, "domain_randomization": False,
+                "expert_type": "handcoded"},
+        "general": {"training_method": "dagger"},
+        "dagger": {"training": {"max_nb_steps_per_episode": 50}},
+    }
+    tw = AlfredTWEnv(config, train_eval="train")
+    assert tw.num_games == 12
+
+
+def test_garbage_actions_are_harmless(alfworld_root: Path) -> None:
+    env = gym.make("agentrl/ALFWorld-v0", data=alfworld_root, split="train")
+    env.reset(seed=0)
+    for action in ["\x00\x07\x1b[2J", "\\quit\\", "x" * 10_000, "", "   ", "fly to the moon", "go to", 12345]:
+        obs, reward, terminated, truncated, info = env.step(action)
+        assert obs == "Nothing happens." and reward == 0.0 and not terminated and not info["won"]
+    obs, *_ = env.step("  GO   TO\tcountertop 1 ") if "go to countertop 1" in info["admissible_actions"] else (
+        "You arrive", None)
+    assert obs.startswith("You arrive")
+
+
+def test_reset_seed_and_task_id_are_deterministic(alfworld_root: Path) -> None:
+    env = gym.make("agentrl/ALFWorld-v0", data=alfworld_root, split="train")
+    a = env.reset(seed=7)
+    b = env.reset(seed=7)
+    assert a[0] == b[0] and a[1]["task_id"] == b[1]["task_id"]
+    tid = env.unwrapped.task_ids[3]
+    obs, info = env.reset(options={"task_id": tid})
+    assert info["task_id"] == tid
+    with pytest.raises(ValueError, match="unknown task_id"):
+        env.reset(options={"task_id": "nope"})
+
+
+def test_time_limit_truncates(alfworld_root: Path) -> None:
+    env = gym.make("agentrl/ALFWorld-v0", data=alfworld_root, split="train", max_episode_steps=3)
+    env.reset(seed=0)
+    flags = [env.step("look")[3] for _ in range(3)]
+    assert flags == [False, False, True]
+    assert gym.spec("agentrl/ALFWorld-v0").max_episode_steps == 50
+
+
+def test_engine_matches_textworld(alfworld_root: Path) -> None:
+    """The cached engine gives the same text, commands and facts as TextWorld's PddlEnv, step by step."""
+    from agentrl.envs.alfworld.engine import start_game
+
+    game = sorted((alfworld_root / "json_2.1.1" / "train").glob("pick_clean*/*/game.tw-pddl"))[0]
+    traces = []
+    for cached in (False, True):
+        env = start_game(str(game), cached=cached)
+        rng = random.Random(0)
+        state = env.reset()
+        trace = [(state["feedback"], state["admissible_commands"], sorted(map(str, state["facts"])))]
+        for _ in range(12):
+            state, score, done = env.step(rng.choice(state["admissible_commands"]))
+            trace.append((state["feedback"], state["admissible_commands"], sorted(map(str, state["facts"])), score))
+        traces.append(trace)
+        env.close()
+    assert traces[0] == traces[1]
+
+
+def test_generator_is_deterministic(tmp_path: Path) -> None:
+    from agentrl.envs.alfworld.generator import generate
+
+    generate(tmp_path / "a", "valid_seen", 2, seed=3, room_size="small", progress=False)
+    generate(tmp_path / "b", "valid_seen", 2, seed=3, room_size="small", progress=False)
+    generate(tmp_path / "c", "valid_seen", 2, seed=4, room_size="small", progress=False)
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    assert files(tmp_path / "a") != files(tmp_path / "c")
+
+
+def test_valid_unseen_uses_unseen_rooms(tmp_path: Path) -> None:
+    from agentrl.envs.alfworld.generator import generate
+    from agentrl.envs.alfworld.rooms import split_scenes
+
+    seen = set(split_scenes("train")) | set(split_scenes("valid_seen"))
+    unseen = set(split_scenes("valid_unseen"))
+    assert unseen and not seen & unseen
+    tasks = generate(tmp_path, "valid_unseen", 1, seed=0, room_size="small", progress=False)
+    assert tasks[0].scene in unseen
+
+
+def test_find_tasks_applies_alfworld_filters(alfworld_root: Path, tmp_path: Path) -> None:
+    src = alfworld_root / "json_2.1.1" / "train"
+    dst = tmp_path / "json_2.1.1" / "train"
+    shutil.copytree(src, dst)
+    trials = sorted(dst.glob("*/*"))
+    game = json.loads((trials[0] / "game.tw-pddl").read_text())
+    game["solvable"] = False
+    (trials[0] / "game.tw-pddl").write_text(json.dumps(game))
+    (trials[1] / "game.tw-pddl").unlink()
+    shutil.move(str(trials[2].parent), str(trials[2].parent) + "-Sliced")
+    tasks = find_tasks(tmp_path, "train")
+    assert len(tasks) == 9
+    assert len(find_tasks(tmp_path, "train", ["pick_two_obj_and_place"])) <= 2
+    with pytest.raises(FileNotFoundError, match="agentrl gen alfworld"):
+        find_tasks(tmp_path / "missing", "train")
