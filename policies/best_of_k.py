@@ -54,23 +54,36 @@ class CriticScorer:
 
     Each (context, candidate) pair is rendered through the chat template with the candidate as the final
     assistant message; the value is read at the last end-of-turn token, i.e. right after the candidate.
-    All pairs go through ``model.values`` in one right-padded batch (``max_batch`` splits it if memory is tight).
+
+    With a ``ValueModel`` (it has ``backbone`` and ``value_head``) scoring is prefix-shared: the K candidates
+    of a context share its chat, so the chat goes through the backbone once (one batched forward over all
+    contexts) and only the candidates' own tokens are run for the ``E x K`` rows (a second batched forward
+    on top of the chat's KV cache). With ``carry_cache`` the chat's KV cache is also kept per conversation
+    (``context.memory["cache_key"]``), so the next step feeds only the turn and observation that are new --
+    without it the critic would re-read the whole history K times per step, the dominant cost on CPU.
+    Other models (anything with ``values(input_ids, attention_mask)``) get one right-padded batch.
 
     Args:
-        model: anything with ``values(input_ids [B, L], attention_mask [B, L]) -> [B, L]`` (and ``parameters``).
+        model: a ``ValueModel``, or anything with ``values(input_ids [B, L], attention_mask [B, L]) -> [B, L]``.
         tokenizer: the policy's tokenizer (with a chat template).
-        max_batch: at most this many sequences per forward; None: one forward for all.
-        max_length: keep only the last ``max_length`` tokens of a sequence (the candidate's end stays in view).
+        max_batch: plain path only: at most this many sequences per forward; None: one forward for all.
+        max_length: plain path only: keep the last ``max_length`` tokens of a sequence.
+        carry_cache: keep each conversation's chat KV cache between steps (prefix-shared path).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch: int | None = None, max_length: int | None = None):
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch: int | None = None, max_length: int | None = None,
+                 carry_cache: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.max_length = max_length
+        self.carry_cache = carry_cache
         self.end_id = end_of_turn_id(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_id
-        self.forwards = 0  # number of critic forward passes so far (the bench and tests read it)
+        self.shared = hasattr(model, "backbone") and hasattr(model, "value_head") and max_length is None
+        self.forwards = 0  # critic forward passes so far (the bench and tests read it)
+        self.fed_tokens = 0  # tokens actually run through the backbone
+        self._cache: dict[str, tuple[list[int], list[tuple[Any, Any]]]] = {}
 
     @classmethod
     def from_pretrained(
@@ -114,10 +127,21 @@ class CriticScorer:
             position = len(ids) - 1
         return ids, position
 
+    def release(self, cache_key: str) -> None:
+        """Forgets a conversation's cached chat (its episode ended)."""
+        self._cache.pop(cache_key, None)
+
     def score(self, contexts: Sequence[Context], candidates: Sequence[Sequence[Decision]]) -> list[list[float]]:
+        encoded = [[self.encode(ctx, cand) for cand in cands] for ctx, cands in zip(contexts, candidates, strict=True)]
+        if self.shared:
+            return self._score_shared(contexts, encoded)
+        return self._score_plain(encoded)
+
+    def _score_plain(self, encoded: list[list[tuple[list[int], int]]]) -> list[list[float]]:
+        """One right-padded batch of full sequences through ``model.values``."""
         import torch
 
-        pairs = [(i, self.encode(ctx, cand)) for i, ctx in enumerate(contexts) for cand in candidates[i]]
+        pairs = [(i, enc) for i, group in enumerate(encoded) for enc in group]
         flat: list[float] = []
         chunk = self.max_batch or max(1, len(pairs))
         device = next(self.model.parameters()).device
@@ -132,12 +156,110 @@ class CriticScorer:
             with torch.inference_mode():
                 values = self.model.values(input_ids.to(device), mask.to(device))  # [B, L]
             self.forwards += 1
+            self.fed_tokens += int(mask.sum())
             index = torch.tensor([pos for _, (_, pos) in part], device=values.device)
             flat += values[torch.arange(len(part), device=values.device), index].float().cpu().tolist()
-        out: list[list[float]] = [[] for _ in contexts]
+        out: list[list[float]] = [[] for _ in encoded]
         for (i, _), v in zip(pairs, flat, strict=True):
             out[i].append(v)
         return out
+
+    def _score_shared(self, contexts: Sequence[Context], encoded: list[list[tuple[list[int], int]]]) -> list[list[float]]:
+        """Chat once per context (on top of its carried cache), then every candidate's tail on top of that."""
+        prefixes = []
+        for group in encoded:
+            seqs = [ids for ids, _ in group]
+            n = min(len(ids) for ids in seqs) - 1  # every candidate keeps >= 1 token of its own
+            p = 0
+            while p < n and all(ids[p] == seqs[0][p] for ids in seqs):
+                p += 1
+            prefixes.append(seqs[0][:p])
+        keys = [ctx.memory.get("cache_key") if self.carry_cache else None for ctx in contexts]
+        past = []
+        for key, prefix in zip(keys, prefixes, strict=True):
+            entry = self._cache.get(key) if key else None
+            keep = _common_prefix(entry[0], prefix) if entry else 0
+            keep = min(keep, len(prefix) - 1)  # feed >= 1 token so the row has a new state
+            past.append((prefix[:keep], [(k[:, :, :keep], v[:, :, :keep]) for k, v in entry[1]]) if keep > 0 else None)
+        _, chat_kv = self._extend(past, [prefix[len(p[0]) if p else 0 :] for p, prefix in zip(past, prefixes, strict=True)])
+        for key, prefix, kv in zip(keys, prefixes, chat_kv, strict=True):
+            if key:
+                self._cache[key] = (prefix, kv)
+        rows_past, rows_new, owner = [], [], []
+        for i, group in enumerate(encoded):
+            for ids, _ in group:
+                rows_past.append((prefixes[i], chat_kv[i]))
+                rows_new.append(ids[len(prefixes[i]) :])
+                owner.append(i)
+        values, _ = self._extend(rows_past, rows_new, keep_kv=False)
+        out: list[list[float]] = [[] for _ in encoded]
+        for i, v in zip(owner, values, strict=True):
+            out[i].append(v)
+        return out
+
+    def _extend(
+        self, past: list[Any], new: list[list[int]], keep_kv: bool = True
+    ) -> tuple[list[float], list[list[tuple[Any, Any]]]]:
+        """Runs ``new[i]`` on top of ``past[i]`` (``(ids, kv)`` or None) for all rows in one forward.
+
+        Rows are ``[pad .. past_i][pad .. new_i]`` with mask 0 on pads and positions from the mask's cumsum
+        (as in the transformers backend). Returns each row's value at its last token and its compact KV.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        from agentrl.critic import active_adapter, decoder_of
+
+        device = next(self.model.parameters()).device
+        rows = len(new)
+        plen = max((len(p[0]) for p in past if p), default=0)
+        nlen = max(len(n) for n in new)
+        ids = torch.full((rows, plen + nlen), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, plen + nlen), dtype=torch.long)
+        for r, (p, n) in enumerate(zip(past, new, strict=True)):
+            if p:
+                ids[r, plen - len(p[0]) : plen] = torch.tensor(p[0])
+                mask[r, plen - len(p[0]) : plen] = 1
+            ids[r, plen + nlen - len(n) :] = torch.tensor(n)
+            mask[r, plen + nlen - len(n) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        if plen:
+            template = next(p[1] for p in past if p)
+            layers = []
+            for layer, (k0, v0) in enumerate(template):
+                keys = k0.new_zeros((rows, k0.shape[1], plen, k0.shape[3]))
+                vals = v0.new_zeros((rows, v0.shape[1], plen, v0.shape[3]))
+                for r, p in enumerate(past):
+                    if p:
+                        keys[r, :, plen - len(p[0]) :] = p[1][layer][0][0]
+                        vals[r, :, plen - len(p[0]) :] = p[1][layer][1][0]
+                layers.append((keys, vals))
+            cache = DynamicCache(ddp_cache_data=layers)
+        backbone = self.model.backbone
+        with torch.inference_mode(), active_adapter(backbone, getattr(self.model, "adapter", None)):
+            out = decoder_of(backbone)(input_ids=ids[:, plen:], attention_mask=mask, position_ids=positions[:, plen:],
+                                       past_key_values=cache, use_cache=True)
+            head = self.model.value_head
+            last = out.last_hidden_state[:, -1]
+            values = head(last.to(head.weight.dtype)).squeeze(-1).float().cpu().tolist()
+        self.forwards += 1
+        self.fed_tokens += int(mask[:, plen:].sum())
+        kv: list[list[tuple[Any, Any]]] = []
+        for r in range(rows if keep_kv else 0):
+            keep = mask[r].bool()
+            kv.append([(layer.keys[r : r + 1][:, :, keep], layer.values[r : r + 1][:, :, keep])
+                       for layer in out.past_key_values.layers])
+        return values, kv
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 class OracleScorer:
@@ -256,6 +378,16 @@ class BestOfK:
 
     def observe(self, context: Context, decision: Decision, observation: str, info: dict[str, Any]) -> None:
         self.policy.observe(context, decision, observation, info)
+
+    def end(self, context: Context) -> None:
+        """The episode is over: the policy's generator and the critic may drop their cached state."""
+        end = getattr(self.policy, "end", None)
+        if end is not None:
+            end(context)
+        release = getattr(self.scorer, "release", None)
+        key = context.memory.get("cache_key")
+        if release is not None and key:
+            release(key)
 
     def propose(self, contexts: list[Context]) -> list[list[Decision]]:
         """K sampled decisions per context, deduplicated by action."""

@@ -96,3 +96,67 @@ def test_critic_scorer_reads_end_of_turn_in_one_forward(tiny_model_dir: Path) ->
             assert scores[i][j] == float(last_eot)
     chunked = CriticScorer(model, tokenizer, max_batch=1)
     assert chunked.score(contexts, cands) == scores and chunked.forwards == 3
+
+
+def test_best_of_k_on_react_and_value_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Real pieces: ReAct on the transformers backend samples K in one call; a saved critic scores them."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from agentrl.backends.base import Sampling
+    from agentrl.backends.transformers_backend import TransformersBackend
+    from agentrl.critic import ValueModel
+    from agentrl.policies.react import ReActPolicy
+
+    backend = TransformersBackend.from_pretrained(str(tiny_model_dir))
+    policy = ReActPolicy(backend, Sampling(temperature=1.0, max_new_tokens=6, seed=0), example=False)
+    torch.manual_seed(0)
+    critic = ValueModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir), hidden_size=64)
+    torch.nn.init.normal_(critic.value_head.weight)  # a non-zero head, so candidates get different values
+    critic.save_pretrained(tmp_path / "critic")
+    scorer = CriticScorer.from_pretrained(str(tmp_path / "critic"), backend.tokenizer)
+    controller = BestOfK(policy, scorer, k=3)
+    info = {"task": "put a clean mug in coffeemachine.", "admissible_actions": []}
+    contexts = [policy.begin(i, "You are in the middle of a room.", info, "alfworld") for i in range(2)]
+    decisions = controller.act(contexts)
+    # one generate call (n=3); the critic: one batched forward for both chats, one for all candidates' tails
+    assert backend.stats.calls == 1 and scorer.forwards == 2
+    for ctx, decision in zip(contexts, decisions, strict=True):
+        assert 1 <= len(decision.candidates) <= 3
+        assert decision.value == max(c.value for c in decision.candidates)
+        # the batched (padded) value equals the value of the chosen candidate scored alone
+        alone = scorer.score([ctx], [[decision]])[0][0]
+        assert alone == pytest.approx(decision.value, abs=1e-4)
+
+
+def test_prefix_shared_cached_scoring_equals_full_sequences(tiny_model_dir: Path) -> None:
+    """Chat once + candidate tails on its KV cache (carried across steps) == every full sequence re-read."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agentrl.critic import ValueModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    critic = ValueModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir), hidden_size=64).eval()
+    torch.nn.init.normal_(critic.value_head.weight)
+    shared = CriticScorer(critic, tokenizer)
+    plain = CriticScorer(critic, tokenizer, max_length=10_000)  # max_length forces the plain path
+    assert shared.shared and not plain.shared
+    contexts = [Context(slot=i, messages=[{"role": "system", "content": "Act."},
+                                          {"role": "user", "content": "You see a fridge 1." * (i + 1)}],
+                        observation="", info={}, env_kind="alfworld", memory={"cache_key": f"k{i}"})
+                for i in range(2)]
+    cands = [[Decision("go to fridge 1", "Action: go to fridge 1"), Decision("look", "Think: hm.\nAction: look")],
+             [Decision("open fridge 1", "Action: open fridge 1")]]
+    for step in range(2):
+        a, b = shared.score(contexts, cands), plain.score(contexts, cands)
+        assert [v for g in a for v in g] == pytest.approx([v for g in b for v in g], abs=1e-4)
+        for ctx, group in zip(contexts, cands, strict=True):  # take the first candidate, see an observation
+            ctx.messages += [{"role": "assistant", "content": group[0].raw}, {"role": "user", "content": f"obs {step}"}]
+    # the second step fed only the new turn + observation + tails, not the whole chat again
+    full = sum(len(shared.encode(c, d)[0]) for c, g in zip(contexts, cands, strict=True) for d in g)
+    assert shared.fed_tokens < plain.fed_tokens and shared.forwards == 4 and plain.forwards == 2
+    assert full > 0
+    shared.release("k0")
+    assert "k0" not in shared._cache and "k1" in shared._cache
