@@ -73,6 +73,19 @@ def active_adapter(model: Any, name: str | None) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+@contextlib.contextmanager
+def adapters_disabled(model: Any) -> Iterator[None]:
+    """Runs a ``PeftModel`` as its frozen base for the block (the LoRA reference), keeping every
+    parameter's ``requires_grad`` (peft re-freezes inactive adapters on exit otherwise)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        with model.disable_adapter():
+            yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 class ValueModel(nn.Module):
     """LM backbone + zero-initialised linear value head (``V = 0`` everywhere before training).
 

@@ -218,6 +218,9 @@ def train(cfg: Any) -> dict[str, Any]:
     if critic is not None:
         critic_params = critic.trainable_parameters()
         optimizers.append(torch.optim.AdamW(critic_params, lr=cfg.critic_lr, weight_decay=cfg.weight_decay))
+    frozen = [p for p in params + (critic_params if critic is not None else []) if not p.requires_grad]
+    if frozen:  # a parameter the optimizer owns but autograd ignores would silently never train
+        raise RuntimeError(f"{len(frozen)} trainable parameters have requires_grad=False")
     schedulers = [
         torch.optim.lr_scheduler.LambdaLR(o, _schedule(cfg.lr_schedule, cfg.warmup_steps, total))
         for o in optimizers

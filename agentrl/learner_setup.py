@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from agentrl.critic import CRITIC_ADAPTER, ValueModel, active_adapter, decoder_of, is_peft
+from agentrl.critic import CRITIC_ADAPTER, ValueModel, active_adapter, adapters_disabled, decoder_of, is_peft
 from agentrl.data import ReferenceCache, TokenizedEpisode, collate
 
 POLICY_ADAPTER = "default"
@@ -102,7 +102,7 @@ def reference_logits(
     with torch.no_grad():
         if reference is not None:
             return action_logits(reference, batch)
-        with policy.disable_adapter():
+        with adapters_disabled(policy):
             return action_logits(policy, batch)
 
 
