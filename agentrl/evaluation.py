@@ -151,7 +151,7 @@ def results_table(results: dict[str, Any], title: str | None = None) -> Any:
     from rich.table import Table
 
     table = Table(title=title or f"{results.get('method', 'results')}: success by task type", title_justify="left")
-    table.add_column("task type", overflow="fold")
+    table.add_column("task type", no_wrap=True)
     table.add_column("n", justify="right")
     table.add_column("success %", justify="right")
     table.add_column("95% CI (Wilson)", justify="right")
@@ -195,7 +195,7 @@ def compare_table(results: Sequence[dict[str, Any]], names: Sequence[str] | None
         raise ResultsError("compare: no results given")
     names = list(names) if names is not None else method_names(results)
     table = Table(title="success rate (%) by task type", title_justify="left")
-    table.add_column("task type", overflow="fold")
+    table.add_column("task type", no_wrap=True)
     for name in names:
         table.add_column(name, justify="right", overflow="fold")
     types = sorted({t for r in results for t in r["by_task_type"]})

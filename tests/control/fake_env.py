@@ -63,7 +63,10 @@ def remaining_plan(context: Context, action: str) -> int:
 
 
 class NoisyExpert:
-    """A sampling policy: the expert's action with probability ``p``, else a uniformly random admissible one."""
+    """A sampling policy: the expert's action with probability ``p``, else a uniformly random admissible one.
+
+    Works on any env whose ``info`` has ``expert_action`` (and ``admissible_actions``; the corridor's otherwise).
+    """
 
     name = "noisy_expert"
 
@@ -78,7 +81,9 @@ class NoisyExpert:
     def act(self, contexts: list[Context]) -> list[Decision]:
         out = []
         for ctx in contexts:
-            action = ctx.info["expert_action"] if self.rng.random() < self.p else self.rng.choice(ACTIONS)
+            choices = sorted(ctx.info.get("admissible_actions") or ACTIONS)
+            expert = ctx.info.get("expert_action")
+            action = expert if expert and self.rng.random() < self.p else self.rng.choice(choices)
             out.append(Decision(action=action, raw=f"Think: go.\nAction: {action}", thought="go.", new_tokens=4))
         return out
 
