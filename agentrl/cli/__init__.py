@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "replay": "agentrl.cli.replay",
     "plot": "agentrl.cli.plot",
     "eval": "agentrl.cli.eval",
+    "iterate": "agentrl.cli.iterate",
+    "demo": "agentrl.cli.demo",
 }
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -1,0 +1,78 @@
+"""Multi-stage runs built from the commands: the demo and iterative OREO.
+
+Each stage is one command (`gen`, `rollout`, `model`, `learn`, `eval`) called through its ``Config`` and ``run``,
+so every check a user gets on the command line applies here too. A stage whose output already exists is skipped,
+so an interrupted pipeline picks up where it stopped and nothing already done is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.rule import Rule
+
+console = Console(highlight=False)
+
+
+class Stages:
+    """Runs named stages in order, skipping those whose marker file exists, and times each one."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.times: dict[str, float] = {}
+
+    def run(self, name: str, done: Path, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        """Calls ``fn(**kwargs)`` unless ``done`` exists; a non-zero int result is a failure."""
+        if done.exists():
+            console.print(f"[dim]{name}: done already ({done})[/]")
+            self.times[name] = 0.0
+            return None
+        console.print(Rule(f"[bold]{name}"))
+        start = time.perf_counter()
+        result = fn(**kwargs)
+        if isinstance(result, int) and result != 0:
+            raise RuntimeError(f"stage `{name}` failed with exit code {result}")
+        self.times[name] = time.perf_counter() - start
+        console.print(f"[green]{name}[/] took {self.times[name]:.0f} s")
+        return result
+
+
+def gen_tasks(root: Path, split: str, n: int, seed: int, room_size: str) -> int:
+    from agentrl.cli import gen
+
+    return gen.run(gen.Config(kind="alfworld", out=str(root), split=split, n=n, seed=seed, room_size=room_size))
+
+
+def rollout(**kwargs: Any) -> int:
+    from agentrl.cli import rollout as rollout_cmd
+
+    return rollout_cmd.run(rollout_cmd.Config(**kwargs))
+
+
+def learn(**kwargs: Any) -> int:
+    from agentrl.cli import learn as learn_cmd
+
+    return learn_cmd.run(learn_cmd.Config(**kwargs))
+
+
+def evaluate(**kwargs: Any) -> dict[str, Any]:
+    from agentrl.cli import eval as eval_cmd
+
+    cfg = eval_cmd.Config(**kwargs)
+    results = eval_cmd.evaluate(cfg)
+    console.print(
+        f"{cfg.method_name}: {results['successes']}/{results['episodes']} "
+        f"= {100 * results['success_rate']:.1f}% success"
+    )
+    return results
+
+
+def compare(paths: list[Path]) -> None:
+    from agentrl.evaluation import compare_table, load_results, method_names
+
+    results = [load_results(p) for p in paths]
+    console.print(compare_table(results, method_names(results, [str(p) for p in paths])))

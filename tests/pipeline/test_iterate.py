@@ -1,0 +1,38 @@
+"""`agentrl iterate` end to end on a tiny math set: rollouts -> OREO -> eval per round, rerun skips done stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agentrl.cli import main
+
+PROBLEMS = [
+    {"question": "Tom has 3 apples and buys 5 more. How many apples does he have?",
+     "answer": "Tom starts with 3 apples.\nHe buys 5 more, so 3 + 5 = 8.\n#### 8"},
+    {"question": "Ann has 4 pens and loses 1. How many pens are left?",
+     "answer": "Ann starts with 4 pens.\nShe loses 1, so 4 - 1 = 3.\n#### 3"},
+]
+
+
+def test_iterate_two_rounds_then_rerun_skips(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    out = tmp_path / "iter"
+    argv = ["iterate", "--out", str(out), "--rounds", "2", "--model", str(tiny_model_dir), "--env", "math",
+            "--dataset", f"jsonl:{data}", "--train-split", "test", "--eval-split", "test",
+            "--samples-per-task", "2", "--max-steps", "3", "--num-envs", "1", "--lr", "1e-3", "--batch-size", "2"]
+    assert main(argv) == 0
+    for r in (1, 2):
+        folder = out / f"round-{r}"
+        lines = (folder / "rollouts.jsonl").read_text().splitlines()
+        assert len(lines) == 4  # 2 problems x 2 samples
+        assert (folder / "oreo" / "critic").is_dir() and (folder / "oreo" / "policy" / "config.json").is_file()
+        results = json.loads((folder / "eval.json").read_text())
+        assert results["episodes"] == 2 and 0.0 <= results["success_rate"] <= 1.0
+    # round 2 trains from round 1's policy and on both rounds' rollouts
+    metrics2 = [json.loads(x) for x in (out / "round-2" / "oreo" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics2 and all("value_loss" in m for m in metrics2)
+    capsys.readouterr()
+    assert main(argv) == 0  # everything done: every stage is skipped
+    assert capsys.readouterr().out.count("done already") == 6
