@@ -89,7 +89,7 @@ def test_kill_9_then_resume_32_alfworld_expert_episodes(tmp_path):
     agentrl = [sys.executable, "-c", "from agentrl.cli import main; raise SystemExit(main())"]
     data = tmp_path / "alfworld"
     subprocess.run(
-        [*agentrl, "gen", "alfworld", "--out", str(data), "--split", "train", "--n", "8", "--seed", "0"],
+        [*agentrl, "gen", "alfworld", "--out", str(data), "--split", "train", "--n", "4", "--seed", "0"],
         check=True,
         timeout=600,
         capture_output=True,
@@ -108,7 +108,7 @@ def test_kill_9_then_resume_32_alfworld_expert_episodes(tmp_path):
         "--episodes",
         "32",
         "--samples-per-task",
-        "4",
+        "8",
         "--num-envs",
         "2",
         "--out",
@@ -126,5 +126,5 @@ def test_kill_9_then_resume_32_alfworld_expert_episodes(tmp_path):
     done = subprocess.run([*agentrl, *args, "--resume"], timeout=600, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     task_ids = sorted({json.loads(line)["task_id"] for line in out.read_text().splitlines()})
-    assert len(task_ids) == 8
-    _check(out, {f"alfworld/train/{t}/s{s}" for t in task_ids for s in range(4)})
+    assert len(task_ids) == 4
+    _check(out, {f"alfworld/train/{t}/s{s}" for t in task_ids for s in range(8)})

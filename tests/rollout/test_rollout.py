@@ -134,3 +134,37 @@ def test_cli_unknown_config_key_names_the_valid_one(tmp_path, capsys):
 def test_cli_missing_data_exits_2(tmp_path, capsys):
     assert main(["rollout", "--env", "alfworld", "--data", str(tmp_path / "nope"), "--out", "x.jsonl"]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_react_rollout_with_a_real_tiny_model_records_messages_and_meta(tmp_path, tiny_model):
+    from agentrl.backends.transformers_backend import TransformersBackend
+
+    model, tokenizer = tiny_model
+    backend = TransformersBackend(model, tokenizer)
+    cfg = _cfg(
+        tmp_path,
+        env="alfworld",
+        data=str(tmp_path),
+        policy="react",
+        model="tiny",
+        episodes=2,
+        num_envs=2,
+        max_steps=2,
+        max_new_tokens=4,
+        temperature=0.7,
+        seed=1,
+    )
+    steps = []
+    summary = rollout(cfg, on_step=lambda *a: steps.append(a), pool=FakePool(num_tasks=2), generator=backend)
+    rows = _lines(cfg.out)
+    assert len(rows) == 2 and len(steps) == 4
+    for row in rows:
+        assert row["policy"] == "react" and len(row["steps"]) == 2
+        assert row["meta"]["model"] == "tiny" and row["meta"]["backend"] == "transformers"
+        assert row["meta"]["sampling"] == {"temperature": 0.7, "top_p": 1.0, "max_new_tokens": 4}
+        assistant = [m["content"] for m in row["messages"] if m["role"] == "assistant"]
+        assert len(assistant) == 2
+        for step, raw in zip(row["steps"], assistant, strict=True):
+            assert step["valid"] is False and step["action"] == raw  # an untrained model writes no "Action:"
+    assert summary["generated_tokens"] == 2 * 2 * 4 == backend.stats.generated_tokens
+    assert backend._cache == {}  # every finished episode released its KV cache
