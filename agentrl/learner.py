@@ -148,8 +148,10 @@ def _collate(
     return collate([episodes[i] for i in idx], pad_id, indices=idx, ref=ref)
 
 
-def train(cfg: Any) -> dict[str, Any]:
+def train(cfg: Any, save: bool = True) -> dict[str, Any]:
     """Trains a policy (and for OREO a critic) on trajectory files; see ``agentrl learn --help`` for ``cfg``.
+
+    ``save=False`` skips writing ``OUT/policy`` and ``OUT/critic`` at the end (benchmarks).
 
     Returns:
         A summary: ``{"steps", "final": last metrics, "out"}``.
@@ -163,15 +165,18 @@ def train(cfg: Any) -> dict[str, Any]:
     from agentrl.models import load_tokenizer, resolve_model
 
     hf_logging.disable_progress_bar()  # our own rich progress is enough
-    console = Console(highlight=False, soft_wrap=True)
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world, device = setup.init_distributed(device)  # (0, 1, device) unless launched multi-process
+    main = rank == 0  # only the main process logs, checkpoints and saves
+    console = Console(highlight=False, soft_wrap=True, quiet=not main)
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
     resume_from = setup.latest_checkpoint(ckpt_dir) if cfg.resume else None
     if cfg.resume and resume_from is None:
         console.print(f"[yellow]--resume: no checkpoint in {ckpt_dir}; starting from scratch[/]")
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)  # LoRA / value-head initialisation and anything random afterwards
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    # Same seed on every process: LoRA / value-head initialisation is identical, no broadcast needed.
+    torch.manual_seed(cfg.seed)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.startswith("cuda"))
     autocast = (
         (lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16))
@@ -190,7 +195,7 @@ def train(cfg: Any) -> dict[str, Any]:
     console.print(f"data: {counts}, {len(items)} training items" + (" (pairs)" if cfg.algo == "dpo" else ""))
     if not items:
         raise ValueError(f"no training data left in {cfg.data} (counts: {counts})")
-    per_epoch = max(1, len(items) // cfg.batch_size) // cfg.grad_accum
+    per_epoch = max(1, len(items) // (cfg.batch_size * world)) // cfg.grad_accum
     total = cfg.max_steps or max(1, int(cfg.epochs * per_epoch))
 
     # ---- models: policy (+ critic); the reference is the initial policy, cached before any update
@@ -208,17 +213,19 @@ def train(cfg: Any) -> dict[str, Any]:
                 ref_cache = setup.compute_reference_cache(
                     policy, episodes, tokenizer.pad_token_id, topk, cfg.batch_size, device, key, autocast, bar
                 )
-            ref_cache.save(out / "reference_cache.safetensors")
+            if main:
+                ref_cache.save(out / "reference_cache.safetensors")
     reference = None
     if cfg.algo == "oreo" and cfg.kl_topk == 0 and not setup.is_peft(policy):
         reference = copy.deepcopy(policy).eval().requires_grad_(False)  # full fine-tuning + exact KL only
 
     params = setup.policy_parameters(policy)
+    critic_params: list = []
     optimizers = [torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)]
     if critic is not None:
         critic_params = critic.trainable_parameters()
         optimizers.append(torch.optim.AdamW(critic_params, lr=cfg.critic_lr, weight_decay=cfg.weight_decay))
-    frozen = [p for p in params + (critic_params if critic is not None else []) if not p.requires_grad]
+    frozen = [p for p in params + critic_params if not p.requires_grad]
     if frozen:  # a parameter the optimizer owns but autograd ignores would silently never train
         raise RuntimeError(f"{len(frozen)} trainable parameters have requires_grad=False")
     schedulers = [
@@ -228,8 +235,9 @@ def train(cfg: Any) -> dict[str, Any]:
     step = setup.load_checkpoint(resume_from, policy, critic, optimizers, schedulers) if resume_from else 0
     if resume_from:
         console.print(f"resumed from {resume_from} (step {step})")
-    (out / "learn_config.json").write_text(json.dumps(cfg_dict(cfg), indent=2) + "\n")
-    logger = MetricsLogger(out / "metrics.jsonl", console, resume_step=step)
+    if main:
+        (out / "learn_config.json").write_text(json.dumps(cfg_dict(cfg), indent=2) + "\n")
+    logger = MetricsLogger(out / "metrics.jsonl", console, resume_step=step) if main else None
     ctx = {
         "cfg": cfg, "policy": policy, "critic": critic, "reference": reference, "autocast": autocast,
         "action_logits": setup.action_logits, "reference_logits": setup.reference_logits,
@@ -254,7 +262,9 @@ def train(cfg: Any) -> dict[str, Any]:
             sums: dict[str, float] = {}
             tokens = 0
             for j in range(cfg.grad_accum):
-                chosen = _micro_batch(items, step * cfg.grad_accum + j, cfg.batch_size, cfg.seed)
+                # process `rank` takes every `world`-th micro-batch of the one global sequence
+                micro = (step * cfg.grad_accum + j) * world + rank
+                chosen = _micro_batch(items, micro, cfg.batch_size, cfg.seed)
                 batch = {
                     k: v.to(device)
                     for k, v in _collate(
@@ -265,6 +275,9 @@ def train(cfg: Any) -> dict[str, Any]:
                 # Each micro-batch loss is scaled by 1/grad_accum: the gradients add up to the full batch mean.
                 for k, v in micro_step(ctx, batch, 1.0 / cfg.grad_accum).items():
                     sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+            if world > 1:
+                sums = setup.all_reduce_mean(params + critic_params, {**sums, "tokens": tokens}, world)
+                tokens = int(sums.pop("tokens") * world)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             if critic is not None:
                 sums["critic_grad_norm"] = torch.nn.utils.clip_grad_norm_(
@@ -285,12 +298,14 @@ def train(cfg: Any) -> dict[str, Any]:
                 "critic_lr": lrs[1] if len(lrs) > 1 else None, "grad_norm": grad_norm.item(),
                 "tokens_per_s": tokens / elapsed, "step_time_s": elapsed, **sums,
             }  # fmt: skip
-            logger.log(metrics, echo=step % cfg.log_every == 0 or step == stop_at)
+            if main:
+                logger.log(metrics, echo=step % cfg.log_every == 0 or step == stop_at)
             bar.update(task, completed=step)
-            if (cfg.save_every and step % cfg.save_every == 0) or step == stop_at:
+            if main and ((cfg.save_every and step % cfg.save_every == 0) or step == stop_at):
                 setup.save_checkpoint(ckpt_dir, step, policy, critic, optimizers, schedulers)
-    logger.close()
-    if step >= total:
+    if main:
+        logger.close()
+    if step >= total and save and main:
         setup.save_outputs(out, policy, critic, tokenizer, model_path)
         console.print(
             f"done: {step} steps; policy -> {out / 'policy'}"
@@ -298,6 +313,11 @@ def train(cfg: Any) -> dict[str, Any]:
         )
     else:
         console.print(f"stopped at step {step} of {total}; continue with --resume")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # the main process has finished writing before anyone exits
+        dist.destroy_process_group()
     return {"steps": step, "total": total, "final": metrics, "out": str(out)}
 
 

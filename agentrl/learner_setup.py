@@ -152,6 +152,44 @@ def compute_reference_cache(
     )
 
 
+# ------------------------------------------------------------------------------------------ distributed
+
+
+def init_distributed(device: str) -> tuple[int, int, str]:
+    """``(rank, world_size, device)``. Under ``accelerate launch`` / ``torchrun`` (``WORLD_SIZE > 1``) joins
+    the process group (NCCL on GPU, gloo on CPU) and picks ``cuda:LOCAL_RANK``; otherwise ``(0, 1, device)``."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        device = f"cuda:{local}"
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), world, device
+
+
+def all_reduce_mean(grads_of: list[nn.Parameter], values: dict[str, float], world: int) -> dict[str, float]:
+    """Data parallelism without wrapping the models: averages the gradients of ``grads_of`` and the
+    metric ``values`` over all processes (each process ran different micro-batches)."""
+    import torch.distributed as dist
+
+    for p in grads_of:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(world)
+    keys = sorted(values)
+    device = grads_of[0].device if grads_of else "cpu"
+    packed = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    return {k: v / world for k, v in zip(keys, packed.tolist(), strict=True)}
+
+
 # ------------------------------------------------------------------------------------------ checkpoints
 
 
