@@ -99,3 +99,26 @@ def test_unreachable_endpoint_fails_after_retries_naming_it():
     with pytest.raises(GenerationError, match="127.0.0.1:9"):
         backend.generate([Request(messages=MESSAGES[1])], Sampling(max_new_tokens=2))
     assert time.monotonic() - started < 30
+
+
+def test_rollout_through_the_openai_backend(server, tmp_path):
+    from fake_env import FakePool
+
+    from agentrl.rollout import RolloutConfig, rollout
+
+    cfg = RolloutConfig(
+        env="math",
+        dataset="fake",
+        policy="react",
+        backend="openai",
+        base_url=server,
+        model="tiny",
+        out=str(tmp_path / "o.jsonl"),
+        episodes=2,
+        num_envs=2,
+        max_steps=2,
+        max_new_tokens=3,
+        progress=False,
+    )
+    summary = rollout(cfg, pool=FakePool(num_tasks=2))
+    assert summary["written"] == 2 and summary["env_steps"] == 4 and summary["generated_tokens"] > 0
