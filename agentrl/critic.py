@@ -116,15 +116,18 @@ class ValueModel(nn.Module):
 
         Args:
             input_ids: ``[B, L]`` token ids.
-            attention_mask: ``[B, L]`` 1 for real tokens (right or left padding both work).
+            attention_mask: ``[B, L]`` 1 for real tokens (right or left padding: positions follow the mask).
 
         Returns:
             ``[B, L]`` fp32; ``out[b, t]`` is V of the state ending at token ``t`` (see the module docstring).
         """
+        # positions from the mask, so left-padded rows get the same values as unpadded ones
+        positions = None if attention_mask is None else (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         with active_adapter(self.backbone, self.adapter):
-            hidden = decoder_of(self.backbone)(
-                input_ids=input_ids, attention_mask=attention_mask
-            ).last_hidden_state
+            out = decoder_of(self.backbone)(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
+            )
+            hidden = out.last_hidden_state
         head = self.value_head
         return head(hidden.to(head.weight.dtype)).squeeze(-1).float()
 

@@ -203,6 +203,8 @@ def train(cfg: Any, save: bool = True) -> dict[str, Any]:
     critic = None
     if cfg.algo == "oreo":
         critic = setup.build_critic(policy, model_path, cfg.critic_lora, cfg.lora_r, cfg.lora_alpha, device)
+    if cfg.gradient_checkpointing:
+        setup.enable_gradient_checkpointing(policy, *([critic.backbone] if critic is not None else []))
     ref_cache = None
     if cfg.algo in ("oreo", "dpo"):
         topk = max(1, cfg.kl_topk)

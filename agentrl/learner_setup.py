@@ -41,6 +41,14 @@ def build_policy(model_path: str, lora: bool, lora_r: int, lora_alpha: int, devi
     return model.to(device)
 
 
+def enable_gradient_checkpointing(*models: nn.Module) -> None:
+    """Recompute each decoder layer in backward instead of storing its activations (less memory, one more
+    forward's worth of compute); applied to the policy and a separate critic backbone alike."""
+    for model in models:
+        lm = model.get_base_model() if is_peft(model) else model
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def build_critic(
     policy: nn.Module, model_path: str, critic_lora: bool, lora_r: int, lora_alpha: int, device: str
 ) -> ValueModel:

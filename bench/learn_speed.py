@@ -102,7 +102,7 @@ def run_one(args: argparse.Namespace) -> dict:
     cfg = Config(
         data=[str(Path(args.workdir) / "data.jsonl")], model=args.model_path, out=str(out), batch_size=args.batch_size,
         max_steps=args.warmup + args.steps, max_length=args.seq_len + 64, device=args.device, log_every=10**6,
-        lora_r=args.lora_r, lora_alpha=args.lora_r, **lora, **settings,
+        lora_r=args.lora_r, lora_alpha=args.lora_r, gradient_checkpointing=args.gradient_checkpointing, **lora, **settings,
     )  # fmt: skip
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--topk", type=int, default=64)
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--full", action="store_true", help="full fine-tuning and a separate full critic")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="for every configuration")
     parser.add_argument("--configs", default="sft,oreo,oreo-exact-kl")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -165,8 +166,8 @@ def main() -> None:
         ]
         for key in ("device", "batch_size", "seq_len", "steps", "warmup", "topk", "lora_r"):
             cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-        if args.full:
-            cmd.append("--full")
+        cmd += ["--full"] if args.full else []
+        cmd += ["--gradient-checkpointing"] if args.gradient_checkpointing else []
         proc = subprocess.run(
             cmd,
             capture_output=True,

@@ -59,6 +59,9 @@ class Config:
     lr_schedule: str = option("constant", help="constant | cosine (to 0.1 x lr)")
     warmup_steps: int = option(0, help="linear warmup steps")
     weight_decay: float = option(0.0, help="AdamW weight decay")
+    gradient_checkpointing: bool = option(
+        False, help="recompute layer activations in backward (less memory, ~1 forward more)"
+    )
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
     precision: str = option("auto", help="auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32")
     chunk_size: int = option(1024, help="rows per chunk of the vocabulary-sized log-softmax / KL")

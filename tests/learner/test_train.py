@@ -134,3 +134,13 @@ def test_two_process_data_parallel_equals_gradient_accumulation(data, tiny_model
     for a, b in zip(one, two, strict=True):
         for key in ("loss", "value_loss", "policy_loss", "kl", "grad_norm"):
             assert a[key] == pytest.approx(b[key], abs=1e-6), (a["step"], key)
+
+
+def test_gradient_checkpointing_changes_memory_not_math(data, tiny_model_dir, tmp_path):
+    common = dict(data=[str(data)], model=str(tiny_model_dir), algo="oreo", lr=1e-3, batch_size=4, max_steps=2,
+                  lora=True, critic_lora=True, lora_r=4)  # fmt: skip
+    train(Config(out=str(tmp_path / "plain"), **common), save=False)
+    train(Config(out=str(tmp_path / "gc"), gradient_checkpointing=True, **common), save=False)
+    for a, b in zip(_metrics(tmp_path / "plain"), _metrics(tmp_path / "gc"), strict=True):
+        for key in ("loss", "value_loss", "kl", "grad_norm", "critic_grad_norm"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (a["step"], key)
