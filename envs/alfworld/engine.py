@@ -4,9 +4,10 @@ The rules are untouched: every state change goes through fast-downward's operato
 ``textworld.envs.PddlEnv``, names through alfworld's ``AlfredDemangler``, feedback through the same grammar.
 What is cached, and why it is safe:
 
-* PDDL -> SAS translation (``fast_downward.pddl2sas``, ~0.35 s on a 30-receptacle room) runs once per game and
-  is kept (LRU); ``reset`` reloads the kept SAS into the planner library instead of translating again, and skips
-  the second, "optimised" translation that only the per-step planner (``policy_commands``) uses.
+* PDDL -> SAS translation (``fast_downward.pddl2sas``, ~0.35 s on a 30-receptacle room) and the grammar parse run
+  once per game and are kept in memory (LRU) and on disk (:func:`default_cache_dir`; a new process loads a game
+  it has seen in ~10 ms); ``reset`` reloads the kept SAS into the planner library instead of translating again,
+  and skips the second, "optimised" translation that only the per-step planner (``policy_commands``) uses.
 * The command text of an applicable operator ("take mug 1 from countertop 2") depends only on the operator's
   arguments (the templates query static facts only), so it is derived once per operator name and per game.
 * Grammar strings (feedback rules) are parsed once instead of on every derivation.
@@ -19,16 +20,21 @@ What is cached, and why it is safe:
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
+import pickle
+import zlib
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 from agentrl.envs.alfworld.rooms import INSTALL_HINT
 
-_TRANSLATIONS: OrderedDict[str, tuple[Any, str, list]] = OrderedDict()
-_TRANSLATION_CACHE_SIZE = 64
-_LOGICS: OrderedDict[tuple[str, str], Any] = OrderedDict()
+_GAMES: OrderedDict[str, tuple[Any, Any, str, list]] = OrderedDict()
+_MEMORY_CACHE_SIZE = 64
 _PARSED: dict[str, Any] = {}
+CACHE_ENV_VAR = "AGENTRL_ALFWORLD_CACHE"
 
 
 def _textworld():
@@ -40,15 +46,26 @@ def _textworld():
     return textworld
 
 
-def _translate(domain: str, problem: str, logic: Any) -> tuple[Any, str, list]:
-    """``(task, sas, initial facts)`` of a problem, translated once and kept in a small LRU."""
+def default_cache_dir() -> Path | None:
+    """Disk cache of translated games.
+
+    ``$AGENTRL_ALFWORLD_CACHE`` ("off" disables it), else ``~/.cache/agentrl/alfworld-engine``. Entries are
+    zlib-compressed pickles (~20-100 KB a game) written by this module, named by the SHA-256 of the game's domain,
+    grammar and problem, so an edited game never hits a stale entry. Delete the folder to clear it.
+    """
+    value = os.environ.get(CACHE_ENV_VAR)
+    if value is not None:
+        return None if value.strip().lower() in ("", "0", "off", "none") else Path(value).expanduser()
+    return Path.home() / ".cache" / "agentrl" / "alfworld-engine"
+
+
+def _translate(domain: str, grammar: str, problem: str) -> tuple[Any, Any, str, list]:
+    """``(logic, task, sas, initial facts)`` of a game: parsed grammar and fast-downward translation."""
     import fast_downward
+    from textworld.envs.pddl import logic as pddl_logic
     from textworld.logic import Proposition, Variable
 
-    key = problem
-    if key in _TRANSLATIONS:
-        _TRANSLATIONS.move_to_end(key)
-        return _TRANSLATIONS[key]
+    logic = pddl_logic.GameLogic(domain=domain, grammar=grammar)
     task, sas = fast_downward.pddl2sas(domain, problem, verbose=False)
     name2type = {o.name: o.type_name for o in task.objects}
     facts = []
@@ -60,23 +77,37 @@ def _translate(domain: str, problem: str, logic: Any) -> tuple[Any, str, list]:
             name = f"{atom.expression.value}"
             if atom.fluent.symbol != "total-cost" and not name.isdigit():
                 facts.append(Proposition(name, [Variable(a, name2type[a]) for a in atom.fluent.args]))
-    _TRANSLATIONS[key] = (task, sas, facts)
-    while len(_TRANSLATIONS) > _TRANSLATION_CACHE_SIZE:
-        _TRANSLATIONS.popitem(last=False)
-    return _TRANSLATIONS[key]
+    return logic, task, sas, facts
 
 
-def _game_logic(domain: str, grammar: str) -> Any:
-    """Parsed domain + grammar (``GameLogic``), kept per distinct text."""
-    from textworld.envs.pddl import logic as pddl_logic
-
-    key = (domain, grammar)
-    if key not in _LOGICS:
-        _LOGICS[key] = pddl_logic.GameLogic(domain=domain, grammar=grammar)
-        while len(_LOGICS) > _TRANSLATION_CACHE_SIZE:
-            _LOGICS.popitem(last=False)
-    _LOGICS.move_to_end(key)
-    return _LOGICS[key]
+def prepare_game(domain: str, grammar: str, problem: str,
+                 cache_dir: Path | None = None) -> tuple[Any, Any, str, list]:
+    """The translated game, from the in-memory LRU, the disk cache, or a fresh translation (then cached)."""
+    key = hashlib.sha256("\0".join((domain, grammar, problem)).encode()).hexdigest()
+    if key in _GAMES:
+        _GAMES.move_to_end(key)
+        return _GAMES[key]
+    game = None
+    path = cache_dir / f"{key}.pkl.z" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            game = pickle.loads(zlib.decompress(path.read_bytes()))
+        except Exception:  # a truncated or foreign file is just a cache miss
+            game = None
+    if game is None:
+        game = _translate(domain, grammar, problem)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+                tmp.write_bytes(zlib.compress(pickle.dumps(game, protocol=pickle.HIGHEST_PROTOCOL), 1))
+                os.replace(tmp, path)
+            except OSError:  # read-only home: run without the disk cache
+                pass
+    _GAMES[key] = game
+    while len(_GAMES) > _MEMORY_CACHE_SIZE:
+        _GAMES.popitem(last=False)
+    return game
 
 
 def _derive(grammar: Any, start: str, context: dict) -> str:
@@ -112,6 +143,8 @@ def make_cached_pddl_env_class():
     class CachedPddlEnv(PddlEnv):
         """``PddlEnv`` that keeps translations, command texts and parsed grammar strings (see module doc)."""
 
+        cache_dir: Path | None = None
+
         def load(self, filename_or_data):
             if isinstance(filename_or_data, str):
                 with open(filename_or_data) as f:
@@ -121,7 +154,9 @@ def make_cached_pddl_env_class():
                 data, self._game_file = filename_or_data, None
             self._game_data = data
             self.walkthrough = data.get("walkthrough")
-            self._logic = _game_logic(data["pddl_domain"], data["grammar"])
+            self._logic, *self._translation = prepare_game(
+                data["pddl_domain"], data["grammar"], data["pddl_problem"], self.cache_dir
+            )
             self._pddl_state = self._fresh_state()
             self._entity_infos = self._get_entity_infos()
             self._commands: dict[str, str] = {}
@@ -129,7 +164,7 @@ def make_cached_pddl_env_class():
             self._templates = sorted({a.template for a in self._logic.actions.values()})
 
         def _fresh_state(self):
-            task, sas, facts = _translate(self._logic.domain, self._game_data["pddl_problem"], self._logic)
+            task, sas, facts = self._translation
             state = pddl_logic.PddlState.__new__(pddl_logic.PddlState)
             state._facts, state._vars_by_name = {}, {}
             from collections import Counter, defaultdict
@@ -242,13 +277,14 @@ def make_cached_pddl_env_class():
 _CLASS = None
 
 
-def start_game(path: str, facts: bool = True, cached: bool = True):
+def start_game(path: str, facts: bool = True, cached: bool = True, cache_dir: Path | str | None = "default"):
     """Loads a ``game.tw-pddl`` behind alfworld's ``AlfredDemangler`` and ``AlfredInfos`` wrappers.
 
     Args:
         path: the game file.
         facts: also report readable facts (the hand-coded expert reads them).
         cached: use :func:`make_cached_pddl_env_class`'s engine; ``False`` uses TextWorld's ``PddlEnv`` as is.
+        cache_dir: disk cache of translated games (``"default"``: :func:`default_cache_dir`; None: memory only).
 
     Returns:
         A TextWorld environment (``reset() -> GameState``, ``step(cmd) -> (GameState, score, done)``).
@@ -262,6 +298,8 @@ def start_game(path: str, facts: bool = True, cached: bool = True):
     if cached and _CLASS is None:
         _CLASS = make_cached_pddl_env_class()
     env = (_CLASS if cached else PddlEnv)(infos)
+    if cached:
+        env.cache_dir = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
     for wrapper in (AlfredDemangler(), AlfredInfos):  # the demangler must wrap before load()
         env = wrapper(env)
     env.load(path)

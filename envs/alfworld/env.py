@@ -74,12 +74,21 @@ class ALFWorldEnv(gym.Env):
 
     ``info``: ``task_id``, ``task_type``, ``task`` (goal text), ``admissible_actions`` (sorted list),
     ``won``, ``expert_action`` (alfworld's hand-coded expert; only with ``expert=True``), ``gamefile``.
+
+    Args:
+        data: ALFWorld data root (holds ``json_2.1.1/``); ``$VARS`` and ``~`` are expanded.
+        split: ``train``, ``valid_seen``, ``valid_unseen`` (or alfworld's ``eval_in/out_of_distribution``).
+        task_types: keep only these task types (default: all six).
+        expert: compute ``info["expert_action"]`` (costs the expert's bookkeeping every step).
+        cache_dir: disk cache of translated games; ``"default"`` is ``~/.cache/agentrl/alfworld-engine`` (or
+            ``$AGENTRL_ALFWORLD_CACHE``), None keeps the cache in memory only.
+        render_mode: None or ``"ansi"`` (``render()`` returns the last observation).
     """
 
     metadata = {"render_modes": ["ansi"]}
 
     def __init__(self, data: str | Path, split: str = "train", task_types: list[str] | None = None,
-                 expert: bool = True, render_mode: str | None = None) -> None:
+                 expert: bool = True, cache_dir: str | None = "default", render_mode: str | None = None) -> None:
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.render_mode = render_mode
@@ -89,6 +98,7 @@ class ALFWorldEnv(gym.Env):
         self.observation_space = text_space(100_000)
         self.action_space = text_space(MAX_ACTION_CHARS)
         self._use_expert = expert
+        self._cache_dir = cache_dir
         self._engine = None
         self._engine_task: str | None = None
         self._expert = None
@@ -104,7 +114,7 @@ class ALFWorldEnv(gym.Env):
 
         path = str(self._games[task_id])
         if self._engine is None:
-            self._engine = start_game(path, facts=self._use_expert)
+            self._engine = start_game(path, facts=self._use_expert, cache_dir=self._cache_dir)
         elif self._engine_task != task_id:
             self._engine.load(path)
         self._engine_task = task_id

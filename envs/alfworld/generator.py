@@ -139,28 +139,32 @@ def _candidate(task_type: str, scenes: list[int], rng: random.Random, name: str)
     return scene, problem, desc, params, f"{task_type}-{obj}-None-{recep_word}-{scene}"
 
 
+_VERIFY_ENGINE = None
+
+
 def play_expert(gamefile: str, max_steps: int = 50) -> list[str] | None:
     """Plays alfworld's hand-coded expert on a game; its actions if it wins within ``max_steps``, else None."""
     from agentrl.envs.alfworld.engine import start_game
     from agentrl.envs.alfworld.expert import HandCodedExpert
 
-    env = start_game(gamefile)
-    try:
-        state = env.reset()
-        expert = HandCodedExpert(gamefile)
-        action = expert.start(state)
-        actions = []
-        for _ in range(max_steps):
-            state, _, done = env.step(action)
-            actions.append(action)
-            if state["won"]:
-                return actions
-            action = expert.next_action(state, action)
-            if expert.failed:
-                return None
-        return None
-    finally:
-        env.close()
+    global _VERIFY_ENGINE
+    if _VERIFY_ENGINE is None:  # one engine per process: each new one dlopens a copy of fast-downward
+        _VERIFY_ENGINE = start_game(gamefile)
+    else:
+        _VERIFY_ENGINE.load(gamefile)
+    state = _VERIFY_ENGINE.reset()
+    expert = HandCodedExpert(gamefile)
+    action = expert.start(state)
+    actions = []
+    for _ in range(max_steps):
+        state, _, _ = _VERIFY_ENGINE.step(action)
+        actions.append(action)
+        if state["won"]:
+            return actions
+        action = expert.next_action(state, action)
+        if expert.failed:
+            return None
+    return None
 
 
 def generate_one(root: Path, split: str, seed: int, index: int, room_size: str = "any",

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# keep the ALFWorld engine's disk cache out of the user's ~/.cache
+os.environ.setdefault("AGENTRL_ALFWORLD_CACHE", tempfile.mkdtemp(prefix="agentrl-engine-cache-"))
 
 
 @pytest.fixture(scope="session")

@@ -134,6 +134,30 @@ def test_engine_matches_textworld(alfworld_root: Path) -> None:
     assert traces[0] == traces[1]
 
 
+def test_disk_cache_round_trip(alfworld_root: Path, tmp_path: Path) -> None:
+    """A game translated once is reloaded from the disk cache by a fresh engine and plays identically."""
+    from agentrl.envs.alfworld import engine
+
+    game = sorted((alfworld_root / "json_2.1.1" / "train").glob("pick_heat*/*/game.tw-pddl"))[0]
+    actions = json.loads(game.read_text())["walkthrough"]
+    traces = []
+    for _ in range(2):
+        engine._GAMES.clear()  # forget the in-memory copy: the second run must come from disk
+        env = engine.start_game(str(game), cache_dir=tmp_path)
+        state = env.reset()
+        trace = [state["feedback"]]
+        for action in actions:
+            state, _, _ = env.step(action)
+            trace.append(state["feedback"])
+        traces.append((trace, state["won"]))
+        env.close()
+        assert len(list(tmp_path.glob("*.pkl.z"))) == 1
+    assert traces[0] == traces[1] and traces[0][1] is True
+    next(tmp_path.glob("*.pkl.z")).write_bytes(b"garbage")  # a corrupt entry is a miss, not a crash
+    engine._GAMES.clear()
+    assert engine.start_game(str(game), cache_dir=tmp_path).reset()["feedback"] == traces[0][0][0]
+
+
 def test_generator_is_deterministic(tmp_path: Path) -> None:
     from agentrl.envs.alfworld.generator import generate
 
