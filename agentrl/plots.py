@@ -17,7 +17,7 @@ from agentrl.types import Episode
 _INSTALL_HINT = 'plots need matplotlib: pip install "agentrl[train]"'
 # Metric names that are bookkeeping, not curves.
 _NOT_CURVES = {"step", "epoch", "time", "elapsed", "elapsed_s", "wall_s", "timestamp", "tokens", "samples"}
-_MAX_PANELS = 12
+_MAX_PANELS = 15
 
 
 class PlotError(ValueError):
@@ -95,10 +95,16 @@ def plot_metrics(path: str | Path, out: str | Path, keys: Sequence[str] | None =
     if not numeric:
         raise PlotError(f"{path}: no numeric metrics to plot")
     panels: dict[str, list[str]] = {}
+    keys_seen = {_panel_key(n) for n in numeric}
     for name in numeric:
-        panels.setdefault(_panel_key(name), []).append(name)
+        key = _panel_key(name)
+        if key.startswith("critic_") and key[len("critic_") :] in keys_seen:  # critic_lr next to lr, ...
+            key = key[len("critic_") :]
+        panels.setdefault(key, []).append(name)
     names = list(panels)[:_MAX_PANELS]
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     cols = min(3, len(names))
     nrows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.0 * nrows), squeeze=False)
@@ -108,6 +114,7 @@ def plot_metrics(path: str | Path, out: str | Path, keys: Sequence[str] | None =
             ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=name)
         ax.set_title(panel)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if panel in {"lr", "learning_rate"} or panel.endswith("/lr"):
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
         if len(panels[panel]) > 1:
@@ -141,16 +148,17 @@ def plot_values(episode: Episode, out: str | Path) -> Path:
             ax.scatter([i + 1] * len(others), others, s=14, color="0.6", zorder=2, label=label)
             labelled = True
     ax.plot(xs, ys, marker="o", color="tab:blue", zorder=3, label="V(chosen)")
-    for i, step in enumerate(episode.steps):
-        if not step.valid:
-            ax.axvline(i + 1, color="tab:red", alpha=0.25)
+    invalid = [i + 1 for i, step in enumerate(episode.steps) if not step.valid]
+    for n, x in enumerate(invalid):
+        ax.axvline(x, color="tab:red", alpha=0.25, label="unparsed action" if n == 0 else None)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel("critic value")
     outcome = "success" if episode.success else "failure"
-    ax.set_title(f"{episode.task_id} ({episode.task_type}): {outcome} in {episode.num_steps} steps", fontsize=9)
+    title = f"{episode.task_id}\n{episode.task_type}: {outcome} in {episode.num_steps} steps"
+    ax.set_title("\n".join(textwrap.fill(line, 90) for line in title.split("\n")), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, plt, out)
@@ -169,8 +177,8 @@ def plot_results(results: Sequence[dict[str, Any]], out: str | Path, names: Sequ
         rates, lows, highs = [], [], []
         for t in types:
             stats = r if t == "all" else r["by_task_type"].get(t)
-            if stats is None:
-                rates.append(0.0)
+            if stats is None:  # this method never saw the task type: no bar (not a 0% bar)
+                rates.append(float("nan"))
                 lows.append(0.0)
                 highs.append(0.0)
                 continue
@@ -186,7 +194,7 @@ def plot_results(results: Sequence[dict[str, Any]], out: str | Path, names: Sequ
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(0, 105)
     ax.set_title("success by task type (error bars: Wilson 95%)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(4, len(results)), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, plt, out)
 

@@ -81,7 +81,8 @@ class Config:
             return self.method
         name = self.policy
         if self.policy == "react":
-            name += f"({Path(self.model).name})"
+            model = Path(self.model)
+            name += f"({model.parent.name if model.name == 'policy' and model.parent.name else model.name})"
         if self.best_of is not None:
             name += f"+best-of-{self.best_of}"
         if self.beam is not None:
