@@ -116,7 +116,7 @@ def beam_search(
         if not active:
             break
         steps += 1
-        proposals: list[list[Decision]] = sample_candidates(policy, [b.context for b in active], width)
+        proposals: list[list[Decision]] = sample_candidates(policy, [b.context for b in active], width, call=steps - 1)
         values = scorer.score([b.context for b in active], proposals)  # all B x B candidates at once
         expansions += sum(len(p) for p in proposals)
         # (value, order, parent index or None for a finished beam, decision)

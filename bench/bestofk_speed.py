@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -121,6 +122,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for m in methods:  # interleaved, so drift in machine load hits every method alike
             times[m].append(run_method(folder, tokenizer, critic, m, args))
+            print(f"  {'greedy' if m is None else f'best-of-{m}'}: {times[m][-1]:.4f} s/step", file=sys.stderr, flush=True)
     greedy = statistics.median(times[None])
     print(f"device {args.device} {args.dtype}, model {args.model or f'tiny hidden {args.hidden} x {args.layers} layers'}, "
           f"{args.envs} envs x {args.steps} steps, {args.new_tokens} new tokens/turn, {args.repeats} repeats")

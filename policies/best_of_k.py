@@ -294,16 +294,17 @@ def expert_agreement_plan(context: Context, action: str) -> float:
     return -1.0 if _norm(action) == _norm(expert) else 1.0
 
 
-def sample_candidates(policy: Policy, contexts: list[Context], k: int) -> list[list[Decision]]:
+def sample_candidates(policy: Policy, contexts: list[Context], k: int, call: int = 0) -> list[list[Decision]]:
     """``k`` sampled decisions per context from ``policy``, deduplicated by action (first-sampled order).
 
     Uses the policy's own ``propose(contexts, k)`` if it has one, one ``n=k`` generator call for a
-    :class:`~agentrl.policies.react.ReActPolicy`, else ``k`` calls of ``act``.
+    :class:`~agentrl.policies.react.ReActPolicy`, else ``k`` calls of ``act``. ``call`` (the caller's step
+    counter) offsets a fixed sampling seed, so successive steps draw fresh samples yet reruns repeat exactly.
     """
     if isinstance(policy, CandidateSampler):
         samples = policy.propose(contexts, k)
     elif isinstance(policy, ReActPolicy):
-        samples = react_propose(policy, contexts, k)
+        samples = react_propose(policy, contexts, k, call)
     else:
         rounds = [policy.act(contexts) for _ in range(k)]
         samples = [[r[i] for r in rounds] for i in range(len(contexts))]
@@ -312,7 +313,7 @@ def sample_candidates(policy: Policy, contexts: list[Context], k: int) -> list[l
     return [dedupe(s) for s in samples]
 
 
-def react_propose(policy: ReActPolicy, contexts: list[Context], k: int) -> list[list[Decision]]:
+def react_propose(policy: ReActPolicy, contexts: list[Context], k: int, call: int = 0) -> list[list[Decision]]:
     """``k`` samples per context from a ReAct policy in one generator call (``Sampling.n = k``).
 
     Builds exactly the requests ``ReActPolicy.act`` builds (same history window, cache key and stop strings)
@@ -328,6 +329,8 @@ def react_propose(policy: ReActPolicy, contexts: list[Context], k: int) -> list[
             for i in index
         ]
         sampling = replace(policy._sampling(kind), n=k)  # the policy's own decoding, k samples each
+        if sampling.seed is not None:  # a backend reseeds every call: same seed -> same draws each step
+            sampling = replace(sampling, seed=sampling.seed + call)
         outputs = policy.generator.generate(requests, sampling)
         for i, completions in zip(index, outputs, strict=True):
             for completion in completions:
@@ -370,6 +373,7 @@ class BestOfK:
     name: str = "best_of_k"
 
     def __post_init__(self) -> None:
+        self._calls = 0
         if self.k < 1:
             raise ValueError(f"best-of-K needs k >= 1, got {self.k}")
 
@@ -391,7 +395,8 @@ class BestOfK:
 
     def propose(self, contexts: list[Context]) -> list[list[Decision]]:
         """K sampled decisions per context, deduplicated by action."""
-        return sample_candidates(self.policy, contexts, self.k)
+        self._calls += 1
+        return sample_candidates(self.policy, contexts, self.k, call=self._calls - 1)
 
     def act(self, contexts: list[Context]) -> list[Decision]:
         if not contexts:
