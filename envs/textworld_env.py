@@ -14,6 +14,7 @@ else the next walkthrough command while the player has followed the walkthrough.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -93,7 +94,9 @@ class TextWorldEnv(gym.Env):
             raise ValueError(f"unknown task_id {task_id!r} ({len(self.task_ids)} games)")
         self._load(task_id)
         self._task_id = task_id
-        self._state = self._env.reset()
+        with warnings.catch_warnings():  # jericho warns that tw-make games are not in its list of known games
+            warnings.filterwarnings("ignore", message="Unable to", module="jericho")
+            self._state = self._env.reset()
         self._score = float(self._state.get("score") or 0)
         self._walkthrough = list(self._state.get("extra.walkthrough") or [])
         self._played = []
@@ -107,7 +110,9 @@ class TextWorldEnv(gym.Env):
         if not command or command.lower() in META_COMMANDS:
             self._last_obs = "Nothing happens."  # empty/junk command: no engine call, no time passes
             return self._last_obs, 0.0, False, False, self._info()
-        self._state, _, done = self._env.step(command)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Unable to", module="jericho")
+            self._state, _, done = self._env.step(command)
         self._played.append(command)
         score = float(self._state.get("score") or 0)
         reward, self._score = score - self._score, score
