@@ -62,7 +62,15 @@ def split_task(observation: str, task: str | None = None) -> tuple[str, str]:
         room, _, rest = text.partition(_TASK_MARK)
         room = room.replace("-= Welcome to TextWorld, ALFRED! =-", "").strip()
         return (task or rest.strip()), room
-    return (task or ""), text
+    return (task, text) if task else (text, "")
+
+
+def _new_part(before: str, after: str) -> str:
+    """The env's answer without what the agent already saw (math envs echo question + steps so far)."""
+    before, after = before.strip(), after.strip()
+    if before and after.startswith(before) and len(after) > len(before):
+        return "… " + after[len(before) :].strip()
+    return after
 
 
 @dataclass
@@ -89,6 +97,7 @@ class EpisodeView:
         answers: list[str | None] = [s.observation for s in episode.steps[1:]]
         if episode.steps:
             answers.append(_final_answer(episode))
+        answers = [None if a is None else _new_part(s.observation, a) for s, a in zip(episode.steps, answers, strict=True)]
         ended = "error: " + episode.error if episode.error else ""
         return cls(
             title=f"{episode.task_id}  [{episode.task_type}]",
@@ -270,12 +279,13 @@ class LiveView:
         step = Step(observation=getattr(context, "observation", ""), action=decision.action, thought=decision.thought,
                     reward=float(reward), value=decision.value, candidates=decision.candidates, valid=decision.valid)
         self.view.steps.append(step)
-        self.view.answers.append(("env error: " if error else "") + str(observation))
+        answer = str(observation) if error else _new_part(step.observation, str(observation))
+        self.view.answers.append(("env error: " if error else "") + answer)
         index = len(self.view.steps) - 1
         if self.plain:
             value = "" if step.value is None else f" V={step.value:+.3f}"
             k = "" if not step.candidates else f" K={len(step.candidates)}"
-            answer = " ".join(str(observation).split())
+            answer = " ".join(self.view.answers[-1].split())
             self.console.print(f"[env {slot}] step {index + 1}: {step.action} -> {answer} (r={reward:g}{value}{k})",
                                markup=False, highlight=False, soft_wrap=True)
         else:

@@ -65,6 +65,7 @@ def test_sparkline_scales_and_handles_gaps() -> None:
 def test_split_task_prefers_explicit_task() -> None:
     assert split_task("Room text. Your task is to: do x.") == ("do x.", "Room text.")
     assert split_task("What is 2+2?", task="add") == ("add", "What is 2+2?")
+    assert split_task("What is 2+2?") == ("What is 2+2?", "")
 
 
 def test_select_episode(trajectory_file: Path) -> None:
