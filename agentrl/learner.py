@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from agentrl import losses
-from agentrl.data import ReferenceCache, TokenizedEpisode, collate
+from agentrl.data import DataError, ReferenceCache, TokenizedEpisode, collate
 
 DEFAULT_ALPHA = {"token": 0.01, "step": 0.1, "response": 0.3}  # paper A.3
 STEP_SPLITS = {"turn": (), "line": ("\n",), "line+sentence": ("\n", ". ")}
@@ -58,9 +58,31 @@ class MetricsLogger:
 
 
 def _oreo_micro(ctx: dict[str, Any], batch: dict[str, torch.Tensor], scale: float) -> dict[str, float]:
-    """OREO on one micro-batch: critic step on Eq. 8, policy step on Eq. 9/10 + alpha * KL."""
+    """OREO on one micro-batch: critic step on Eq. 8, policy step on Eq. 9/10 + alpha * KL.
+
+    Default order: policy forward, critic forward, value backward, policy backward (two forwards, two
+    backwards; both autograd graphs are alive together). ``--low-memory``: the critic first runs without
+    gradients to give ``sg[V]`` for the policy loss, the policy backward frees the policy graph, then the
+    critic runs with gradients (one graph at a time, for one more critic forward). Same numbers either way.
+    """
     cfg, policy, critic = ctx["cfg"], ctx["policy"], ctx["critic"]
     b, s = batch["state_mask"].shape
+
+    def critic_values() -> torch.Tensor:  # [B, S] V at the state positions
+        with ctx["autocast"]():
+            values = critic.values(batch["input_ids"], batch["attention_mask"])
+        return values.gather(1, batch["state_positions"])
+
+    def value_step(values: torch.Tensor, step_lr: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, metrics = losses.oreo_value_loss(
+            values, step_lr.detach(), batch["state_mask"], batch["reward"], cfg.beta
+        )
+        (loss * scale).backward()  # frees the critic's graph
+        return loss, metrics
+
+    if cfg.low_memory:
+        with torch.no_grad():
+            values = critic_values()
     with ctx["autocast"]():
         logits = ctx["action_logits"](policy, batch)  # [N, V], only the positions that predict actions
         if cfg.kl_topk > 0:
@@ -70,24 +92,17 @@ def _oreo_micro(ctx: dict[str, Any], batch: dict[str, torch.Tensor], scale: floa
         else:  # exact full-vocabulary KL: one reference forward per micro-batch
             ref_logits = ctx["reference_logits"](policy, ctx["reference"], batch)
             logp, kl = losses.token_logps_and_kl(logits, batch["targets"], ref_logits, cfg.chunk_size)
-        step_lr = losses.segment_sum(logp - batch["ref_logps"], batch["action_segments"], b, s)  # [B, S]
-        values = critic.values(batch["input_ids"], batch["attention_mask"]).gather(
-            1, batch["state_positions"]
-        )
-    value_loss, vm = losses.oreo_value_loss(
-        values, step_lr.detach(), batch["state_mask"], batch["reward"], cfg.beta
-    )
-    # Backward the critic now so its graph is freed before the policy's backward.
-    (value_loss * scale).backward()
+    step_lr = losses.segment_sum(logp - batch["ref_logps"], batch["action_segments"], b, s)  # [B, S]
+    if not cfg.low_memory:
+        values = critic_values()
+        value_loss, vm = value_step(values, step_lr)
     policy_loss, pm = losses.oreo_policy_loss(values, step_lr, batch["state_mask"], batch["reward"], cfg.beta)
     kl_mean = losses.row_mean(kl, batch["action_rows"], b)
     ((policy_loss + cfg.alpha * kl_mean) * scale).backward()
-    return {
-        **vm,
-        **pm,
-        "kl": kl_mean.item(),
-        "loss": value_loss.item() + policy_loss.item() + cfg.alpha * kl_mean.item(),
-    }
+    if cfg.low_memory:
+        value_loss, vm = value_step(critic_values(), step_lr)
+    total = value_loss.item() + policy_loss.item() + cfg.alpha * kl_mean.item()
+    return {**vm, **pm, "kl": kl_mean.item(), "loss": total}
 
 
 def _sft_micro(ctx: dict[str, Any], batch: dict[str, torch.Tensor], scale: float) -> dict[str, float]:
@@ -194,7 +209,9 @@ def train(cfg: Any, save: bool = True) -> dict[str, Any]:
     items: list = dpo_pairs(episodes, cfg.seed) if cfg.algo == "dpo" else list(range(len(episodes)))
     console.print(f"data: {counts}, {len(items)} training items" + (" (pairs)" if cfg.algo == "dpo" else ""))
     if not items:
-        raise ValueError(f"no training data left in {cfg.data} (counts: {counts})")
+        raise DataError(
+            f"no training data left in {cfg.data} (counts: {counts}; rs needs successes, dpo pairs)"
+        )
     per_epoch = max(1, len(items) // (cfg.batch_size * world)) // cfg.grad_accum
     total = cfg.max_steps or max(1, int(cfg.epochs * per_epoch))
 

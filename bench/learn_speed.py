@@ -8,6 +8,7 @@ Configurations (policy LoRA + critic LoRA on one frozen base unless ``--full``):
 
 * ``sft``: NLL on the action tokens (the baseline);
 * ``oreo``: OREO token level, reference cached (log-probs + top-k for the KL): no reference forward;
+* ``oreo-low-memory``: ``oreo`` with ``--low-memory`` (one autograd graph at a time, one more critic forward);
 * ``oreo-exact-kl``: OREO with the exact full-vocabulary KL, one reference forward per micro-batch.
 
 Usage (CPU, a ~5M from-scratch model)::
@@ -96,6 +97,7 @@ def run_one(args: argparse.Namespace) -> dict:
         "sft": dict(algo="sft"),
         "oreo": dict(algo="oreo", kl_topk=args.topk),
         "oreo-exact-kl": dict(algo="oreo", kl_topk=0),
+        "oreo-low-memory": dict(algo="oreo", kl_topk=args.topk, low_memory=True),
     }[args.one]
     lora = dict(lora=True, critic_lora=True, lr=1e-4) if not args.full else dict(lr=5e-6)
     out = Path(args.workdir) / args.one
@@ -129,7 +131,7 @@ def main() -> None:
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--full", action="store_true", help="full fine-tuning and a separate full critic")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="for every configuration")
-    parser.add_argument("--configs", default="sft,oreo,oreo-exact-kl")
+    parser.add_argument("--configs", default="sft,oreo,oreo-low-memory,oreo-exact-kl")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)

@@ -59,6 +59,9 @@ class Config:
     lr_schedule: str = option("constant", help="constant | cosine (to 0.1 x lr)")
     warmup_steps: int = option(0, help="linear warmup steps")
     weight_decay: float = option(0.0, help="AdamW weight decay")
+    low_memory: bool = option(
+        False, help="OREO: one autograd graph at a time (the critic runs once more, without gradients)"
+    )
     gradient_checkpointing: bool = option(
         False, help="recompute layer activations in backward (less memory, ~1 forward more)"
     )

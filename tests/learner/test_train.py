@@ -101,6 +101,15 @@ def test_cli_learn_and_errors(data, tiny_model_dir, tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert main(["learn", "--data", str(data), "--out", str(tmp_path / "y"), "--levl", "step"]) == 2
     assert "did you mean" in capsys.readouterr().err
+    from agentrl.trajectory import TrajectoryWriter
+
+    from .helpers import episode
+
+    with TrajectoryWriter(tmp_path / "failures.jsonl") as writer:
+        writer.write(episode(0, 0, False))
+    rs = ["learn", "--algo", "rs", "--data", str(tmp_path / "failures.jsonl"), "--model", str(tiny_model_dir)]
+    assert main([*rs, "--out", str(tmp_path / "rs")]) == 2
+    assert "no training data left" in capsys.readouterr().err
 
 
 def test_two_process_data_parallel_equals_gradient_accumulation(data, tiny_model_dir, tmp_path):
@@ -136,11 +145,12 @@ def test_two_process_data_parallel_equals_gradient_accumulation(data, tiny_model
             assert a[key] == pytest.approx(b[key], abs=1e-6), (a["step"], key)
 
 
-def test_gradient_checkpointing_changes_memory_not_math(data, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("flag", ["gradient_checkpointing", "low_memory"])
+def test_memory_options_change_memory_not_math(flag, data, tiny_model_dir, tmp_path):
     common = dict(data=[str(data)], model=str(tiny_model_dir), algo="oreo", lr=1e-3, batch_size=4, max_steps=2,
                   lora=True, critic_lora=True, lora_r=4)  # fmt: skip
     train(Config(out=str(tmp_path / "plain"), **common), save=False)
-    train(Config(out=str(tmp_path / "gc"), gradient_checkpointing=True, **common), save=False)
+    train(Config(out=str(tmp_path / "gc"), **{flag: True}, **common), save=False)
     for a, b in zip(_metrics(tmp_path / "plain"), _metrics(tmp_path / "gc"), strict=True):
         for key in ("loss", "value_loss", "kl", "grad_norm", "critic_grad_norm"):
             assert a[key] == pytest.approx(b[key], abs=1e-6), (a["step"], key)
