@@ -91,6 +91,7 @@ User: Next step.
 Assistant: #### 10"""
 
 MATH_NEXT = "Next step."
+TURN_STOPS = ("\nUser:", "\nObservation:")  # a reply that goes on to write the env's turn stops there
 
 _SYSTEM = {"alfworld": ALFWORLD_SYSTEM, "textworld": TEXTWORLD_SYSTEM, "math": MATH_SYSTEM}
 _EXAMPLE = {"alfworld": ALFWORLD_EXAMPLE, "textworld": TEXTWORLD_EXAMPLE, "math": MATH_EXAMPLE}

@@ -9,6 +9,7 @@ from typing import Any
 from agentrl.backends.base import Generator, Request, Sampling
 from agentrl.policies.base import Context, Decision
 from agentrl.policies.prompts import (
+    TURN_STOPS,
     check_env_kind,
     initial_messages,
     next_user_turn,
@@ -61,9 +62,13 @@ class ReActPolicy:
         return ctx
 
     def _sampling(self, env_kind: str) -> Sampling:
-        if env_kind == "math" and "\n" not in self.sampling.stop:
-            return dataclasses.replace(self.sampling, stop=[*self.sampling.stop, "\n"])
-        return self.sampling
+        """The policy's decoding plus the stops of ``env_kind``: one line for math; for text games, the point
+        where a model starts writing the environment's next turn itself (as the in-context example shows)."""
+        stops = ["\n"] if env_kind == "math" else list(TURN_STOPS)
+        extra = [s for s in stops if s not in self.sampling.stop]
+        return (
+            dataclasses.replace(self.sampling, stop=[*self.sampling.stop, *extra]) if extra else self.sampling
+        )
 
     def act(self, contexts: list[Context]) -> list[Decision]:
         decisions: list[Decision | None] = [None] * len(contexts)

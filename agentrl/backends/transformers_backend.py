@@ -5,7 +5,8 @@ batched prefill and one batched decoding loop (left padding, end-of-turn stop, t
 per prompt). A request with a ``cache_key`` keeps its KV cache after the call; on the next turn of the same
 conversation only the tokens after the longest common prefix with the cached tokens are fed to the model.
 An agent's chat grows by one assistant turn and one observation per step, so with the cache carried the prefill
-costs O(new observation) instead of O(whole history): the largest rollout speed-up available on CPU.
+costs O(new observation) instead of O(whole history): the largest rollout speed-up available on CPU. A new
+conversation starts from the longest prefix it shares with any cached one (the system prompt and example).
 
 Batching conversations whose caches have different lengths: each row's cache is left-padded to the longest
 cached prefix ``P``, the new tokens are left-padded to the longest new segment ``S``, so a row looks like
@@ -68,6 +69,7 @@ class TransformersBackend:
         self.max_batch = max_batch
         self.stats = GenerationStats()
         self._cache: dict[str, _Entry] = {}
+        self._released: _Entry | None = None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.stop_ids = self._stop_ids()
 
@@ -107,8 +109,18 @@ class TransformersBackend:
         return out
 
     def release(self, cache_key: str) -> None:
-        """Drops a conversation's KV cache (its episode ended)."""
-        self._cache.pop(cache_key, None)
+        """Drops a conversation's KV cache (its episode ended); the last one released stays as a prefix donor."""
+        entry = self._cache.pop(cache_key, None)
+        if entry is not None:
+            self._released = entry
+
+    def _donors(self) -> list[_Entry]:
+        return [*self._cache.values(), *([self._released] if self._released is not None else [])]
+
+    def clear_cache(self) -> None:
+        """Forgets every cached conversation and prefix donor."""
+        self._cache.clear()
+        self._released = None
 
     def reset_stats(self) -> None:
         self.stats = GenerationStats()
@@ -151,6 +163,10 @@ class TransformersBackend:
         entries: list[_Entry | None] = []
         for req, ids in zip(requests, prompts, strict=True):
             entry = self._cache.get(req.cache_key) if (self.carry_cache and req.cache_key) else None
+            if entry is None and self.carry_cache:
+                # A new conversation: borrow the longest shared prefix (system prompt, example) from any cached
+                # one; equal tokens at equal positions have equal keys/values, so this is exact.
+                entry = max(self._donors(), key=lambda e: _common_prefix(e.ids, ids), default=None)
             keep = 0
             if entry is not None:
                 # Keep at least one prompt token to feed: the model needs a last position to predict from.

@@ -99,6 +99,7 @@ def test_react_batches_contexts_parses_and_marks_invalid():
     b = policy.begin(1, "Room B. Your task is to: y.", INFO, "alfworld")
     da, db = policy.act([a, b])
     assert len(gen.calls) == 1 and len(gen.calls[0][0]) == 2  # one batched call
+    assert gen.calls[0][1].stop == ["\nUser:", "\nObservation:"] and gen.calls[0][1].max_new_tokens == 20
     requests = gen.calls[0][0]
     assert requests[0].cache_key != requests[1].cache_key
     assert (

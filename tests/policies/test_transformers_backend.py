@@ -60,6 +60,25 @@ def test_carried_cache_gives_the_same_text_with_less_prefill(tiny_model):
     assert "env0" not in carry._cache and "env1" in carry._cache
 
 
+def test_a_new_conversation_borrows_the_shared_system_prompt(tiny_model):
+    model, tokenizer = tiny_model
+    carry = TransformersBackend(model, tokenizer, carry_cache=True)
+    fresh = TransformersBackend(model, tokenizer, carry_cache=False)
+    system = {"role": "system", "content": "You are an agent in a household. " * 20}
+    first = [system, {"role": "user", "content": "You see a fridge 1."}]
+    second = [system, {"role": "user", "content": "You see a sofa 2 and a lamp 1."}]
+    sampling = Sampling(max_new_tokens=5)
+    carry.generate([Request(messages=first, cache_key="episode-1")], sampling)
+    carry.release("episode-1")  # the episode ended; its prefix stays available
+    carry.reset_stats()
+    got = carry.generate([Request(messages=second, cache_key="episode-2")], sampling)
+    want = fresh.generate([Request(messages=second, cache_key="episode-2")], sampling)
+    assert got[0][0].text == want[0][0].text
+    assert carry.stats.prefill_tokens < 0.3 * carry.stats.prompt_tokens
+    carry.clear_cache()
+    assert carry._donors() == []
+
+
 def test_n_samples_seeded_and_length_finish(tiny_model):
     model, tokenizer = tiny_model
     backend = TransformersBackend(model, tokenizer)
