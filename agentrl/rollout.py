@@ -102,6 +102,10 @@ class RolloutConfig:
             self.dataset = self.dataset or "gsm8k-test-100"
             if self.dataset.startswith("jsonl:"):
                 require(Path(self.dataset[6:]).is_file(), f"`dataset`: no such file: {self.dataset[6:]}")
+        if self.policy == "random":
+            require(
+                self.env != "math", "the random policy needs admissible actions, which math problems lack"
+            )
         if self.backend == "openai" and self.policy in ("react", "best_of_k"):
             require(
                 self.base_url is not None,
@@ -306,7 +310,10 @@ class _Run:
                         continue
                     observation, info = result
                     episode.info = info
-                    episode.context = self.policy.begin(slot, observation, info, self.cfg.env)
+                    try:
+                        episode.context = self.policy.begin(slot, observation, info, self.cfg.env)
+                    except LookupError as err:  # e.g. the expert policy in an env without expert actions
+                        raise ConfigError(str(err)) from None
                     episode.context.memory.setdefault("episode_id", episode.eid)
                     active[slot] = episode
                 progress.update(bar, completed=self.skipped + self.written, **self._fields())

@@ -21,6 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
+try:
+    import agentrl.policies  # noqa: F401  (installed, e.g. `pip install -e .`)
+except ImportError:  # a source checkout on PYTHONPATH (the GPU box): envs/ and policies/ sit beside agentrl/
+    import agentrl
+
+    agentrl.__path__.append(str(Path(__file__).resolve().parents[1]))
+
 RECEPTACLES = [
     "cabinet",
     "countertop",

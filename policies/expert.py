@@ -14,7 +14,7 @@ from agentrl.policies.base import Context, Decision
 from agentrl.policies.prompts import check_env_kind, format_react, initial_messages, next_user_turn
 
 
-class MissingExpertError(RuntimeError):
+class MissingExpertError(LookupError):
     """The environment gives no ``info["expert_action"]``."""
 
 

@@ -89,7 +89,7 @@ def test_env_errors_and_timeouts_are_recorded_and_the_run_goes_on(tmp_path):
 
 
 def test_max_steps_truncates(tmp_path):
-    cfg = _cfg(tmp_path, policy="random", max_steps=1, episodes=3)
+    cfg = _cfg(tmp_path, env="alfworld", data=str(tmp_path), policy="random", max_steps=1, episodes=3)
     rollout(cfg, pool=FakePool(num_tasks=3))
     for d in _lines(cfg.out):
         assert len(d["steps"]) == 1 and d["meta"]["truncated"] in (True, False)
@@ -99,7 +99,14 @@ def test_max_steps_truncates(tmp_path):
 def test_same_seed_same_file_whatever_the_number_of_envs(tmp_path):
     def run(num_envs: int, name: str) -> list[dict]:
         cfg = _cfg(
-            tmp_path, policy="random", max_steps=4, num_envs=num_envs, out=str(tmp_path / name), seed=3
+            tmp_path,
+            env="alfworld",
+            data=str(tmp_path),
+            policy="random",
+            max_steps=4,
+            num_envs=num_envs,
+            out=str(tmp_path / name),
+            seed=3,
         )
         rollout(cfg, pool=FakePool(num_tasks=6, num_envs=num_envs))
         rows = sorted(_lines(cfg.out), key=lambda d: d["episode_id"])
@@ -119,6 +126,21 @@ def test_config_checks(tmp_path):
         RolloutConfig(env="math", out="x.jsonl", num_envs=0)
     with pytest.raises(ConfigError, match="`top_p`"):
         RolloutConfig(env="math", out="x.jsonl", top_p=0)
+
+
+def test_policy_that_cannot_run_in_the_env_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="admissible actions"):
+        RolloutConfig(env="math", out="x.jsonl", policy="random")
+
+    class NoExpertPool(FakePool):
+        def reset(self, requests):
+            out = super().reset(requests)
+            for _, info in out.values():
+                del info["expert_action"]
+            return out
+
+    with pytest.raises(ConfigError, match=r"no info\['expert_action'\]"):
+        rollout(_cfg(tmp_path), pool=NoExpertPool(num_tasks=2))
 
 
 def test_cli_unknown_config_key_names_the_valid_one(tmp_path, capsys):
