@@ -8,8 +8,9 @@ What is cached, and why it is safe:
   once per game and are kept in memory (LRU) and on disk (:func:`default_cache_dir`; a new process loads a game
   it has seen in ~10 ms); ``reset`` reloads the kept SAS into the planner library instead of translating again,
   and skips the second, "optimised" translation that only the per-step planner (``policy_commands``) uses.
-* The command text of an applicable operator ("take mug 1 from countertop 2") depends only on the operator's
-  arguments (the templates query static facts only), so it is derived once per operator name and per game.
+* The command text of an applicable operator ("take mug 1 from countertop 2") depends only on the arguments its
+  template mentions (the templates query static facts only), so it is made once per game and per such argument
+  tuple; plain templates ("take {o} from {r}") are filled in directly instead of through the grammar parser.
 * Grammar strings (feedback rules) are parsed once instead of on every derivation.
 * Readable facts ("inreceptacle mug 1 countertop 2") are converted once per raw fact.
 
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import zlib
 from collections import OrderedDict
 from pathlib import Path
@@ -34,6 +36,7 @@ from agentrl.envs.alfworld.rooms import INSTALL_HINT
 _GAMES: OrderedDict[str, tuple[Any, Any, str, list]] = OrderedDict()
 _MEMORY_CACHE_SIZE = 64
 _PARSED: dict[str, Any] = {}
+_TEMPLATE_WORDS: dict[str, frozenset[str]] = {}
 CACHE_ENV_VAR = "AGENTRL_ALFWORLD_CACHE"
 
 
@@ -188,20 +191,28 @@ def make_cached_pddl_env_class():
             return state
 
         def _command(self, action) -> str:
-            key = f"{action.name} " + " ".join(v.name for v in action.mapping.values())
+            template = self._logic.actions[action.name].template
+            names = {ph.name: var.name for ph, var in action.mapping.items()}
+            used = _TEMPLATE_WORDS.get(template)
+            if used is None:
+                used = _TEMPLATE_WORDS[template] = frozenset(re.findall(r"[A-Za-z_]\w*", template))
+            # the text depends only on the variables the template mentions ("go to X" not on where you stand)
+            key = (action.name, *sorted((k, v) for k, v in names.items() if k in used))
             command = self._commands.get(key)
             if command is None:
-                context = {
-                    "state": self._pddl_state,
-                    "facts": list(self._pddl_state.facts),
-                    "variables": {ph.name: self._entity_infos[var.name] for ph, var in action.mapping.items()},
-                    "mapping": action.mapping,
-                    "entity_infos": self._entity_infos,
-                }
-                action.command_template = _derive(self._logic.grammar, action.command_template, context)
-                command = self._commands[key] = action.format_command(
-                    {k: info.name for k, info in self._entity_infos.items()}
-                )
+                if "[" not in template and "#" not in template:  # plain "take {o} from {r}": fill in the names
+                    command = re.sub(r"\{(\w+)\}", lambda m: self._entity_infos[names[m.group(1)]].name, template)
+                else:  # conditional/list templates ("go to [{r.name | ...}]") go through the grammar
+                    context = {
+                        "state": self._pddl_state,
+                        "facts": list(self._pddl_state.facts),
+                        "variables": {ph.name: self._entity_infos[var.name] for ph, var in action.mapping.items()},
+                        "mapping": action.mapping,
+                        "entity_infos": self._entity_infos,
+                    }
+                    action.command_template = _derive(self._logic.grammar, action.command_template, context)
+                    command = action.format_command({k: info.name for k, info in self._entity_infos.items()})
+                self._commands[key] = command
             return command
 
         def _gather_infos(self):

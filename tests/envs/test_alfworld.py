@@ -117,17 +117,24 @@ def test_time_limit_truncates(alfworld_root: Path) -> None:
 
 def test_engine_matches_textworld(alfworld_root: Path) -> None:
     """The cached engine gives the same text, commands and facts as TextWorld's PddlEnv, step by step."""
+    train = alfworld_root / "json_2.1.1" / "train"
+    # a heat task's expert path covers go to/open/close/take/heat/move; then random actions
+    _compare_engines(sorted(train.glob("pick_heat*/*/game.tw-pddl"))[0])
+
+
+def _compare_engines(game: Path) -> None:
     from agentrl.envs.alfworld.engine import start_game
 
-    game = sorted((alfworld_root / "json_2.1.1" / "train").glob("pick_clean*/*/game.tw-pddl"))[0]
+    walkthrough = json.loads(game.read_text())["walkthrough"]
     traces = []
     for cached in (False, True):
         env = start_game(str(game), cached=cached)
         rng = random.Random(0)
         state = env.reset()
         trace = [(state["feedback"], state["admissible_commands"], sorted(map(str, state["facts"])))]
-        for _ in range(12):
-            state, score, done = env.step(rng.choice(state["admissible_commands"]))
+        for i in range(len(walkthrough) + 4):
+            action = walkthrough[i] if i < len(walkthrough) else rng.choice(state["admissible_commands"])
+            state, score, done = env.step(action)
             trace.append((state["feedback"], state["admissible_commands"], sorted(map(str, state["facts"])), score))
         traces.append(trace)
         env.close()
