@@ -67,6 +67,7 @@ class TransformersBackend:
         self.tokenizer = tokenizer
         self.carry_cache = carry_cache
         self.max_batch = max_batch
+        self.min_shared_prefix = 32  # tokens; shorter shared prefixes are not worth a separate forward
         self.stats = GenerationStats()
         self._cache: dict[str, _Entry] = {}
         self._released: _Entry | None = None
@@ -157,6 +158,9 @@ class TransformersBackend:
         device = self._device()
         n = max(1, int(sampling.n))
         prompts = [self.encode(r.messages) for r in requests]
+
+        if self.carry_cache:
+            self._warm_shared_prefix(requests, prompts, device)
 
         # 1. How much of each prompt is already in that conversation's cache.
         reuse: list[int] = []
@@ -298,6 +302,31 @@ class TransformersBackend:
         self.stats.generated_tokens += generated
         self.stats.seconds += time.perf_counter() - started
         return completions
+
+    def _warm_shared_prefix(self, requests: list[Request], prompts: list[list[int]], device: Any) -> None:
+        """Several new conversations that start alike (the system prompt, the same task): read the prefix they
+        all share once, and leave it as the donor the batch then borrows from (instead of E copies of it)."""
+        import torch
+        from transformers import DynamicCache
+
+        new = [
+            ids
+            for r, ids in zip(requests, prompts, strict=True)
+            if not (r.cache_key and r.cache_key in self._cache)
+        ]
+        if len(new) < 2:
+            return
+        shared = min(min(_common_prefix(new[0], other) for other in new[1:]), len(new[0]) - 1)
+        known = max((_common_prefix(e.ids, new[0]) for e in self._donors()), default=0)
+        if shared - known < self.min_shared_prefix:
+            return
+        ids = torch.tensor([new[0][:shared]], device=device)
+        with torch.inference_mode():
+            cache = self.model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True).past_key_values
+        self._released = _Entry(
+            ids=new[0][:shared], kv=[(layer.keys, layer.values) for layer in cache.layers]
+        )
+        self.stats.prefill_tokens += shared
 
     @staticmethod
     def _stack_cache(

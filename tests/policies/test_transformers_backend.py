@@ -79,6 +79,19 @@ def test_a_new_conversation_borrows_the_shared_system_prompt(tiny_model):
     assert carry._donors() == []
 
 
+def test_new_conversations_in_one_batch_read_their_shared_prefix_once(tiny_model):
+    model, tokenizer = tiny_model
+    carry = TransformersBackend(model, tokenizer, carry_cache=True)
+    fresh = TransformersBackend(model, tokenizer, carry_cache=False)
+    system = {"role": "system", "content": "You are an agent in a household. " * 20}
+    chats = [[system, {"role": "user", "content": f"You see a shelf {k}."}] for k in range(3)]
+    requests = [Request(messages=c, cache_key=f"e{k}") for k, c in enumerate(chats)]
+    got = carry.generate(requests, Sampling(max_new_tokens=5))
+    want = fresh.generate(requests, Sampling(max_new_tokens=5))
+    assert [g[0].text for g in got] == [w[0].text for w in want]
+    assert carry.stats.prefill_tokens < 0.5 * carry.stats.prompt_tokens
+
+
 def test_n_samples_seeded_and_length_finish(tiny_model):
     model, tokenizer = tiny_model
     backend = TransformersBackend(model, tokenizer)

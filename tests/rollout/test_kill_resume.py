@@ -39,7 +39,8 @@ def _check(path: Path, expected: set[str]) -> None:
     rows = [json.loads(line) for line in lines]  # a corrupt line would raise here
     ids = [r["episode_id"] for r in rows]
     assert len(ids) == len(set(ids)) == len(expected) and set(ids) == expected
-    assert all(r["success"] and r["error"] is None for r in rows)
+    failed = [(r["episode_id"], r["error"], len(r["steps"])) for r in rows if not r["success"] or r["error"]]
+    assert not failed, failed
 
 
 def test_kill_9_then_resume_with_the_fake_pool(tmp_path):
