@@ -30,18 +30,22 @@ DEFAULT_ALPHA = {"token": 0.01, "step": 0.1, "response": 0.3}  # paper A.3
 STEP_SPLITS = {"turn": (), "line": ("\n",), "line+sentence": ("\n", ". ")}
 
 
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
 class MetricsLogger:
     """One JSON line per optimizer step in ``OUT/metrics.jsonl`` and a short line on stdout."""
 
     def __init__(self, path: Path, console: Any, resume_step: int = 0):
         self.path = path
-        if path.exists():  # resumed: drop lines written after the checkpoint we restart from
-            kept = [
-                ln
-                for ln in path.read_text().splitlines()
-                if ln.strip() and json.loads(ln)["step"] <= resume_step
-            ]
-            path.write_text("".join(ln + "\n" for ln in kept))
+        if path.exists():  # resumed: keep the lines up to the checkpoint (a torn last line is dropped)
+            path.write_text(
+                "".join(ln + "\n" for ln in path.read_text().splitlines() if _step_of(ln) <= resume_step)
+            )
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self.console = console
 

@@ -80,6 +80,8 @@ def test_resume_reaches_the_same_metrics(lora, data, tiny_model_dir, tmp_path):
     train(Config(out=str(tmp_path / "a"), **common))
     summary = train(Config(out=str(tmp_path / "b"), stop_after=3, **common))
     assert summary["steps"] == 3 and not (tmp_path / "b" / "policy").exists()
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:  # a crash after step 3 left a torn line
+        f.write('{"step": 4, "lo')
     train(Config(out=str(tmp_path / "b"), resume=True, **common))
     a, b = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
     assert [m["step"] for m in b] == [1, 2, 3, 4, 5, 6]
