@@ -66,8 +66,8 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     return folder, tokenizer, critic
 
 
-def run_method(folder: str, tokenizer: Any, critic: Any, k: int | None, args: argparse.Namespace) -> float:
-    """Seconds per step of one method (k=None: greedy ReAct)."""
+def run_method(folder: str, tokenizer: Any, critic: Any, k: int | None, args: argparse.Namespace) -> tuple[float, float]:
+    """Seconds per step of one method (k=None: greedy ReAct), and the part of it spent generating."""
     import torch
 
     from agentrl.backends.base import Sampling
@@ -80,6 +80,17 @@ def run_method(folder: str, tokenizer: Any, critic: Any, k: int | None, args: ar
     policy: Any = ReActPolicy(backend, Sampling(temperature=temperature, max_new_tokens=args.new_tokens, seed=0))
     if k is not None:
         policy = BestOfK(policy, CriticScorer(critic, tokenizer), k=k)
+    generating = [0.0]
+    generate = backend.generate
+
+    def timed_generate(*a: Any, **kw: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return generate(*a, **kw)
+        finally:
+            generating[0] += time.perf_counter() - start
+
+    backend.generate = timed_generate  # type: ignore[method-assign]
     info = {"task": TASK, "admissible_actions": []}
     contexts = [policy.begin(i, f"{ROOM}\n\nYour task is to: {TASK}", info, "alfworld") for i in range(args.envs)]
     elapsed = 0.0
@@ -93,7 +104,7 @@ def run_method(folder: str, tokenizer: Any, critic: Any, k: int | None, args: ar
         elapsed += time.perf_counter() - start
         for ctx, decision in zip(contexts, decisions, strict=True):
             policy.observe(ctx, decision, ANSWERS[t % len(ANSWERS)], info)
-    return elapsed / args.steps
+    return elapsed / args.steps, generating[0] / args.steps
 
 
 def main() -> None:
@@ -109,31 +120,43 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=24, help="tokens generated per turn")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ks", default="1,3,5")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 keeps timings stable on a shared machine)")
     args = parser.parse_args()
 
     import torch
 
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     folder, tokenizer, critic = build(args)
     ks = [int(k) for k in args.ks.split(",")]
     methods: list[int | None] = [None, *ks]
     times: dict[int | None, list[float]] = {m: [] for m in methods}
-    run_method(folder, tokenizer, critic, None, args)  # warm-up (allocations, kernels)
+    gen: dict[int | None, list[float]] = {m: [] for m in methods}
+    for m in (None, ks[0]):  # warm-up of both models (allocations, kernels)
+        run_method(folder, tokenizer, critic, m, args)
     for _ in range(args.repeats):
         for m in methods:  # interleaved, so drift in machine load hits every method alike
-            times[m].append(run_method(folder, tokenizer, critic, m, args))
-            print(f"  {'greedy' if m is None else f'best-of-{m}'}: {times[m][-1]:.4f} s/step", file=sys.stderr, flush=True)
+            total, generating = run_method(folder, tokenizer, critic, m, args)
+            times[m].append(total)
+            gen[m].append(generating)
+            print(f"  {'greedy' if m is None else f'best-of-{m}'}: {total:.4f} s/step ({generating:.4f} generating)",
+                  file=sys.stderr, flush=True)
     greedy = statistics.median(times[None])
-    print(f"device {args.device} {args.dtype}, model {args.model or f'tiny hidden {args.hidden} x {args.layers} layers'}, "
+    print(f"device {args.device} {args.dtype} ({torch.get_num_threads()} threads), model {args.model or f'tiny hidden {args.hidden} x {args.layers} layers'}, "
           f"{args.envs} envs x {args.steps} steps, {args.new_tokens} new tokens/turn, {args.repeats} repeats")
-    print(f"{'method':<10} {'min s/step':>11} {'median s/step':>14} {'x greedy':>9} {'target':>7}  ok")
+    print(f"{'method':<10} {'min s/step':>11} {'median s/step':>14} {'x greedy':>9} {'target':>7}  ok"
+          f"  {'generate x':>10} {'critic+rest x':>13}")
     for m in methods:
         med = statistics.median(times[m])
         ratio = med / greedy
         target = "" if m is None else f"{1 + 0.3 * m:.1f}"
         ok = "" if m is None else ("yes" if ratio < 1 + 0.3 * m else "NO")
         name = "greedy" if m is None else f"best-of-{m}"
-        print(f"{name:<10} {min(times[m]):>11.4f} {med:>14.4f} {ratio:>9.2f} {target:>7}  {ok}")
+        g = statistics.median(gen[m]) / greedy
+        print(f"{name:<10} {min(times[m]):>11.4f} {med:>14.4f} {ratio:>9.2f} {target:>7}  {ok:<3}"
+              f" {g:>10.2f} {ratio - g:>13.2f}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ from agentrl.types import Candidate
 class ActionScorer(Protocol):
     """Scores candidate decisions: ``score(contexts, candidates)[i][j]`` is V(contexts[i] + candidates[i][j])."""
 
-    def score(self, contexts: Sequence[Context], candidates: Sequence[Sequence[Decision]]) -> list[list[float]]: ...
+    def score(
+        self, contexts: Sequence[Context], candidates: Sequence[Sequence[Decision]]
+    ) -> list[list[float]]: ...
 
 
 @runtime_checkable
@@ -71,8 +73,15 @@ class CriticScorer:
         carry_cache: keep each conversation's chat KV cache between steps (prefix-shared path).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch: int | None = None, max_length: int | None = None,
-                 carry_cache: bool = True):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_batch: int | None = None,
+        max_length: int | None = None,
+        carry_cache: bool = True,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
@@ -119,7 +128,9 @@ class CriticScorer:
             ids = list(ids["input_ids"])
         ends = [i for i, t in enumerate(ids) if t == self.end_id]
         if not ends:
-            raise ValueError(f"the chat template put no end-of-turn token (id {self.end_id}) after the candidate")
+            raise ValueError(
+                f"the chat template put no end-of-turn token (id {self.end_id}) after the candidate"
+            )
         position = ends[-1]
         ids = ids[: position + 1]  # what follows the end-of-turn token (a newline) carries no decision
         if self.max_length is not None and len(ids) > self.max_length:
@@ -131,8 +142,13 @@ class CriticScorer:
         """Forgets a conversation's cached chat (its episode ended)."""
         self._cache.pop(cache_key, None)
 
-    def score(self, contexts: Sequence[Context], candidates: Sequence[Sequence[Decision]]) -> list[list[float]]:
-        encoded = [[self.encode(ctx, cand) for cand in cands] for ctx, cands in zip(contexts, candidates, strict=True)]
+    def score(
+        self, contexts: Sequence[Context], candidates: Sequence[Sequence[Decision]]
+    ) -> list[list[float]]:
+        encoded = [
+            [self.encode(ctx, cand) for cand in cands]
+            for ctx, cands in zip(contexts, candidates, strict=True)
+        ]
         if self.shared:
             return self._score_shared(contexts, encoded)
         return self._score_plain(encoded)
@@ -164,7 +180,9 @@ class CriticScorer:
             out[i].append(v)
         return out
 
-    def _score_shared(self, contexts: Sequence[Context], encoded: list[list[tuple[list[int], int]]]) -> list[list[float]]:
+    def _score_shared(
+        self, contexts: Sequence[Context], encoded: list[list[tuple[list[int], int]]]
+    ) -> list[list[float]]:
         """Chat once per context (on top of its carried cache), then every candidate's tail on top of that."""
         prefixes = []
         for group in encoded:
@@ -178,10 +196,16 @@ class CriticScorer:
         past = []
         for key, prefix in zip(keys, prefixes, strict=True):
             entry = self._cache.get(key) if key else None
+            if entry is None and self._cache:  # a new episode: reuse another chat's prefix (system prompt, task)
+                entry = max(self._cache.values(), key=lambda e: _common_prefix(e[0], prefix))
             keep = _common_prefix(entry[0], prefix) if entry else 0
             keep = min(keep, len(prefix) - 1)  # feed >= 1 token so the row has a new state
-            past.append((prefix[:keep], [(k[:, :, :keep], v[:, :, :keep]) for k, v in entry[1]]) if keep > 0 else None)
-        _, chat_kv = self._extend(past, [prefix[len(p[0]) if p else 0 :] for p, prefix in zip(past, prefixes, strict=True)])
+            past.append(
+                (prefix[:keep], [(k[:, :, :keep], v[:, :, :keep]) for k, v in entry[1]]) if keep > 0 else None
+            )
+        _, chat_kv = self._extend(
+            past, [prefix[len(p[0]) if p else 0 :] for p, prefix in zip(past, prefixes, strict=True)]
+        )
         for key, prefix, kv in zip(keys, prefixes, chat_kv, strict=True):
             if key:
                 self._cache[key] = (prefix, kv)
@@ -239,8 +263,13 @@ class CriticScorer:
             cache = DynamicCache(ddp_cache_data=layers)
         backbone = self.model.backbone
         with torch.inference_mode(), active_adapter(backbone, getattr(self.model, "adapter", None)):
-            out = decoder_of(backbone)(input_ids=ids[:, plen:], attention_mask=mask, position_ids=positions[:, plen:],
-                                       past_key_values=cache, use_cache=True)
+            out = decoder_of(backbone)(
+                input_ids=ids[:, plen:],
+                attention_mask=mask,
+                position_ids=positions[:, plen:],
+                past_key_values=cache,
+                use_cache=True,
+            )
             head = self.model.value_head
             last = out.last_hidden_state[:, -1]
             values = head(last.to(head.weight.dtype)).squeeze(-1).float().cpu().tolist()
@@ -249,8 +278,12 @@ class CriticScorer:
         kv: list[list[tuple[Any, Any]]] = []
         for r in range(rows if keep_kv else 0):
             keep = mask[r].bool()
-            kv.append([(layer.keys[r : r + 1][:, :, keep], layer.values[r : r + 1][:, :, keep])
-                       for layer in out.past_key_values.layers])
+            kv.append(
+                [
+                    (layer.keys[r : r + 1][:, :, keep], layer.values[r : r + 1][:, :, keep])
+                    for layer in out.past_key_values.layers
+                ]
+            )
         return values, kv
 
 
@@ -276,9 +309,14 @@ class OracleScorer:
         self.remaining_plan = remaining_plan
         self.calls = 0
 
-    def score(self, contexts: Sequence[Context], candidates: Sequence[Sequence[Decision]]) -> list[list[float]]:
+    def score(
+        self, contexts: Sequence[Context], candidates: Sequence[Sequence[Decision]]
+    ) -> list[list[float]]:
         self.calls += 1
-        return [[-float(self.remaining_plan(ctx, c.action)) for c in cands] for ctx, cands in zip(contexts, candidates, strict=True)]
+        return [
+            [-float(self.remaining_plan(ctx, c.action)) for c in cands]
+            for ctx, cands in zip(contexts, candidates, strict=True)
+        ]
 
 
 def expert_agreement_plan(context: Context, action: str) -> float:
@@ -313,7 +351,9 @@ def sample_candidates(policy: Policy, contexts: list[Context], k: int, call: int
     return [dedupe(s) for s in samples]
 
 
-def react_propose(policy: ReActPolicy, contexts: list[Context], k: int, call: int = 0) -> list[list[Decision]]:
+def react_propose(
+    policy: ReActPolicy, contexts: list[Context], k: int, call: int = 0
+) -> list[list[Decision]]:
     """``k`` samples per context from a ReAct policy in one generator call (``Sampling.n = k``).
 
     Builds exactly the requests ``ReActPolicy.act`` builds (same history window, cache key and stop strings)
@@ -325,7 +365,10 @@ def react_propose(policy: ReActPolicy, contexts: list[Context], k: int, call: in
     for kind in sorted({c.env_kind for c in contexts}):
         index = [i for i, c in enumerate(contexts) if c.env_kind == kind]
         requests = [
-            Request(messages=window(contexts[i].messages, policy.history), cache_key=contexts[i].memory.get("cache_key"))
+            Request(
+                messages=window(contexts[i].messages, policy.history),
+                cache_key=contexts[i].memory.get("cache_key"),
+            )
             for i in index
         ]
         sampling = replace(policy._sampling(kind), n=k)  # the policy's own decoding, k samples each
@@ -335,8 +378,15 @@ def react_propose(policy: ReActPolicy, contexts: list[Context], k: int, call: in
         for i, completions in zip(index, outputs, strict=True):
             for completion in completions:
                 thought, action, valid = parse_react(completion.text, kind)
-                out[i].append(Decision(action=action, raw=completion.text, thought=thought, valid=valid,
-                                       new_tokens=completion.num_tokens))
+                out[i].append(
+                    Decision(
+                        action=action,
+                        raw=completion.text,
+                        thought=thought,
+                        valid=valid,
+                        new_tokens=completion.num_tokens,
+                    )
+                )
     return out
 
 
@@ -410,9 +460,13 @@ class BestOfK:
             # max value; ties -> the earliest sample (index as a secondary key keeps it deterministic)
             best = max(range(len(cands)), key=lambda j: (vals[j], -j))
             tokens = sum(c.new_tokens for c in cands)
-            recorded = [Candidate(action=c.action, value=float(v), raw=c.raw, thought=c.thought)
-                        for c, v in zip(cands, vals, strict=True)]
-            decisions.append(replace(cands[best], value=float(vals[best]), candidates=recorded, new_tokens=tokens))
+            recorded = [
+                Candidate(action=c.action, value=float(v), raw=c.raw, thought=c.thought)
+                for c, v in zip(cands, vals, strict=True)
+            ]
+            decisions.append(
+                replace(cands[best], value=float(vals[best]), candidates=recorded, new_tokens=tokens)
+            )
         return decisions
 
 
@@ -452,7 +506,11 @@ def make(
         raise ValueError("best-of-K needs a critic (--critic DIR)")
     if isinstance(critic, str | Path):
         critic = CriticScorer.from_pretrained(
-            str(critic), tokenizer or getattr(generator, "tokenizer", None), device=device, dtype=dtype, **kwargs
+            str(critic),
+            tokenizer or getattr(generator, "tokenizer", None),
+            device=device,
+            dtype=dtype,
+            **kwargs,
         )
     policy = ReActPolicy(generator, sampling, history=history, example=example)
     return BestOfK(policy, critic, k=k)
