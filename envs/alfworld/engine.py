@@ -24,20 +24,73 @@ import copy
 import hashlib
 import json
 import os
-import pickle
 import re
 import zlib
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from agentrl.envs.alfworld.rooms import INSTALL_HINT
 
-_GAMES: OrderedDict[str, tuple[Any, Any, str, list]] = OrderedDict()
+_GAMES: OrderedDict[str, Translation] = OrderedDict()
+_LOGICS: OrderedDict[tuple[str, str], Any] = OrderedDict()
 _MEMORY_CACHE_SIZE = 64
 _PARSED: dict[str, Any] = {}
 _TEMPLATE_WORDS: dict[str, frozenset[str]] = {}
 CACHE_ENV_VAR = "AGENTRL_ALFWORLD_CACHE"
+CACHE_FORMAT = 1
+
+
+class _Param(NamedTuple):
+    name: str
+    type_name: str
+
+
+class _ActionSpec(NamedTuple):
+    name: str
+    parameters: list[_Param]
+
+
+@dataclass
+class Translation:
+    """What ``PddlState`` needs from fast-downward's translation, as plain data plus rebuilt facts.
+
+    Stored on disk as JSON (not pickle): textworld's ``Variable``/``Proposition`` cache their ``hash()`` in a slot,
+    and string hashes differ between processes, so pickled facts would silently break set lookups in another
+    process. The objects are rebuilt from strings after loading instead.
+    """
+
+    sas: str
+    objects: dict[str, str]  # name -> type
+    types: list[tuple[str, list[str]]]  # (type, supertypes)
+    actions: dict[str, list[tuple[str, str]]]  # operator schema -> [(parameter, type)]
+    init: list[tuple[str, list[tuple[str, str]]]]  # initial facts: (predicate, [(argument, type)])
+    facts: list = field(default_factory=list, repr=False)  # textworld Propositions, rebuilt per process
+    action_specs: dict[str, _ActionSpec] = field(default_factory=dict, repr=False)
+
+    def build(self) -> Translation:
+        from textworld.logic import Proposition, Variable
+
+        self.facts = [Proposition(name, [Variable(a, t) for a, t in args]) for name, args in self.init]
+        self.action_specs = {
+            name: _ActionSpec(name, [_Param(p, t) for p, t in params]) for name, params in self.actions.items()
+        }
+        return self
+
+    def to_json(self) -> str:
+        data = {"format": CACHE_FORMAT, "sas": self.sas, "objects": self.objects, "types": self.types,
+                "actions": self.actions, "init": self.init}
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Translation:
+        data = json.loads(text)
+        if data.get("format") != CACHE_FORMAT:
+            raise ValueError("cache format")
+        return cls(data["sas"], data["objects"], [tuple(t) for t in data["types"]],
+                   {k: [tuple(p) for p in v] for k, v in data["actions"].items()},
+                   [(n, [tuple(a) for a in args]) for n, args in data["init"]]).build()
 
 
 def _textworld():
@@ -53,8 +106,8 @@ def default_cache_dir() -> Path | None:
     """Disk cache of translated games.
 
     ``$AGENTRL_ALFWORLD_CACHE`` ("off" disables it), else ``~/.cache/agentrl/alfworld-engine``. Entries are
-    zlib-compressed pickles (~20-100 KB a game) written by this module, named by the SHA-256 of the game's domain,
-    grammar and problem, so an edited game never hits a stale entry. Delete the folder to clear it.
+    zlib-compressed JSON (~20-100 KB a game) named by the SHA-256 of the game's domain and problem, so an edited
+    game never hits a stale entry. Delete the folder to clear it.
     """
     value = os.environ.get(CACHE_ENV_VAR)
     if value is not None:
@@ -62,48 +115,63 @@ def default_cache_dir() -> Path | None:
     return Path.home() / ".cache" / "agentrl" / "alfworld-engine"
 
 
-def _translate(domain: str, grammar: str, problem: str) -> tuple[Any, Any, str, list]:
-    """``(logic, task, sas, initial facts)`` of a game: parsed grammar and fast-downward translation."""
+def _translate(domain: str, problem: str) -> Translation:
+    """fast-downward's PDDL -> SAS translation of a problem, with the initial facts textworld would derive."""
     import fast_downward
-    from textworld.envs.pddl import logic as pddl_logic
-    from textworld.logic import Proposition, Variable
 
-    logic = pddl_logic.GameLogic(domain=domain, grammar=grammar)
     task, sas = fast_downward.pddl2sas(domain, problem, verbose=False)
-    name2type = {o.name: o.type_name for o in task.objects}
-    facts = []
+    objects = {o.name: o.type_name for o in task.objects}
+    init = []
     for atom in task.init:  # same conversion as textworld's PddlState.__init__
         if isinstance(atom, fast_downward.translate.pddl.conditions.Atom):
             if atom.predicate != "=":
-                facts.append(Proposition(atom.predicate, [Variable(a, name2type[a]) for a in atom.args]))
+                init.append((atom.predicate, [(a, objects[a]) for a in atom.args]))
         elif isinstance(atom, fast_downward.translate.pddl.f_expression.Assign):
             name = f"{atom.expression.value}"
             if atom.fluent.symbol != "total-cost" and not name.isdigit():
-                facts.append(Proposition(name, [Variable(a, name2type[a]) for a in atom.fluent.args]))
-    return logic, task, sas, facts
+                init.append((name, [(a, objects[a]) for a in atom.fluent.args]))
+    return Translation(
+        sas=sas,
+        objects=objects,
+        types=[(t.name, list(t.supertype_names)) for t in task.types],
+        actions={a.name: [(p.name, p.type_name) for p in a.parameters] for a in task.actions},
+        init=init,
+    ).build()
 
 
-def prepare_game(domain: str, grammar: str, problem: str,
-                 cache_dir: Path | None = None) -> tuple[Any, Any, str, list]:
+def game_logic(domain: str, grammar: str) -> Any:
+    """Parsed domain + grammar (textworld ``GameLogic``), kept per distinct text in this process."""
+    from textworld.envs.pddl import logic as pddl_logic
+
+    key = (domain, grammar)
+    if key not in _LOGICS:
+        _LOGICS[key] = pddl_logic.GameLogic(domain=domain, grammar=grammar)
+        while len(_LOGICS) > _MEMORY_CACHE_SIZE:
+            _LOGICS.popitem(last=False)
+    _LOGICS.move_to_end(key)
+    return _LOGICS[key]
+
+
+def prepare_game(domain: str, problem: str, cache_dir: Path | None = None) -> Translation:
     """The translated game, from the in-memory LRU, the disk cache, or a fresh translation (then cached)."""
-    key = hashlib.sha256("\0".join((domain, grammar, problem)).encode()).hexdigest()
+    key = hashlib.sha256("\0".join((domain, problem)).encode()).hexdigest()
     if key in _GAMES:
         _GAMES.move_to_end(key)
         return _GAMES[key]
     game = None
-    path = cache_dir / f"{key}.pkl.z" if cache_dir is not None else None
+    path = cache_dir / f"{key}.json.z" if cache_dir is not None else None
     if path is not None and path.is_file():
         try:
-            game = pickle.loads(zlib.decompress(path.read_bytes()))
-        except Exception:  # a truncated or foreign file is just a cache miss
+            game = Translation.from_json(zlib.decompress(path.read_bytes()).decode())
+        except (ValueError, KeyError, TypeError, zlib.error):  # truncated, foreign or old entry: a miss
             game = None
     if game is None:
-        game = _translate(domain, grammar, problem)
+        game = _translate(domain, problem)
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-                tmp.write_bytes(zlib.compress(pickle.dumps(game, protocol=pickle.HIGHEST_PROTOCOL), 1))
+                tmp.write_bytes(zlib.compress(game.to_json().encode(), 1))
                 os.replace(tmp, path)
             except OSError:  # read-only home: run without the disk cache
                 pass
@@ -157,9 +225,8 @@ def make_cached_pddl_env_class():
                 data, self._game_file = filename_or_data, None
             self._game_data = data
             self.walkthrough = data.get("walkthrough")
-            self._logic, *self._translation = prepare_game(
-                data["pddl_domain"], data["grammar"], data["pddl_problem"], self.cache_dir
-            )
+            self._logic = game_logic(data["pddl_domain"], data["grammar"])
+            self._translation = prepare_game(data["pddl_domain"], data["pddl_problem"], self.cache_dir)
             self._pddl_state = self._fresh_state()
             self._entity_infos = self._get_entity_infos()
             self._commands: dict[str, str] = {}
@@ -167,23 +234,23 @@ def make_cached_pddl_env_class():
             self._templates = sorted({a.template for a in self._logic.actions.values()})
 
         def _fresh_state(self):
-            task, sas, facts = self._translation
+            game = self._translation
             state = pddl_logic.PddlState.__new__(pddl_logic.PddlState)
             state._facts, state._vars_by_name = {}, {}
             from collections import Counter, defaultdict
 
             state._facts, state._vars_by_type, state._var_counts = defaultdict(set), defaultdict(set), Counter()
             state._logic, state.downward_lib = self._logic, self.downward_lib
-            state.pddl_problem, state.task, state.sas = self._game_data["pddl_problem"], task, sas
-            state._actions = {a.name: a for a in task.actions}
-            for type_ in task.types:
+            state.pddl_problem, state.task, state.sas = self._game_data["pddl_problem"], None, game.sas
+            state._actions = game.action_specs  # what all_applicable_actions() reads: .parameters[i].name/.type_name
+            for name, supertypes in game.types:
                 try:
-                    self._logic.types.add(textworld.logic.Type(type_.name, type_.supertype_names))
+                    self._logic.types.add(textworld.logic.Type(name, supertypes))
                 except ValueError:
                     pass
-            self.downward_lib.load_sas(sas.encode("utf-8"))
-            state.name2type = {o.name: o.type_name for o in task.objects}
-            state.add_facts(facts)
+            self.downward_lib.load_sas(game.sas.encode("utf-8"))
+            state.name2type = dict(game.objects)
+            state.add_facts(game.facts)
             size = self.downward_lib.get_state_size()
             atoms = (pddl_logic.Atom * size)()
             self.downward_lib.get_state(atoms)

@@ -141,28 +141,43 @@ def _compare_engines(game: Path) -> None:
     assert traces[0] == traces[1]
 
 
+_PLAY = """
+import json, sys
+from agentrl.envs.alfworld import engine
+game, cache, actions = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+env = engine.start_game(game, cache_dir=cache)
+state = env.reset()
+trace = [state["feedback"]]
+for action in actions:
+    state, _, _ = env.step(action)
+    trace.append(state["feedback"])
+print(json.dumps([trace, state["won"], len(engine._GAMES)]))
+"""
+
+
 def test_disk_cache_round_trip(alfworld_root: Path, tmp_path: Path) -> None:
-    """A game translated once is reloaded from the disk cache by a fresh engine and plays identically."""
+    """A game translated in one process is loaded from the disk cache by another and plays identically.
+
+    (Two processes on purpose: textworld caches string hashes inside its objects, which differ between
+    processes; a cache that pickled those objects passed a same-process test and broke in a new one.)
+    """
+    import subprocess
+    import sys
+
+    game = sorted((alfworld_root / "json_2.1.1" / "train").glob("pick_two*/*/game.tw-pddl"))[0]
+    actions = json.dumps(json.loads(game.read_text())["walkthrough"])
+    runs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", _PLAY, str(game), str(tmp_path), actions],
+                             capture_output=True, text=True, check=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        assert len(list(tmp_path.glob("*.json.z"))) == 1
+    assert runs[0] == runs[1] and runs[0][1] is True
+    next(tmp_path.glob("*.json.z")).write_bytes(b"garbage")  # a corrupt entry is a miss, not a crash
     from agentrl.envs.alfworld import engine
 
-    game = sorted((alfworld_root / "json_2.1.1" / "train").glob("pick_heat*/*/game.tw-pddl"))[0]
-    actions = json.loads(game.read_text())["walkthrough"]
-    traces = []
-    for _ in range(2):
-        engine._GAMES.clear()  # forget the in-memory copy: the second run must come from disk
-        env = engine.start_game(str(game), cache_dir=tmp_path)
-        state = env.reset()
-        trace = [state["feedback"]]
-        for action in actions:
-            state, _, _ = env.step(action)
-            trace.append(state["feedback"])
-        traces.append((trace, state["won"]))
-        env.close()
-        assert len(list(tmp_path.glob("*.pkl.z"))) == 1
-    assert traces[0] == traces[1] and traces[0][1] is True
-    next(tmp_path.glob("*.pkl.z")).write_bytes(b"garbage")  # a corrupt entry is a miss, not a crash
     engine._GAMES.clear()
-    assert engine.start_game(str(game), cache_dir=tmp_path).reset()["feedback"] == traces[0][0][0]
+    assert engine.start_game(str(game), cache_dir=tmp_path).reset()["feedback"] == runs[0][0][0]
 
 
 def test_generator_is_deterministic(tmp_path: Path) -> None:
