@@ -160,3 +160,10 @@ def test_prefix_shared_cached_scoring_equals_full_sequences(tiny_model_dir: Path
     assert full > 0
     shared.release("k0")
     assert "k0" not in shared._cache and "k1" in shared._cache
+    # a new episode (new key) reuses the cached prefix of another chat (same system prompt and task)
+    fresh = Context(slot=0, messages=contexts[1].messages[:2], observation="", info={}, env_kind="alfworld",
+                    memory={"cache_key": "new"})
+    before = shared.fed_tokens
+    got = shared.score([fresh], [cands[1]])
+    assert got[0] == pytest.approx(plain.score([fresh], [cands[1]])[0], abs=1e-4)
+    assert shared.fed_tokens - before < len(shared.encode(fresh, cands[1][0])[0]) // 2
