@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--episodes", type=int, default=8, help="episodes per measurement (same tasks each time)"
     )
-    parser.add_argument("--steps", type=int, default=6, help="steps per episode")
-    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=4, help="steps per episode")
+    parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--tiny-hidden", type=int, default=256)
