@@ -90,6 +90,7 @@ class NoisyExpert:
     def observe(self, context: Context, decision: Decision, observation: str, info: dict[str, Any]) -> None:
         context.messages += [{"role": "assistant", "content": decision.raw}, {"role": "user", "content": observation}]
         context.observation, context.info = observation, info
+        context.memory.setdefault("actions", []).append(decision.action)
 
 
 def run_episodes(policy: Any, envs: list[Corridor], max_steps: int) -> list[tuple[bool, int, list[Decision]]]:
