@@ -48,6 +48,7 @@ class ReActPolicy:
         self.history = history
         self.example = example
         self._keys = itertools.count()
+        self._calls = itertools.count()
 
     def begin(self, slot: int, observation: str, info: dict[str, Any], env_kind: str) -> Context:
         check_env_kind(env_kind)
@@ -62,13 +63,15 @@ class ReActPolicy:
         return ctx
 
     def _sampling(self, env_kind: str) -> Sampling:
-        """The policy's decoding plus the stops of ``env_kind``: one line for math; for text games, the point
-        where a model starts writing the environment's next turn itself (as the in-context example shows)."""
+        """The decoding for one generate call: the policy's parameters, the stops of ``env_kind`` (one line for
+        math; for text games, where a model starts writing the environment's next turn itself, as the in-context
+        example shows), and a seed that moves on with every call so that repeated samples of a task differ while
+        a rerun of the same configuration draws the same numbers."""
         stops = ["\n"] if env_kind == "math" else list(TURN_STOPS)
         extra = [s for s in stops if s not in self.sampling.stop]
-        return (
-            dataclasses.replace(self.sampling, stop=[*self.sampling.stop, *extra]) if extra else self.sampling
-        )
+        calls = next(self._calls)
+        seed = None if self.sampling.seed is None else self.sampling.seed * 1_000_003 + calls
+        return dataclasses.replace(self.sampling, stop=[*self.sampling.stop, *extra], seed=seed)
 
     def act(self, contexts: list[Context]) -> list[Decision]:
         decisions: list[Decision | None] = [None] * len(contexts)

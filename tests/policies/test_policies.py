@@ -117,6 +117,20 @@ def test_react_batches_contexts_parses_and_marks_invalid():
     assert gen.released == [requests[0].cache_key]
 
 
+def test_react_sampling_seed_moves_on_with_every_call():
+    gen = Scripted(["Action: look"] * 3)
+    policy = make_policy("react", generator=gen, sampling=Sampling(temperature=1.0, seed=5))
+    for _ in range(3):
+        policy.act([policy.begin(0, "Room. Your task is to: x.", INFO, "alfworld")])
+    seeds = [sampling.seed for _, sampling in gen.calls]
+    assert len(set(seeds)) == 3  # K samples of one task must not replay the same random numbers
+    again = Scripted(["Action: look"] * 3)
+    policy = make_policy("react", generator=again, sampling=Sampling(temperature=1.0, seed=5))
+    for _ in range(3):
+        policy.act([policy.begin(0, "Room. Your task is to: x.", INFO, "alfworld")])
+    assert [sampling.seed for _, sampling in again.calls] == seeds
+
+
 def test_react_math_adds_newline_stop():
     gen = Scripted(["3 + 5 = 8"])
     policy = make_policy("react", generator=gen, sampling=Sampling(stop=["####"]))
