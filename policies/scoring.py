@@ -42,8 +42,9 @@ class CriticScorer:
 
     With a ``ValueModel`` (it has ``backbone`` and ``value_head``) scoring is prefix-shared: the K candidates
     of a context share its chat, so the chat goes through the backbone once (one batched forward over all
-    contexts) and only the candidates' own tokens are run for the ``E x K`` rows (a second batched forward
-    on top of the chat's KV cache). With ``carry_cache`` the chat's KV cache is also kept per conversation
+    contexts), then the candidates' own tokens go through a second batched forward on top of the chat's KV
+    cache, all K tails of a context packed in one row under a block-diagonal attention mask (no per-candidate
+    copy of the cache). So scoring costs two forwards per step whatever E and K are. With ``carry_cache`` the chat's KV cache is also kept per conversation
     (``context.memory["cache_key"]``), so the next step feeds only the turn and observation that are new --
     without it the critic would re-read the whole history K times per step, the dominant cost on CPU.
     Other models (anything with ``values(input_ids, attention_mask)``) get one right-padded batch.
@@ -132,7 +133,7 @@ class CriticScorer:
             [self.encode(ctx, cand) for cand in cands]
             for ctx, cands in zip(contexts, candidates, strict=True)
         ]
-        if self.shared:
+        if self.shared and all(len(ids) > 1 for group in encoded for ids, _ in group):
             return self._score_shared(contexts, encoded)
         return self._score_plain(encoded)
 
@@ -192,21 +193,63 @@ class CriticScorer:
         for key, prefix, kv in zip(keys, prefixes, chat_kv, strict=True):
             if key:
                 self._cache[key] = (prefix, kv)
-        rows_past, rows_new, owner = [], [], []
-        for i, group in enumerate(encoded):
-            for ids, _ in group:
-                rows_past.append((prefixes[i], chat_kv[i]))
-                rows_new.append(ids[len(prefixes[i]) :])
-                owner.append(i)
-        values, _ = self._extend(rows_past, rows_new, keep_kv=False)
-        out: list[list[float]] = [[] for _ in encoded]
-        for i, v in zip(owner, values, strict=True):
-            out[i].append(v)
-        return out
+        tails = [[ids[len(prefixes[i]) :] for ids, _ in group] for i, group in enumerate(encoded)]
+        return self._score_tails(list(zip(prefixes, chat_kv, strict=True)), tails)
 
-    def _extend(
-        self, past: list[Any], new: list[list[int]], keep_kv: bool = True
-    ) -> tuple[list[float], list[list[tuple[Any, Any]]]]:
+    def _score_tails(self, past: list[Any], tails: list[list[list[int]]]) -> list[list[float]]:
+        """All candidate tails of a context packed in one row on top of its chat's KV cache; one forward.
+
+        Row ``i`` is ``[pad .. chat_i][pad .. tail_i1 tail_i2 ...]``. A 4D attention mask lets each tail token
+        see the chat and the earlier tokens of its own tail only (block-diagonal), and each tail's positions
+        restart where the chat ends, so every tail is computed exactly as if it were alone after the chat --
+        without copying the chat's KV cache once per candidate.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        from agentrl.critic import active_adapter, decoder_of
+
+        device = next(self.model.parameters()).device
+        rows = len(tails)
+        plen = max(len(p[0]) for p in past)
+        qlen = max(sum(len(t) for t in group) for group in tails)
+        ids = torch.full((rows, qlen), self.pad_id, dtype=torch.long)
+        positions = torch.zeros((rows, qlen), dtype=torch.long)
+        mask = torch.zeros((rows, 1, qlen, plen + qlen), dtype=torch.bool)
+        ends: list[list[int]] = []
+        for r, ((chat, _), group) in enumerate(zip(past, tails, strict=True)):
+            start = qlen - sum(len(t) for t in group)
+            for q in range(start):  # pad queries attend to themselves only (keeps them finite)
+                mask[r, 0, q, plen + q] = True
+            ends.append([])
+            for tail in group:
+                stop = start + len(tail)
+                ids[r, start:stop] = torch.tensor(tail)
+                positions[r, start:stop] = torch.arange(len(chat), len(chat) + len(tail))
+                mask[r, 0, start:stop, plen - len(chat) : plen] = True  # the chat (its real tokens)
+                mask[r, 0, start:stop, plen + start : plen + stop] = torch.ones(len(tail), len(tail)).tril().bool()
+                ends[-1].append(stop - 1)
+                start = stop
+        layers = []
+        for layer, (k0, v0) in enumerate(past[0][1]):
+            keys = k0.new_zeros((rows, k0.shape[1], plen, k0.shape[3]))
+            vals = v0.new_zeros((rows, v0.shape[1], plen, v0.shape[3]))
+            for r, (chat, kv) in enumerate(past):
+                keys[r, :, plen - len(chat) :] = kv[layer][0][0]
+                vals[r, :, plen - len(chat) :] = kv[layer][1][0]
+            layers.append((keys, vals))
+        backbone = self.model.backbone
+        with torch.inference_mode(), active_adapter(backbone, getattr(self.model, "adapter", None)):
+            out = decoder_of(backbone)(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                       position_ids=positions.to(device),
+                                       past_key_values=DynamicCache(ddp_cache_data=layers), use_cache=True)
+            head = self.model.value_head
+            values = head(out.last_hidden_state.to(head.weight.dtype)).squeeze(-1).float().cpu()  # [E, Q]
+        self.forwards += 1
+        self.fed_tokens += sum(len(t) for group in tails for t in group)
+        return [[float(values[r, e]) for e in row_ends] for r, row_ends in enumerate(ends)]
+
+    def _extend(self, past: list[Any], new: list[list[int]]) -> tuple[list[float], list[list[tuple[Any, Any]]]]:
         """Runs ``new[i]`` on top of ``past[i]`` (``(ids, kv)`` or None) for all rows in one forward.
 
         Rows are ``[pad .. past_i][pad .. new_i]`` with mask 0 on pads and positions from the mask's cumsum
@@ -259,7 +302,7 @@ class CriticScorer:
         self.forwards += 1
         self.fed_tokens += int(mask[:, plen:].sum())
         kv: list[list[tuple[Any, Any]]] = []
-        for r in range(rows if keep_kv else 0):
+        for r in range(rows):
             keep = mask[r].bool()
             kv.append(
                 [
