@@ -121,6 +121,14 @@ def test_best_of_k_on_react_and_value_model(tiny_model_dir: Path, tmp_path: Path
     decisions = controller.act(contexts)
     # one generate call (n=3); the critic: one batched forward for both chats, one for all candidates' tails
     assert backend.stats.calls == 1 and scorer.forwards == 2
+    # the factory `agentrl eval --best-of` uses, through make_policy
+    from agentrl.policies import make_policy
+
+    built = make_policy("best_of_k", generator=backend, sampling=Sampling(temperature=1.0, max_new_tokens=6),
+                        critic=str(tmp_path / "critic"), k=2)
+    assert isinstance(built, BestOfK) and built.k == 2 and isinstance(built.scorer, CriticScorer)
+    with pytest.raises(ValueError, match="temperature > 0"):
+        make_policy("best_of_k", generator=backend, sampling=Sampling(temperature=0.0), critic=str(tmp_path), k=2)
     for ctx, decision in zip(contexts, decisions, strict=True):
         assert 1 <= len(decision.candidates) <= 3
         assert decision.value == max(c.value for c in decision.candidates)
