@@ -212,7 +212,7 @@ def beam_evaluate(cfg: Any, path: str) -> None:
             best = result.best
             for rank in range(cfg.beam):  # the task is done: free its beams' KV caches
                 generator.release(f"{task}/beam/{rank}")
-            writer.write(Episode(
+            episode = Episode(
                 episode_id=eid, task_id=task, env_id=env_id, split=cfg.split,
                 task_type=str(best.info.get("task_type") or "math"), policy=f"beam-{cfg.beam}",
                 success=bool(best.info.get("won", False)), reward=best.reward, steps=best.steps,
@@ -220,6 +220,11 @@ def beam_evaluate(cfg: Any, path: str) -> None:
                 meta={"model": cfg.model, "critic": cfg.critic, "beam": cfg.beam, "finished_beams": result.finished,
                       "expansions": result.expansions, "search_steps": result.search_steps, "seed": cfg.seed,
                       "temperature": cfg.temperature, "value": best.value},
-            ))
+            )
+            writer.write(episode)
+            if cfg.live:  # a search has no single env to follow: show each task's chosen beam when it is done
+                from agentrl.replay import play
+
+                play(episode, progress.console)
             progress.advance(bar)
     env.close()

@@ -43,7 +43,7 @@ class Config:
     trajectories: str | None = option(None, help="also keep every episode in this JSONL (for replay / plot)")
     resume: bool = option(False, help="with --trajectories: keep its finished episodes and run only the rest")
     method: str | None = option(None, help="name of this run in tables and --compare (default: from the options)")
-    live: bool = option(False, help="watch one env's episodes live (plain lines when stdout is not a terminal)")
+    live: bool = option(False, help="watch one env's episodes live (plain lines when stdout is not a terminal; --beam: each task's chosen beam when done)")
     live_slot: int = option(0, help="with --live: which env to watch")
     progress: bool = option(True, help="show progress bars")
     compare: list[str] = option([], help="print these results.json files side by side and exit", nargs="+")

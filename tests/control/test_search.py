@@ -110,3 +110,33 @@ def test_search_stops_when_all_beams_finished_or_at_the_cap() -> None:
     assert capped.search_steps == 1 and capped.finished == 1 and capped.best.steps[0].action == "#### 20"
     with pytest.raises(ValueError, match="width >= 1"):
         beam_search(FakeMath(), Scripted(), OracleScorer(oracle), width=0, max_steps=1)
+
+
+def test_eval_beam_end_to_end_on_math_env(tiny_model_dir, tmp_path) -> None:
+    """`agentrl eval --beam 2` through the real Math env, the transformers backend and a saved critic."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from agentrl.cli import main
+    from agentrl.critic import ValueModel
+    from agentrl.trajectory import read_episodes
+
+    torch.manual_seed(0)
+    critic = ValueModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir), hidden_size=64)
+    torch.nn.init.normal_(critic.value_head.weight)
+    critic.save_pretrained(tmp_path / "critic")
+    out, traj = tmp_path / "beam.json", tmp_path / "beam.jsonl"
+    args = ["eval", "--env", "math", "--dataset", "gsm8k-test-100", "--split", "test", "--policy", "react",
+            "--model", str(tiny_model_dir), "--critic", str(tmp_path / "critic"), "--beam", "2", "--episodes", "1",
+            "--max-steps", "2", "--max-new-tokens", "4", "--no-example", "--out", str(out), "--trajectories",
+            str(traj), "--no-progress"]
+    assert main(args) == 0
+    (episode,) = read_episodes(traj)
+    assert episode.policy == "beam-2" and 1 <= episode.num_steps <= 2
+    for step in episode.steps:  # the step taken is one of its parent's candidates, with that candidate's value
+        assert step.candidates and (step.action, step.value) in {(c.action, c.value) for c in step.candidates}
+    assert episode.meta["search_steps"] <= 2 and episode.meta["expansions"] >= 2
+    import json
+
+    results = json.loads(out.read_text())
+    assert results["episodes"] == 1 and results["config"]["beam"] == 2
