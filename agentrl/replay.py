@@ -120,7 +120,9 @@ def _final_answer(episode: Episode) -> str | None:
 
 
 def _fmt_value(v: float | None) -> str:
-    return "-" if v is None else f"{v:+.3f}"
+    if v is None:
+        return "-"
+    return f"{v:+.3f}" if v == 0 or abs(v) >= 1e-3 else f"{v:+.2e}"  # an untrained critic's values are tiny
 
 
 def header(view: EpisodeView) -> Panel:
