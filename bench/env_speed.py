@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import tempfile
@@ -92,8 +93,22 @@ def bench_alfredtwenv(task_dir: Path, actions: list[str], episodes: int) -> dict
     return {"reset_s": statistics.median(resets), "steps_per_s": steps / step_time, "observations": observations}
 
 
-def bench_pool(root: Path, workers: int, seconds: float) -> float:
-    """Steps/s of EnvPool with ``workers`` slots replaying walkthroughs of the medium tasks."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux ``/proc``; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_pool(root: Path, workers: int, seconds: float) -> tuple[float, float, float]:
+    """EnvPool with ``workers`` slots replaying walkthroughs of the medium tasks.
+
+    Returns (steps/s, worker CPU seconds per step, cores the workers obtained). The CPU figures matter on a shared
+    machine: Linux's autogroup scheduler gives each session a fixed share, so extra workers there get no extra
+    CPU; CPU per step tells whether the work itself parallelises.
+    """
     from agentrl.envs.workers import EnvPool
 
     with EnvPool("agentrl/ALFWorld-v0", {"data": str(root), "split": "train"}, workers) as pool:
@@ -103,6 +118,8 @@ def bench_pool(root: Path, workers: int, seconds: float) -> float:
             task_id = tasks[slot % len(tasks)]
             plans[slot] = [task_id, _walkthrough(root / "json_2.1.1" / "train" / task_id), 0]
             pool.reset({slot: {"options": {"task_id": task_id}}})
+        pids = [pool._slots[slot].process.pid for slot in range(workers)]
+        cpu0 = sum(_cpu_seconds(pid) for pid in pids)
         steps, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             actions = {s: p[1][p[2]] for s, p in plans.items()}
@@ -116,7 +133,9 @@ def bench_pool(root: Path, workers: int, seconds: float) -> float:
                     resets[s] = {"options": {"task_id": p[0]}}
             if resets:
                 pool.reset(resets)
-        return steps / (time.perf_counter() - start)
+        wall = time.perf_counter() - start
+        cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu0
+        return steps / wall, cpu / steps, cpu / wall
 
 
 def main() -> None:
@@ -148,8 +167,9 @@ def main() -> None:
             theirs = bench_alfredtwenv(single / "json_2.1.1" / "train", actions, args.episodes)
             problem = (task.path / "initial_state.pddl").read_text()
             rows.append({
-                "size": size, "task": task_id, "receptacles": problem.count(" - receptacle"),
-                "objects": problem.count(" - object"), "steps": len(actions),
+                "size": size, "task": task_id,
+                "receptacles": len(re.findall(r"^\s+\S+ - receptacle$", problem, flags=re.MULTILINE)),
+                "objects": len(re.findall(r"^\s+\S+ - object$", problem, flags=re.MULTILINE)), "steps": len(actions),
                 "same_observations": ours.pop("observations") == theirs.pop("observations"),
                 "agentrl": ours, "alfredtwenv": theirs,
             })
@@ -165,11 +185,15 @@ def main() -> None:
                       str(r["same_observations"]))
     console.print(table)
     medium = tmp / "medium"
-    one = bench_pool(medium, 1, args.seconds)
-    two = bench_pool(medium, 2, args.seconds)
-    console.print(f"EnvPool on medium rooms: 1 worker {one:.1f} steps/s, 2 workers {two:.1f} steps/s "
-                  f"-> {two / one:.2f}x (machine has {os.cpu_count()} CPUs)")
-    print(json.dumps({"rows": rows, "pool_1": one, "pool_2": two}, indent=1))
+    one, cpu_one, cores_one = bench_pool(medium, 1, args.seconds)
+    two, cpu_two, cores_two = bench_pool(medium, 2, args.seconds)
+    console.print(f"EnvPool on medium rooms: 1 worker {one:.1f} steps/s, 2 workers {two:.1f} steps/s -> {two / one:.2f}x "
+                  f"(machine has {os.cpu_count()} CPUs; workers obtained {cores_one:.2f} vs {cores_two:.2f} cores)")
+    console.print(f"  worker CPU per step: {cpu_one * 1000:.1f} ms (1 worker) vs {cpu_two * 1000:.1f} ms (2 workers) "
+                  f"-> parallel efficiency {cpu_one / cpu_two:.2f}; with a free core per worker 2 workers would give "
+                  f"~{2 * cpu_one / cpu_two:.2f}x")
+    print(json.dumps({"rows": rows, "pool": {"1": [one, cpu_one, cores_one], "2": [two, cpu_two, cores_two]}},
+                     indent=1))
 
 
 if __name__ == "__main__":
