@@ -5,7 +5,8 @@ own process, driven over a pipe. ``reset``/``step`` take ``{slot: request}`` and
 Gymnasium tuple, or an :class:`EnvError` when that slot's env raised, died, or did not answer within
 ``step_timeout`` seconds (its worker is then killed and restarted, so a hung engine costs one episode, never the
 run). Other slots are unaffected. ``processes=False`` runs the envs in this process (tests, debugging; no
-timeout). Workers start from a fork server, so they do not inherit the caller's threads or model weights.
+timeout). Workers start from a fork server, so they do not inherit the caller's threads or model weights (and a
+script creating a pool needs the usual ``if __name__ == "__main__":`` guard).
 """
 
 from __future__ import annotations
