@@ -26,7 +26,7 @@ import json
 import os
 import re
 import zlib
-from collections import OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -229,17 +229,16 @@ def make_cached_pddl_env_class():
             self._translation = prepare_game(data["pddl_domain"], data["pddl_problem"], self.cache_dir)
             self._pddl_state = self._fresh_state()
             self._entity_infos = self._get_entity_infos()
-            self._commands: dict[str, str] = {}
+            self._commands: dict[tuple, str] = {}
             self._readable: dict[Any, Any] = {}
             self._templates = sorted({a.template for a in self._logic.actions.values()})
 
         def _fresh_state(self):
+            """``PddlState(lib, problem, logic)`` without translating again: same fields, same facts."""
             game = self._translation
             state = pddl_logic.PddlState.__new__(pddl_logic.PddlState)
-            state._facts, state._vars_by_name = {}, {}
-            from collections import Counter, defaultdict
-
-            state._facts, state._vars_by_type, state._var_counts = defaultdict(set), defaultdict(set), Counter()
+            state._facts, state._vars_by_name = defaultdict(set), {}
+            state._vars_by_type, state._var_counts = defaultdict(set), Counter()
             state._logic, state.downward_lib = self._logic, self.downward_lib
             state.pddl_problem, state.task, state.sas = self._game_data["pddl_problem"], None, game.sas
             state._actions = game.action_specs  # what all_applicable_actions() reads: .parameters[i].name/.type_name
