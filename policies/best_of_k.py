@@ -196,6 +196,7 @@ def make(
     tokenizer: Any = None,
     device: str = "cpu",
     dtype: str = "float32",
+    seed: int | None = None,
     **kwargs: Any,
 ) -> BestOfK:
     """``make_policy("best_of_k", ...)``: a ReAct policy on ``generator`` with K samples scored by ``critic``.
@@ -210,6 +211,7 @@ def make(
         tokenizer: the tokenizer the critic reads chats with (default: the generator's).
         device: torch device of the critic.
         dtype: critic dtype.
+        seed: unused (``make_policy`` passes it to every policy; sampling seeds come from ``sampling``).
         **kwargs: passed to :class:`CriticScorer` (``max_batch``, ``max_length``).
     """
     from agentrl.backends.base import Sampling
