@@ -91,3 +91,19 @@ def test_config_checks(tmp_path: Path) -> None:
     assert _cfg(tmp_path, env="math", data=None, policy="react", beam=2, critic=str(tmp_path)).max_steps == 20
     assert _cfg(tmp_path, policy="react", best_of=3, critic=str(tmp_path)).temperature == 1.0
     assert main(["eval", "--env", "alfworld", "--out", "r.json", "--best-of", "3", "--policy", "react"]) == 2
+
+
+def test_rollout_best_of_k_and_live_options(tmp_path: Path) -> None:
+    import pytest
+
+    from agentrl.cli.rollout import Config as RolloutCli
+
+    base = {"env": "alfworld", "data": str(tmp_path), "out": str(tmp_path / "r.jsonl")}
+    with pytest.raises(ConfigError, match="needs --critic"):
+        RolloutCli(policy="best_of_k", **base)
+    with pytest.raises(ConfigError, match="--temperature > 0"):
+        RolloutCli(policy="best_of_k", critic=str(tmp_path), best_of=3, **base)
+    with pytest.raises(ConfigError, match="live_slot"):
+        RolloutCli(policy="expert", live=True, live_slot=2, num_envs=2, **base)
+    cfg = RolloutCli(policy="best_of_k", critic=str(tmp_path), best_of=3, temperature=1.0, live=True, **base)
+    assert cfg.best_of == 3 and cfg.live
