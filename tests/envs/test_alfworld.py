@@ -181,10 +181,11 @@ def test_disk_cache_round_trip(alfworld_root: Path, tmp_path: Path) -> None:
 
 
 def test_generator_is_deterministic(tmp_path: Path) -> None:
+    """Same seed -> byte-identical files, also with several worker processes; another seed -> other tasks."""
     from agentrl.envs.alfworld.generator import generate
 
     generate(tmp_path / "a", "valid_seen", 2, seed=3, room_size="small", progress=False)
-    generate(tmp_path / "b", "valid_seen", 2, seed=3, room_size="small", progress=False)
+    generate(tmp_path / "b", "valid_seen", 2, seed=3, room_size="small", progress=False, workers=2)
     generate(tmp_path / "c", "valid_seen", 2, seed=4, room_size="small", progress=False)
 
     def files(root: Path) -> dict[str, bytes]:
