@@ -274,6 +274,8 @@ def grade(response: str, answer: str) -> bool:
         if gold is None or given is None or len(given) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
             return False
         given, gold = normalize(given), normalize(gold)
+        if "=" in given and "=" not in gold:  # "x = 5" against "5"
+            given = given.rsplit("=", 1)[1].strip()
         if not given or not gold:
             return False
         given_parts, gold_parts = _split_top_level(given), _split_top_level(gold)
