@@ -2,7 +2,8 @@
 
 Each configuration runs ``agentrl.learner.train`` (the real training loop) in its own subprocess, so every
 peak-memory number is that configuration's own: CUDA ``max_memory_allocated`` on a GPU, peak RSS
-(``ru_maxrss``) on CPU. Step time is the median of the logged ``step_time_s`` after warm-up steps.
+(``ru_maxrss``, with glibc told to return freed memory: see ``CPU_MALLOC``) on CPU. Step time is the
+median of the logged ``step_time_s`` after warm-up steps.
 
 Configurations (policy LoRA + critic LoRA on one frozen base unless ``--full``):
 
@@ -29,6 +30,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+# On CPU, glibc keeps freed memory mapped (its mmap threshold grows with freed blocks), so peak RSS would
+# count memory that was free and reusable. A fixed mmap threshold and no trim delay make RSS follow live
+# memory; every configuration runs under the same setting.
+CPU_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 CORPUS = [
     "You are in the middle of a room. Looking quickly around you, you see a cabinet 1, a countertop 1, a fridge 1.",
@@ -174,7 +180,7 @@ def main() -> None:
             cmd,
             capture_output=True,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+            env={**os.environ, **CPU_MALLOC, "PYTHONPATH": str(Path(__file__).parent.parent)},
         )
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
