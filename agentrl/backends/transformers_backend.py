@@ -228,8 +228,9 @@ class TransformersBackend:
                 next_ids = self._sample(logits, sampling, generator).to(device)
                 next_ids = torch.where(done, torch.full_like(next_ids, self.pad_id), next_ids)
                 alive = ~done
+                picked = next_ids.tolist()  # one device sync per step, not one per row
                 for r in torch.nonzero(alive).flatten().tolist():
-                    tid = int(next_ids[r])
+                    tid = picked[r]
                     tokens[r].append(tid)
                     if tid in self.stop_ids:
                         stopped[r] = True

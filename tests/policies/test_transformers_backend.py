@@ -145,7 +145,7 @@ def test_react_on_the_default_model_records_a_real_step():
         backend = TransformersBackend.from_pretrained("default", dtype="bfloat16")
     except ModelError as err:  # pragma: no cover
         pytest.skip(str(err))
-    policy = make_policy("react", generator=backend, sampling=Sampling(max_new_tokens=24))
+    policy = make_policy("react", generator=backend, sampling=Sampling(max_new_tokens=8), example=False)
     info = {"task_id": "t", "task": "put a mug in fridge", "admissible_actions": []}
     ctx = policy.begin(
         0,
