@@ -106,6 +106,12 @@ class RolloutConfig:
             require(
                 self.env != "math", "the random policy needs admissible actions, which math problems lack"
             )
+        if self.backend == "vllm" and self.uses_model:
+            import importlib.util
+
+            from agentrl.backends.vllm_backend import INSTALL_HINT
+
+            require(importlib.util.find_spec("vllm") is not None, INSTALL_HINT)
         if self.backend == "openai" and self.policy in ("react", "best_of_k"):
             require(
                 self.base_url is not None,

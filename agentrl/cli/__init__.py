@@ -27,7 +27,7 @@ COMMANDS: dict[str, str] = {
     "demo": "agentrl.cli.demo",
 }
 
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # messages hold "[extra]" install hints
 
 
 def _usage() -> str:

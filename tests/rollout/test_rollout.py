@@ -153,6 +153,15 @@ def test_cli_unknown_config_key_names_the_valid_one(tmp_path, capsys):
     assert "`episodes`" in capsys.readouterr().err
 
 
+def test_vllm_backend_without_vllm_is_a_config_error_with_the_install_hint(capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed")
+    assert main(["rollout", "--env", "math", "--out", "x.jsonl", "--backend", "vllm"]) == 2
+    assert "agentrl[vllm]" in capsys.readouterr().err
+
+
 def test_cli_missing_data_exits_2(tmp_path, capsys):
     assert main(["rollout", "--env", "alfworld", "--data", str(tmp_path / "nope"), "--out", "x.jsonl"]) == 2
     assert "no such folder" in capsys.readouterr().err
