@@ -229,14 +229,17 @@ def rollout(
             the policy cannot run in this env (e.g. no expert actions).
     """
     from agentrl.policies import make_policy
-    from agentrl.trajectory import TrajectoryWriter, finished_ids
+    from agentrl.trajectory import TrajectoryError, TrajectoryWriter, finished_ids
 
     out = Path(cfg.out)
     if out.exists() and out.stat().st_size > 0 and not cfg.resume:
         raise ConfigError(
             f"{out} exists and is not empty; pass --resume to continue it or choose another --out"
         )
-    done_ids = finished_ids(out) if cfg.resume else set()
+    try:
+        done_ids = finished_ids(out) if cfg.resume else set()
+    except TrajectoryError as err:  # a damaged line that is not a crash's torn tail: say where, do not guess
+        raise ConfigError(f"cannot resume: {err}") from None
 
     own_pool = pool is None
     pool = pool if pool is not None else make_pool(cfg)

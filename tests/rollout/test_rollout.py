@@ -75,6 +75,11 @@ def test_existing_output_needs_resume_and_resume_skips_finished(tmp_path):
     assert [kw["options"]["task_id"] for _, kw in pool.resets] == ["t4", "t5"]
     ids = [d["episode_id"] for d in _lines(cfg.out)]
     assert ids == [f"math/train/t{k}/s0" for k in range(6)]
+    # A damaged line in the middle is not a torn tail: resuming refuses and names file:line.
+    lines = Path(cfg.out).read_text().splitlines(keepends=True)
+    Path(cfg.out).write_text("".join([lines[0], "{not json\n", *lines[1:]]))
+    with pytest.raises(ConfigError, match=r"out.jsonl:2: invalid JSON"):
+        rollout(_cfg(tmp_path, episodes=6, resume=True), pool=FakePool(num_tasks=6))
 
 
 def test_env_errors_and_timeouts_are_recorded_and_the_run_goes_on(tmp_path):
