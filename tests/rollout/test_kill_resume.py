@@ -129,3 +129,33 @@ def test_kill_9_then_resume_32_alfworld_expert_episodes(tmp_path):
     task_ids = sorted({json.loads(line)["task_id"] for line in out.read_text().splitlines()})
     assert len(task_ids) == 4
     _check(out, {f"alfworld/train/{t}/s{s}" for t in task_ids for s in range(8)})
+
+
+def test_real_env_pool_hung_and_crashing_envs_become_error_episodes(tmp_path):
+    from agentrl.envs.workers import EnvPool
+    from agentrl.rollout import RolloutConfig, rollout
+
+    pool = EnvPool("hang_env:Corridor-v0", {}, 2, step_timeout=2.0)
+    cfg = RolloutConfig(
+        env="alfworld",
+        data=str(tmp_path),
+        policy="expert",
+        out=str(tmp_path / "o.jsonl"),
+        num_envs=2,
+        progress=False,
+        step_timeout=2.0,
+    )
+    started = time.monotonic()
+    try:
+        summary = rollout(cfg, pool=pool)
+    finally:
+        pool.close()
+    rows = {json.loads(line)["task_id"]: json.loads(line) for line in Path(cfg.out).read_text().splitlines()}
+    assert sorted(rows) == ["t0", "t1", "t2", "t3", "t_crash", "t_hang"]
+    assert rows["t_hang"]["error"].startswith("env timeout during step")
+    assert (
+        rows["t_crash"]["error"].startswith("env error during step")
+        and "engine crashed" in rows["t_crash"]["error"]
+    )
+    assert all(rows[t]["success"] for t in ("t0", "t1", "t2", "t3"))
+    assert summary["errors"] == 2 and time.monotonic() - started < 60
