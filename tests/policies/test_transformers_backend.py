@@ -158,3 +158,23 @@ def test_react_on_the_default_model_records_a_real_step():
     assert decision.raw.strip() and decision.new_tokens > 0
     policy.observe(ctx, decision, "Nothing happens.", info)
     assert ctx.messages[-2] == {"role": "assistant", "content": decision.raw}
+
+
+def test_from_pretrained_takes_a_lora_adapter_folder(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = get_peft_model(
+        base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    peft_model.save_pretrained(tmp_path / "adapter")  # records base_model_name_or_path = tiny_model_dir
+    backend = TransformersBackend.from_pretrained(str(tmp_path / "adapter"))
+    ((out,),) = backend.generate([Request(messages=CONVS[2])], Sampling(max_new_tokens=3))
+    assert out.num_tokens == 3
+    plain = TransformersBackend.from_pretrained(str(tiny_model_dir))
+    ((ref,),) = plain.generate([Request(messages=CONVS[2])], Sampling(max_new_tokens=3))
+    merged_weight = backend.model.model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(
+        merged_weight, plain.model.model.layers[0].self_attn.q_proj.weight
+    )  # adapter applied
