@@ -18,6 +18,7 @@ their rotary positions).
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,13 +61,26 @@ class TransformersBackend:
         tokenizer: its tokenizer, with a chat template.
         carry_cache: keep each ``Request.cache_key``'s KV cache between calls (False: re-read every prompt).
         max_batch: split a call into chunks of at most this many prompts (memory bound); None: one batch.
+        keyless_cache: also keep the caches of this many recent requests that have no ``cache_key`` (a server
+            whose clients send whole chats: the next turn finds its prefix among them); 0 keeps none.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, carry_cache: bool = True, max_batch: int | None = None):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        carry_cache: bool = True,
+        max_batch: int | None = None,
+        keyless_cache: int = 0,
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.carry_cache = carry_cache
         self.max_batch = max_batch
+        self.keyless_cache = keyless_cache
+        self._keyless: deque[str] = deque()
+        self._keyless_count = 0
         self.min_shared_prefix = 32  # tokens; shorter shared prefixes are not worth a separate forward
         self.stats = GenerationStats()
         self._cache: dict[str, _Entry] = {}
@@ -115,12 +129,24 @@ class TransformersBackend:
         if entry is not None:
             self._released = entry
 
+    def _keyless_key(self) -> str | None:
+        """A key for a request without one, evicting the oldest such entry beyond ``keyless_cache``."""
+        if not self.keyless_cache:
+            return None
+        self._keyless_count += 1
+        key = f"keyless/{self._keyless_count}"
+        self._keyless.append(key)
+        while len(self._keyless) > self.keyless_cache:
+            self._cache.pop(self._keyless.popleft(), None)
+        return key
+
     def _donors(self) -> list[_Entry]:
         return [*self._cache.values(), *([self._released] if self._released is not None else [])]
 
     def clear_cache(self) -> None:
         """Forgets every cached conversation and prefix donor."""
         self._cache.clear()
+        self._keyless.clear()
         self._released = None
 
     def reset_stats(self) -> None:
@@ -283,7 +309,8 @@ class TransformersBackend:
             all_mask = mask
             prompt_width = past_len + new_len
             for i, req in enumerate(requests):
-                if not req.cache_key:
+                key = req.cache_key or self._keyless_key()
+                if key is None:
                     continue
                 row = i * n
                 width = all_ids.shape[1] if n == 1 else prompt_width  # n > 1: keep only the shared prompt
@@ -295,7 +322,7 @@ class TransformersBackend:
                     )
                     for layer in cache.layers
                 ]
-                self._cache[req.cache_key] = _Entry(ids=all_ids[row, :width][keep].tolist(), kv=kv)
+                self._cache[key] = _Entry(ids=all_ids[row, :width][keep].tolist(), kv=kv)
 
         self.stats.calls += 1
         self.stats.prompt_tokens += sum(len(p) for p in prompts)

@@ -18,6 +18,9 @@ class Config:
     name: str | None = option(None, help="model name reported to clients (default: --model)")
     max_new_tokens: int = option(256, help="default max_tokens of a request")
     batch_window: float = option(0.01, help="seconds to collect concurrent requests into one batch")
+    prefix_cache: int = option(
+        64, help="keep the KV caches of this many recent requests for prefix reuse (0: off)"
+    )
 
     def __post_init__(self) -> None:
         require(0 <= self.port < 65536, f"`port` must be in [0, 65535], got {self.port}")
@@ -27,6 +30,7 @@ class Config:
         )
         require(self.max_new_tokens >= 1, f"`max_new_tokens` must be >= 1, got {self.max_new_tokens}")
         require(self.batch_window >= 0, f"`batch_window` must be >= 0, got {self.batch_window}")
+        require(self.prefix_cache >= 0, f"`prefix_cache` must be >= 0, got {self.prefix_cache}")
 
 
 def run(cfg: Config) -> int:
@@ -37,7 +41,11 @@ def run(cfg: Config) -> int:
 
     try:
         backend = TransformersBackend.from_pretrained(
-            cfg.model, device=cfg.device, dtype=cfg.dtype, carry_cache=False
+            cfg.model,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            carry_cache=cfg.prefix_cache > 0,
+            keyless_cache=cfg.prefix_cache,
         )
     except ModelError as err:
         raise ConfigError(str(err)) from None

@@ -92,6 +92,23 @@ def test_new_conversations_in_one_batch_read_their_shared_prefix_once(tiny_model
     assert carry.stats.prefill_tokens < 0.5 * carry.stats.prompt_tokens
 
 
+def test_keyless_requests_find_their_previous_turn(tiny_model):
+    model, tokenizer = tiny_model
+    server_side = TransformersBackend(model, tokenizer, carry_cache=True, keyless_cache=2)
+    fresh = TransformersBackend(model, tokenizer, carry_cache=False)
+    chat = [{"role": "user", "content": "You are in a kitchen. Your task is to: put a mug in fridge. " * 5}]
+    sampling = Sampling(max_new_tokens=4)
+    for turn in range(3):  # the client resends the whole chat each turn, with no cache key
+        if turn == 2:
+            server_side.reset_stats()
+        ((got,),) = server_side.generate([Request(messages=chat)], sampling)
+        ((want,),) = fresh.generate([Request(messages=chat)], sampling)
+        assert got.text == want.text
+        chat += [{"role": "assistant", "content": got.text}, {"role": "user", "content": "Nothing happens."}]
+    assert server_side.stats.prefill_tokens < 0.3 * server_side.stats.prompt_tokens
+    assert len(server_side._cache) == 2  # bounded: the oldest keyless entry was evicted
+
+
 def test_n_samples_seeded_and_length_finish(tiny_model):
     model, tokenizer = tiny_model
     backend = TransformersBackend(model, tokenizer)
