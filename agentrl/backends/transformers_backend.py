@@ -53,6 +53,13 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
+def _layer_kv(cache: Any) -> list[tuple[Any, Any]]:
+    """Per-layer ``(keys, values)`` of a ``DynamicCache`` (``.layers`` in recent transformers, lists in older)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache, strict=True))
+
+
 class TransformersBackend:
     """A :class:`~agentrl.backends.base.Generator` over a transformers causal LM.
 
@@ -220,7 +227,8 @@ class TransformersBackend:
         input_ids, mask = input_ids.to(device), mask.to(device)
         cache = DynamicCache()
         if past_len:
-            cache = DynamicCache(ddp_cache_data=self._stack_cache(entries, reuse, past_len, device))
+            for layer, (keys, values) in enumerate(self._stack_cache(entries, reuse, past_len, device)):
+                cache.update(keys, values, layer)  # the portable way to fill a cache across versions
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
 
         with torch.inference_mode():
@@ -317,10 +325,10 @@ class TransformersBackend:
                 keep = all_mask[row, :width].bool()
                 kv = [
                     (
-                        layer.keys[row : row + 1, :, :width][:, :, keep],
-                        layer.values[row : row + 1, :, :width][:, :, keep],
+                        keys[row : row + 1, :, :width][:, :, keep],
+                        values[row : row + 1, :, :width][:, :, keep],
                     )
-                    for layer in cache.layers
+                    for keys, values in _layer_kv(cache)
                 ]
                 self._cache[key] = _Entry(ids=all_ids[row, :width][keep].tolist(), kv=kv)
 
@@ -351,9 +359,7 @@ class TransformersBackend:
         ids = torch.tensor([new[0][:shared]], device=device)
         with torch.inference_mode():
             cache = self.model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True).past_key_values
-        self._released = _Entry(
-            ids=new[0][:shared], kv=[(layer.keys, layer.values) for layer in cache.layers]
-        )
+        self._released = _Entry(ids=new[0][:shared], kv=_layer_kv(cache))
         self.stats.prefill_tokens += shared
 
     @staticmethod
