@@ -199,12 +199,14 @@ def tokenize_episode(
             seg = max(segments[: last_tok + 1])
     if level == "response":
         segments = [0 if s >= 0 else -1 for s in segments]
-    num_segments = max(segments) + 1
-    state_positions = [-1] * num_segments
+    # Dense numbering: a cut inside a token (e.g. the first "\n" of a "\n\n" token) leaves no empty step.
+    dense = {old: new for new, old in enumerate(sorted(set(s for s in segments if s >= 0)))}
+    segments = [dense[s] if s >= 0 else -1 for s in segments]
+    state_positions = [-1] * len(dense)
     for i, s in enumerate(segments):
         if s >= 0 and state_positions[s] < 0:
             state_positions[s] = i - 1
-    if min(state_positions) < 0 or len(set(s for s in segments if s >= 0)) != num_segments:
+    if min(state_positions) < 0:
         raise DataError(f"{where}: an action starts at token 0 (the chat must start with a prompt)")
     return TokenizedEpisode(
         input_ids=ids,

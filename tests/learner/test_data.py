@@ -80,6 +80,24 @@ def test_levels_segments_and_state_positions(tokenizer):
     assert sum(s == 0 for s in response.segments) == len(actions)
 
 
+def test_math_steps_are_dense_when_a_delimiter_is_inside_a_token():
+    """With a tokenizer that merges a blank line into one "\n\n" token (as Qwen2.5's does), splitting on
+    "\n" cuts twice inside that token: the steps must still be numbered 0..S-1 with a state for each."""
+    from agentrl.models import train_tokenizer
+
+    text = "Tom starts with 3 apples.\n\nHe buys 5 more, so 3 + 5 = 8.\n#### 8"
+    tok = train_tokenizer(
+        [text, "Think: go.\nAction: look", "Your task is to: put mug 1 in fridge 1."] * 20, 400
+    )
+    tok.add_tokens(["\n\n"])  # the merge GPT-2's pre-tokenizer would not make
+    assert "\n\n" in [tok.decode([i]) for i in tok(text, add_special_tokens=False)["input_ids"]]
+    ep = episode(0, 0, True, turns=1)
+    ep.messages[-1]["content"] = text
+    item = tokenize_episode(ep, tok, level="step", step_delimiters=["\n"])
+    assert sorted(set(s for s in item.segments if s >= 0)) == [0, 1, 2]
+    assert all(item.action_mask[p + 1] for p in item.state_positions) and len(item.state_positions) == 3
+
+
 def test_collate_flattens_actions_in_row_major_order(tokenizer):
     items = [
         tokenize_episode(episode(0, 0, True), tokenizer),
