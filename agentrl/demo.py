@@ -25,12 +25,14 @@ def run_demo(cfg: Any) -> dict[str, Any]:
     data = out / "data"
     stages = Stages(out)
     common = {"env": "alfworld", "data": str(data), "num_envs": cfg.num_envs, "max_steps": cfg.max_steps,
-              "history": cfg.history, "seed": cfg.seed}  # fmt: skip
+              "history": cfg.history, "example": cfg.example, "seed": cfg.seed,
+              "max_new_tokens": cfg.max_new_tokens}  # fmt: skip
 
     stages.run("generate train tasks", data / "json_2.1.1" / "train", pipeline.gen_tasks,
-               root=data, split="train", n=cfg.train_tasks, seed=cfg.seed, room_size=cfg.room_size)
+               root=data, split="train", n=cfg.train_tasks, seed=cfg.seed, room_size=cfg.room_size, workers=cfg.workers)
     stages.run(f"generate {cfg.eval_split} tasks", data / "json_2.1.1" / cfg.eval_split, pipeline.gen_tasks,
-               root=data, split=cfg.eval_split, n=cfg.eval_tasks, seed=cfg.seed + 1, room_size=cfg.room_size)
+               root=data, split=cfg.eval_split, n=cfg.eval_tasks, seed=cfg.seed + 1, room_size=cfg.room_size,
+               workers=cfg.workers)
 
     expert = out / "expert.jsonl"
     stages.run("expert demonstrations", expert, pipeline.rollout, **common, split="train", policy="expert",

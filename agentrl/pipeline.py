@@ -41,10 +41,11 @@ class Stages:
         return result
 
 
-def gen_tasks(root: Path, split: str, n: int, seed: int, room_size: str) -> int:
+def gen_tasks(root: Path, split: str, n: int, seed: int, room_size: str, workers: int = 1) -> int:
     from agentrl.cli import gen
 
-    return gen.run(gen.Config(kind="alfworld", out=str(root), split=split, n=n, seed=seed, room_size=room_size))
+    return gen.run(gen.Config(kind="alfworld", out=str(root), split=split, n=n, seed=seed, room_size=room_size,
+                              workers=workers))
 
 
 def rollout(**kwargs: Any) -> int:
@@ -54,9 +55,10 @@ def rollout(**kwargs: Any) -> int:
 
 
 def learn(**kwargs: Any) -> int:
+    """`agentrl learn` with ``--resume``: a stage that died part-way continues from its last checkpoint."""
     from agentrl.cli import learn as learn_cmd
 
-    return learn_cmd.run(learn_cmd.Config(**kwargs))
+    return learn_cmd.run(learn_cmd.Config(resume=True, **kwargs))
 
 
 def evaluate(**kwargs: Any) -> dict[str, Any]:
