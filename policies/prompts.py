@@ -188,3 +188,11 @@ def parse_react(text: str, env_kind: str) -> tuple[str, str, bool]:
         return "", text, False
     thought = _THINK.sub("", text[: match.start()].strip(), count=1).strip()
     return thought, action, True
+
+
+def record_turn(context: Any, decision: Any, observation: str, info: dict[str, Any]) -> None:
+    """Appends a decision (assistant turn, raw) and the env's answer (next user turn) to a policy context."""
+    context.messages.append({"role": "assistant", "content": decision.raw})
+    context.messages.append({"role": "user", "content": next_user_turn(context.env_kind, observation)})
+    context.observation = observation
+    context.info = info

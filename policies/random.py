@@ -7,7 +7,7 @@ import zlib
 from typing import Any
 
 from agentrl.policies.base import Context, Decision
-from agentrl.policies.prompts import check_env_kind, format_react, initial_messages, next_user_turn
+from agentrl.policies.prompts import check_env_kind, format_react, initial_messages, record_turn
 
 
 class RandomPolicy:
@@ -53,7 +53,4 @@ class RandomPolicy:
         return decisions
 
     def observe(self, context: Context, decision: Decision, observation: str, info: dict[str, Any]) -> None:
-        context.messages.append({"role": "assistant", "content": decision.raw})
-        context.messages.append({"role": "user", "content": next_user_turn(context.env_kind, observation)})
-        context.observation = observation
-        context.info = info
+        record_turn(context, decision, observation, info)

@@ -12,8 +12,8 @@ from agentrl.policies.prompts import (
     TURN_STOPS,
     check_env_kind,
     initial_messages,
-    next_user_turn,
     parse_react,
+    record_turn,
     window,
 )
 
@@ -95,10 +95,7 @@ class ReActPolicy:
         return [d for d in decisions if d is not None]
 
     def observe(self, context: Context, decision: Decision, observation: str, info: dict[str, Any]) -> None:
-        context.messages.append({"role": "assistant", "content": decision.raw})
-        context.messages.append({"role": "user", "content": next_user_turn(context.env_kind, observation)})
-        context.observation = observation
-        context.info = info
+        record_turn(context, decision, observation, info)
 
     def end(self, context: Context) -> None:
         """The episode is over: the backend may drop its cached state."""

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from agentrl.backends.transformers_backend import common_prefix
 from agentrl.policies.base import Context, Decision
 
 
@@ -181,8 +182,8 @@ class CriticScorer:
         for key, prefix in zip(keys, prefixes, strict=True):
             entry = self._cache.get(key) if key else None
             if entry is None and self._cache:  # a new episode: reuse another chat's prefix (system prompt, task)
-                entry = max(self._cache.values(), key=lambda e: _common_prefix(e[0], prefix))
-            keep = _common_prefix(entry[0], prefix) if entry else 0
+                entry = max(self._cache.values(), key=lambda e: common_prefix(e[0], prefix))
+            keep = common_prefix(entry[0], prefix) if entry else 0
             keep = min(keep, len(prefix) - 1)  # feed >= 1 token so the row has a new state
             past.append(
                 (prefix[:keep], [(k[:, :, :keep], v[:, :, :keep]) for k, v in entry[1]]) if keep > 0 else None
@@ -311,14 +312,6 @@ class CriticScorer:
                 ]
             )
         return values, kv
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class OracleScorer:

@@ -45,7 +45,8 @@ class GenerationStats:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists."""
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
@@ -203,11 +204,11 @@ class TransformersBackend:
             if entry is None and self.carry_cache:
                 # A new conversation: borrow the longest shared prefix (system prompt, example) from any cached
                 # one; equal tokens at equal positions have equal keys/values, so this is exact.
-                entry = max(self._donors(), key=lambda e: _common_prefix(e.ids, ids), default=None)
+                entry = max(self._donors(), key=lambda e: common_prefix(e.ids, ids), default=None)
             keep = 0
             if entry is not None:
                 # Keep at least one prompt token to feed: the model needs a last position to predict from.
-                keep = min(_common_prefix(entry.ids, ids), len(ids) - 1)
+                keep = min(common_prefix(entry.ids, ids), len(ids) - 1)
             entries.append(entry if keep > 0 else None)
             reuse.append(keep)
         batch = len(requests)
@@ -352,8 +353,8 @@ class TransformersBackend:
         ]
         if len(new) < 2:
             return
-        shared = min(min(_common_prefix(new[0], other) for other in new[1:]), len(new[0]) - 1)
-        known = max((_common_prefix(e.ids, new[0]) for e in self._donors()), default=0)
+        shared = min(min(common_prefix(new[0], other) for other in new[1:]), len(new[0]) - 1)
+        known = max((common_prefix(e.ids, new[0]) for e in self._donors()), default=0)
         if shared - known < self.min_shared_prefix:
             return
         ids = torch.tensor([new[0][:shared]], device=device)
