@@ -28,7 +28,7 @@ class Config:
     max_new_tokens: int = option(40, help="token cap per generated turn (a ReAct turn of this task is ~25 tokens)")
     max_steps: int = option(15, help="step cap per episode (the ALFWorld protocol uses 40)")
     num_envs: int = option(4, help="parallel environments")
-    sft_epochs: float = option(60.0, help="SFT passes over the expert demonstrations")
+    sft_epochs: float = option(40.0, help="SFT passes over the expert demonstrations")
     sft_lr: float = option(2e-3, help="SFT learning rate (from-scratch models want a large one)")
     batch_size: int = option(8, help="episodes per optimizer step")
     samples_per_task: int = option(2, help="SFT-policy rollouts per train task (the paper: 5)")
