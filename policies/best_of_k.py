@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from agentrl.backends.base import Request
 from agentrl.policies.base import Context, Decision, Policy
 from agentrl.policies.react import ReActPolicy
 from agentrl.policies.scoring import (
@@ -39,7 +38,6 @@ __all__ = [
     "end_of_turn_id",
     "expert_agreement_plan",
     "make",
-    "react_propose",
     "sample_candidates",
 ]
 
@@ -61,52 +59,13 @@ def sample_candidates(policy: Policy, contexts: list[Context], k: int, call: int
     if isinstance(policy, CandidateSampler):
         samples = policy.propose(contexts, k)
     elif isinstance(policy, ReActPolicy):
-        samples = react_propose(policy, contexts, k, call)
+        samples = policy.sample(contexts, k, seed_offset=call)
     else:
         rounds = [policy.act(contexts) for _ in range(k)]
         samples = [[r[i] for r in rounds] for i in range(len(contexts))]
     if len(samples) != len(contexts) or any(not s for s in samples):
         raise RuntimeError(f"{type(policy).__name__} proposed no candidate for some context")
     return [dedupe(s) for s in samples]
-
-
-def react_propose(
-    policy: ReActPolicy, contexts: list[Context], k: int, call: int = 0
-) -> list[list[Decision]]:
-    """``k`` samples per context from a ReAct policy in one generator call (``Sampling.n = k``).
-
-    Builds exactly the requests ``ReActPolicy.act`` builds (same history window, cache key and stop strings)
-    and parses every completion the way it does, so best-of-1 acts like the policy itself.
-    """
-    from agentrl.policies.prompts import parse_react, window
-
-    out: list[list[Decision]] = [[] for _ in contexts]
-    for kind in sorted({c.env_kind for c in contexts}):
-        index = [i for i, c in enumerate(contexts) if c.env_kind == kind]
-        requests = [
-            Request(
-                messages=window(contexts[i].messages, policy.history),
-                cache_key=contexts[i].memory.get("cache_key"),
-            )
-            for i in index
-        ]
-        sampling = replace(policy._sampling(kind), n=k)  # the policy's own decoding, k samples each
-        if sampling.seed is not None:  # a backend reseeds every call: same seed -> same draws each step
-            sampling = replace(sampling, seed=sampling.seed + call)
-        outputs = policy.generator.generate(requests, sampling)
-        for i, completions in zip(index, outputs, strict=True):
-            for completion in completions:
-                thought, action, valid = parse_react(completion.text, kind)
-                out[i].append(
-                    Decision(
-                        action=action,
-                        raw=completion.text,
-                        thought=thought,
-                        valid=valid,
-                        new_tokens=completion.num_tokens,
-                    )
-                )
-    return out
 
 
 def dedupe(decisions: Sequence[Decision]) -> list[Decision]:

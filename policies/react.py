@@ -74,7 +74,14 @@ class ReActPolicy:
         return dataclasses.replace(self.sampling, stop=[*self.sampling.stop, *extra], seed=seed)
 
     def act(self, contexts: list[Context]) -> list[Decision]:
-        decisions: list[Decision | None] = [None] * len(contexts)
+        return [samples[0] for samples in self.sample(contexts, 1)]
+
+    def sample(self, contexts: list[Context], n: int, seed_offset: int = 0) -> list[list[Decision]]:
+        """``n`` parsed completions per context from one generate call per env kind (``Sampling.n = n``).
+
+        Best-of-K samples its candidates here, so best-of-1 acts exactly like the policy itself.
+        """
+        out: list[list[Decision]] = [[] for _ in contexts]
         # One generate call per env kind (a rollout has one kind, so normally exactly one call).
         for kind in sorted({c.env_kind for c in contexts}):
             index = [i for i, c in enumerate(contexts) if c.env_kind == kind]
@@ -85,14 +92,18 @@ class ReActPolicy:
                 )
                 for i in index
             ]
-            outputs = self.generator.generate(requests, self._sampling(kind))
+            sampling = dataclasses.replace(self._sampling(kind), n=n)
+            if sampling.seed is not None and seed_offset:
+                sampling = dataclasses.replace(sampling, seed=sampling.seed + seed_offset)
+            outputs = self.generator.generate(requests, sampling)
             for i, completions in zip(index, outputs, strict=True):
-                best = completions[0]
-                thought, action, valid = parse_react(best.text, kind)
-                decisions[i] = Decision(
-                    action=action, raw=best.text, thought=thought, valid=valid, new_tokens=best.num_tokens
-                )
-        return [d for d in decisions if d is not None]
+                for completion in completions:
+                    thought, action, valid = parse_react(completion.text, kind)
+                    out[i].append(
+                        Decision(action=action, raw=completion.text, thought=thought, valid=valid,
+                                 new_tokens=completion.num_tokens)
+                    )
+        return out
 
     def observe(self, context: Context, decision: Decision, observation: str, info: dict[str, Any]) -> None:
         record_turn(context, decision, observation, info)
