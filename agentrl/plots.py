@@ -1,6 +1,6 @@
-"""Matplotlib (Agg) plots: training curves, a critic's value trace over an episode, success by method.
+"""Matplotlib (Agg) plots: training curves, a critic's value trace, success by method, benchmark summaries.
 
-All three functions write a PNG and return its path; matplotlib is imported inside them (``agentrl[train]``).
+Every function writes a PNG and returns its path; matplotlib is imported inside them (``agentrl[train]``).
 """
 
 from __future__ import annotations
@@ -195,6 +195,35 @@ def plot_results(results: Sequence[dict[str, Any]], out: str | Path, names: Sequ
     ax.set_ylim(0, 105)
     ax.set_title("success by task type (error bars: Wilson 95%)")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(4, len(results)), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, plt, out)
+
+
+def plot_grouped_bars(
+    groups: dict[str, dict[str, tuple[float, float]]], out: str | Path, ylabel: str, title: str = ""
+) -> Path:
+    """Grouped bars with error bars: ``{group: {series: (value, error)}}``, one colour per series.
+
+    Used for benchmark summaries (success mean +- std over seeds, one group per evaluation split).
+    """
+    if not groups or not any(groups.values()):
+        raise PlotError("plot_grouped_bars: nothing to plot")
+    series = list(dict.fromkeys(name for bars in groups.values() for name in bars))
+    plt = _pyplot()
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups) * max(1, len(series)) ** 0.5 + 2), 4.2))
+    for j, name in enumerate(series):
+        values = [bars.get(name, (float("nan"), 0.0)) for bars in groups.values()]
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(groups))]
+        ax.bar(xs, [v for v, _ in values], width, label=name, yerr=[e for _, e in values], capsize=2,
+               error_kw={"alpha": 0.6})  # fmt: skip
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([g.replace("_", " ") for g in groups])
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 105)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(4, len(series)), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, plt, out)
 
