@@ -149,13 +149,22 @@ def load_causal_lm(name: str | Path, dtype: Any = None, device: str | None = Non
     return model
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> Any:
-    """A byte-level BPE tokenizer trained on ``texts`` with ChatML special tokens and chat template."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, split_digits: bool = False) -> Any:
+    """A byte-level BPE tokenizer trained on ``texts`` with ChatML special tokens and chat template.
+
+    ``split_digits`` makes every digit its own token (numbers never merge into multi-digit BPE pieces), the usual
+    choice for arithmetic; the default keeps plain byte-level BPE.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_digits:
+        digits = pre_tokenizers.Digits(individual_digits=True)
+        tok.pre_tokenizer = pre_tokenizers.Sequence([digits, byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -184,12 +193,16 @@ def build_tiny_model(
     num_heads: int = 4,
     max_positions: int = 4096,
     seed: int = 0,
+    split_digits: bool = False,
 ) -> tuple[Any, Any]:
-    """A from-scratch Llama model and a tokenizer trained on ``texts`` (no download, seconds on CPU)."""
+    """A from-scratch Llama model and a tokenizer trained on ``texts`` (no download, seconds on CPU).
+
+    ``split_digits``: one token per digit (see :func:`train_tokenizer`).
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = train_tokenizer(texts, vocab_size)
+    tokenizer = train_tokenizer(texts, vocab_size, split_digits=split_digits)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,

@@ -37,24 +37,35 @@ DATASET_NAMES = {"gsm-symbolic": "GSM-Symbolic test", "gsm8k-test-100": "GSM8K t
 class Config:
     """Options of bench/math_mini/run.py (every size lives here; config.yaml is the shipped choice)."""
 
-    out: str = option("runs/math_mini/main", help="folder for data, models, trajectories and results (reruns skip done stages)")
-    seed: int = option(0, help="seed of the train/test problems' generator seeds, initialisation and sampling")
-    train_problems: int = option(1000, help="GSM-Symbolic train problems with expert (reference) solutions (<= 1000)")
-    rollout_problems: int = option(500, help="train problems the SFT policy is sampled on (the first ones)")
+    out: str = option(
+        "runs/math_mini/main",
+        help="folder for data, models, trajectories and results (reruns skip done stages)",
+    )
+    seed: int = option(
+        0, help="seed of the train/test problems' generator seeds, initialisation and sampling"
+    )
+    train_problems: int = option(
+        1000, help="GSM-Symbolic train problems with expert (reference) solutions (<= 1000)"
+    )
+    rollout_problems: int = option(300, help="train problems the SFT policy is sampled on (the first ones)")
     samples_per_task: int = option(2, help="sampled SFT-policy rollouts per problem (the paper: several)")
     test_problems: int = option(100, help="GSM-Symbolic test problems evaluated (0: skip)")
     gsm8k_problems: int = option(100, help="GSM8K test problems evaluated (<= 100; 0: skip)")
     model: str = option("tiny", help="`tiny` (from scratch on the expert text) or a model folder")
-    hidden_size: int = option(256, help="tiny model: hidden size")
+    hidden_size: int = option(128, help="tiny model: hidden size")
     num_layers: int = option(4, help="tiny model: layers")
     num_heads: int = option(4, help="tiny model: attention heads")
     vocab_size: int = option(1024, help="tiny model: BPE vocabulary")
-    split_digits: bool = option(True, help="tiny model: one token per digit (numbers never merge into BPE pieces)")
-    example: bool = option(False, help="in-context example in the prompt (the tiny model learns the format by SFT)")
+    split_digits: bool = option(
+        True, help="tiny model: one token per digit (numbers never merge into BPE pieces)"
+    )
+    example: bool = option(
+        False, help="in-context example in the prompt (the tiny model learns the format by SFT)"
+    )
     max_steps: int = option(16, help="step cap per episode and per beam search (the paper: 20)")
     max_new_tokens: int = option(96, help="token cap per reasoning step (one line)")
     num_envs: int = option(4, help="parallel environments of rollouts and greedy evaluations")
-    sft_epochs: float = option(10.0, help="SFT passes over the expert solutions")
+    sft_epochs: float = option(6.0, help="SFT passes over the expert solutions")
     sft_lr: float = option(2e-3, help="SFT learning rate (from-scratch models want a large one)")
     batch_size: int = option(16, help="episodes per optimizer step")
     rollout_temperature: float = option(1.0, help="sampling temperature of the SFT-policy rollouts")
@@ -62,21 +73,36 @@ class Config:
     oreo_lr: float = option(2e-4, help="OREO policy learning rate")
     critic_lr: float = option(1e-3, help="OREO critic learning rate")
     beta: float = option(0.03, help="OREO KL coefficient beta")
-    alpha: float | None = option(None, help="OREO KL regulariser weight (default: the learner's, 0.1 at step level)")
+    alpha: float | None = option(
+        None, help="OREO KL regulariser weight (default: the learner's, 0.1 at step level)"
+    )
     level: str = option("step", help="OREO level: step (the paper's choice for math), token or response")
-    step_split: str = option("line", help="OREO step split: line (one step per line, the paper's GSM8K) or turn")
+    step_split: str = option(
+        "line", help="OREO step split: line (one step per line, the paper's GSM8K) or turn"
+    )
     beams: list[int] = option([1, 3, 5], help="beam widths B of the critic-guided step beam search")
     beam_temperature: float = option(1.0, help="sampling temperature of the beam search's candidates")
 
     def __post_init__(self) -> None:
-        require(1 <= self.train_problems <= 1000, f"train_problems must be 1..1000, got {self.train_problems}")
-        require(1 <= self.rollout_problems <= self.train_problems, "rollout_problems must be 1..train_problems")
-        require(self.samples_per_task >= 1 and self.num_envs >= 1, "samples_per_task and num_envs must be >= 1")
+        require(
+            1 <= self.train_problems <= 1000, f"train_problems must be 1..1000, got {self.train_problems}"
+        )
+        require(
+            1 <= self.rollout_problems <= self.train_problems, "rollout_problems must be 1..train_problems"
+        )
+        require(
+            self.samples_per_task >= 1 and self.num_envs >= 1, "samples_per_task and num_envs must be >= 1"
+        )
         require(0 <= self.test_problems <= 1000, f"test_problems must be 0..1000, got {self.test_problems}")
         require(0 <= self.gsm8k_problems <= 100, f"gsm8k_problems must be 0..100, got {self.gsm8k_problems}")
-        require(self.test_problems + self.gsm8k_problems > 0, "nothing to evaluate: test_problems = gsm8k_problems = 0")
+        require(
+            self.test_problems + self.gsm8k_problems > 0,
+            "nothing to evaluate: test_problems = gsm8k_problems = 0",
+        )
         require(all(b >= 1 for b in self.beams), f"beams must be >= 1, got {self.beams}")
-        require(self.level in ("step", "token", "response"), f"level: step|token|response, got {self.level!r}")
+        require(
+            self.level in ("step", "token", "response"), f"level: step|token|response, got {self.level!r}"
+        )
 
 
 def _done_marker(fn: Any, marker: Path) -> Any:
@@ -106,8 +132,17 @@ def eval_plan(cfg: Config, out: Path) -> list[tuple[str, str, dict[str, Any]]]:
         ("OREO greedy", {"model": str(oreo / "policy")}),
     ]
     for b in cfg.beams:
-        methods.append((f"OREO beam B={b}", {"model": str(oreo / "policy"), "critic": str(oreo / "critic"),
-                                              "beam": b, "temperature": cfg.beam_temperature}))
+        methods.append(
+            (
+                f"OREO beam B={b}",
+                {
+                    "model": str(oreo / "policy"),
+                    "critic": str(oreo / "critic"),
+                    "beam": b,
+                    "temperature": cfg.beam_temperature,
+                },
+            )
+        )
     plan = []
     for dataset, n in (("gsm-symbolic", cfg.test_problems), ("gsm8k-test-100", cfg.gsm8k_problems)):
         if n:
@@ -124,14 +159,20 @@ def results_markdown(rows: list[dict[str, Any]]) -> str:
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     cell = {(r["dataset"], r["method"]): r for r in rows}
-    lines = ["| method | " + " | ".join(DATASET_NAMES.get(d, d) for d in datasets) + " |",
-             "|---|" + "---|" * len(datasets)]
+    lines = [
+        "| method | " + " | ".join(DATASET_NAMES.get(d, d) for d in datasets) + " |",
+        "|---|" + "---|" * len(datasets),
+    ]
     for m in methods:
         cells = []
         for d in datasets:
             r = cell.get((d, m))
-            cells.append("-" if r is None else f"{r['successes']}/{r['episodes']} = {100 * r['success_rate']:.1f}% "
-                         f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]")
+            cells.append(
+                "-"
+                if r is None
+                else f"{r['successes']}/{r['episodes']} = {100 * r['success_rate']:.1f}% "
+                f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]"
+            )
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -146,50 +187,124 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
               "max_new_tokens": cfg.max_new_tokens, "example": cfg.example, "progress": False}  # fmt: skip
 
     expert = out / "expert.jsonl"
-    stages.run("expert solutions (GSM-Symbolic train)", out / "expert.done",
-               _done_marker(pipeline.rollout, out / "expert.done"), **common, split="train", policy="expert",
-               episodes=cfg.train_problems, out=str(expert), resume=True)
+    stages.run(
+        "expert solutions (GSM-Symbolic train)",
+        out / "expert.done",
+        _done_marker(pipeline.rollout, out / "expert.done"),
+        **common,
+        split="train",
+        policy="expert",
+        episodes=cfg.train_problems,
+        out=str(expert),
+        resume=True,
+    )
 
     base = cfg.model
     if cfg.model == "tiny":
         from agentrl.models import tiny_model_from_trajectories
 
         base = str(out / "base-model")
-        stages.run("tiny model", out / "base-model" / "config.json", tiny_model_from_trajectories,
-                   data=str(expert), out=base, vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
-                   num_layers=cfg.num_layers, num_heads=cfg.num_heads, seed=cfg.seed, split_digits=cfg.split_digits)
+        stages.run(
+            "tiny model",
+            out / "base-model" / "config.json",
+            tiny_model_from_trajectories,
+            data=str(expert),
+            out=base,
+            vocab_size=cfg.vocab_size,
+            hidden_size=cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            num_heads=cfg.num_heads,
+            seed=cfg.seed,
+            split_digits=cfg.split_digits,
+        )
 
     sft = out / "sft"
-    stages.run("SFT on expert solutions", sft / "policy" / "config.json", pipeline.learn, algo="sft",
-               data=[str(expert)], model=base, out=str(sft), lr=cfg.sft_lr, epochs=cfg.sft_epochs,
-               batch_size=cfg.batch_size, seed=cfg.seed, lr_schedule="cosine", log_every=50)
+    stages.run(
+        "SFT on expert solutions",
+        sft / "policy" / "config.json",
+        pipeline.learn,
+        algo="sft",
+        data=[str(expert)],
+        model=base,
+        out=str(sft),
+        lr=cfg.sft_lr,
+        epochs=cfg.sft_epochs,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        lr_schedule="cosine",
+        log_every=50,
+    )
 
     rollouts = out / "sft-rollouts.jsonl"
-    stages.run("SFT-policy rollouts (sampled)", out / "sft-rollouts.done",
-               _done_marker(pipeline.rollout, out / "sft-rollouts.done"), **common, split="train", policy="react",
-               model=str(sft / "policy"), temperature=cfg.rollout_temperature, num_envs=cfg.num_envs,
-               samples_per_task=cfg.samples_per_task, episodes=cfg.rollout_problems * cfg.samples_per_task,
-               out=str(rollouts), resume=True)
+    stages.run(
+        "SFT-policy rollouts (sampled)",
+        out / "sft-rollouts.done",
+        _done_marker(pipeline.rollout, out / "sft-rollouts.done"),
+        **common,
+        split="train",
+        policy="react",
+        model=str(sft / "policy"),
+        temperature=cfg.rollout_temperature,
+        num_envs=cfg.num_envs,
+        samples_per_task=cfg.samples_per_task,
+        episodes=cfg.rollout_problems * cfg.samples_per_task,
+        out=str(rollouts),
+        resume=True,
+    )
 
     oreo = out / "oreo"
     alpha = {} if cfg.alpha is None else {"alpha": cfg.alpha}
-    stages.run(f"OREO {cfg.level}-level (policy + critic)", oreo / "critic", pipeline.learn, algo="oreo",
-               data=[str(expert), str(rollouts)], model=str(sft / "policy"), out=str(oreo), level=cfg.level,
-               step_split=cfg.step_split, lr=cfg.oreo_lr, critic_lr=cfg.critic_lr, beta=cfg.beta, **alpha,
-               epochs=cfg.oreo_epochs, batch_size=cfg.batch_size, seed=cfg.seed, log_every=25)
+    stages.run(
+        f"OREO {cfg.level}-level (policy + critic)",
+        oreo / "critic",
+        pipeline.learn,
+        algo="oreo",
+        data=[str(expert), str(rollouts)],
+        model=str(sft / "policy"),
+        out=str(oreo),
+        level=cfg.level,
+        step_split=cfg.step_split,
+        lr=cfg.oreo_lr,
+        critic_lr=cfg.critic_lr,
+        beta=cfg.beta,
+        **alpha,
+        epochs=cfg.oreo_epochs,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        log_every=25,
+    )
 
     rows, by_dataset = [], {}
     for dataset, method, extra in eval_plan(cfg, out):
         path = result_path(out, dataset, method)
         path.parent.mkdir(parents=True, exist_ok=True)
         num_envs = 1 if "beam" in extra else cfg.num_envs
-        stages.run(f"evaluate {method} on {dataset}", path, pipeline.evaluate, **{**common, "dataset": dataset},
-                   **extra, split="test", policy="react", method=method, num_envs=num_envs, out=str(path),
-                   trajectories=str(path.with_suffix(".jsonl")), resume=True)
+        stages.run(
+            f"evaluate {method} on {dataset}",
+            path,
+            pipeline.evaluate,
+            **{**common, "dataset": dataset},
+            **extra,
+            split="test",
+            policy="react",
+            method=method,
+            num_envs=num_envs,
+            out=str(path),
+            trajectories=str(path.with_suffix(".jsonl")),
+            resume=True,
+        )
         result = json.loads(path.read_text())
-        rows.append({"dataset": dataset, "method": method, "successes": result["successes"],
-                     "episodes": result["episodes"], "success_rate": result["success_rate"],
-                     "ci95": result["ci95"], "mean_steps": result["mean_steps"]})
+        rows.append(
+            {
+                "dataset": dataset,
+                "method": method,
+                "successes": result["successes"],
+                "episodes": result["episodes"],
+                "success_rate": result["success_rate"],
+                "ci95": result["ci95"],
+                "mean_steps": result["mean_steps"],
+            }
+        )
         by_dataset.setdefault(dataset, []).append(path)
 
     for dataset, paths in by_dataset.items():
@@ -198,8 +313,13 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
         png = out / "plots" / f"{dataset}.png"
         stages.run(f"plot {dataset}", png, _plot, results=[str(p) for p in paths], out=str(png))
     metrics_png = out / "plots" / "oreo-metrics.png"
-    stages.run("plot OREO training curves", metrics_png, _plot, metrics=str(oreo / "metrics.jsonl"),
-               out=str(metrics_png))
+    stages.run(
+        "plot OREO training curves",
+        metrics_png,
+        _plot,
+        metrics=str(oreo / "metrics.jsonl"),
+        out=str(metrics_png),
+    )
 
     table = results_markdown(rows)
     (out / "results.md").write_text(table)
@@ -207,12 +327,18 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
     summary_path = out / "summary.json"
     previous = json.loads(summary_path.read_text()).get("stage_seconds", {}) if summary_path.exists() else {}
     times = {**previous, **{k: round(v, 1) for k, v in stages.times.items() if v}}
-    summary = {"config": to_dict(cfg), "results": rows, "stage_seconds": times,
-               "this_run_seconds": round(time.perf_counter() - start, 1)}
+    summary = {
+        "config": to_dict(cfg),
+        "results": rows,
+        "stage_seconds": times,
+        "this_run_seconds": round(time.perf_counter() - start, 1),
+    }
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     console.print(table)
-    console.print(f"math_mini finished in {summary['this_run_seconds']:.0f} s this run; total of stage times "
-                  f"{sum(times.values()):.0f} s -> {out}")
+    console.print(
+        f"math_mini finished in {summary['this_run_seconds']:.0f} s this run; total of stage times "
+        f"{sum(times.values()):.0f} s -> {out}"
+    )
     return summary
 
 
