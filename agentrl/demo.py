@@ -35,8 +35,9 @@ def run_demo(cfg: Any) -> dict[str, Any]:
                workers=cfg.workers)
 
     expert = out / "expert.jsonl"
-    stages.run("expert demonstrations", expert, pipeline.rollout, **common, split="train", policy="expert",
-               out=str(expert))
+    # The expert gets the generator's step cap, so no demonstration is cut short into a failure.
+    stages.run("expert demonstrations", expert, pipeline.rollout, **{**common, "max_steps": max(cfg.max_steps, 50)},
+               split="train", policy="expert", out=str(expert))
 
     base = cfg.model
     if cfg.model == "tiny":

@@ -213,6 +213,7 @@ def rollout(
     pool: Any = None,
     policy: Any = None,
     generator: Any = None,
+    summary_table: bool = True,
 ) -> dict[str, Any]:
     """Runs the episodes of ``cfg`` and appends them to ``cfg.out``; returns a summary dict.
 
@@ -223,6 +224,8 @@ def rollout(
         pool: an env pool with the ``EnvPool`` API (default: worker processes from ``agentrl.envs.workers``).
         policy: a policy (default: ``make_policy(cfg.policy, ...)``).
         generator: a generation backend for model policies (default: from ``cfg.backend`` and ``cfg.model``).
+        summary_table: print the per-task-type table at the end (with ``cfg.progress``); callers that print
+            their own results table (``agentrl eval``) turn it off.
 
     Raises:
         ConfigError: the output exists and is non-empty without ``resume``; more episodes than tasks x samples;
@@ -278,7 +281,7 @@ def rollout(
             writer.close()
         if own_pool:
             pool.close()
-    if cfg.progress:
+    if cfg.progress and summary_table:
         print_summary(out)
     return summary
 

@@ -139,7 +139,7 @@ def evaluate(cfg: Config, pool: Any = None, policy: Any = None, generator: Any =
                 from agentrl.replay import LiveView
 
                 on_step = LiveView(slot=cfg.live_slot, max_steps=cfg.max_steps)
-            rollout(rcfg, on_step, pool=pool, policy=policy, generator=generator)
+            rollout(rcfg, on_step, pool=pool, policy=policy, generator=generator, summary_table=False)
         episodes = read_episodes(path)
     results = summarize(episodes, config=to_dict(cfg), method=cfg.method_name)
     write_results(cfg.out, results)

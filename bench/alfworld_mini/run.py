@@ -60,7 +60,7 @@ class Config:
     sft_lr: float = option(2e-3, help="SFT learning rate (from scratch)")
     rollouts_per_task: int = option(5, help="SFT-policy rollouts per train task (the paper: 5)")
     rollout_temperature: float = option(1.0, help="sampling temperature of the SFT-policy rollouts")
-    epochs: float = option(2.0, help="passes over their data of RS, DPO and OREO")
+    epochs: float = option(1.0, help="passes over their data of RS, DPO and OREO")
     lr: float = option(2e-4, help="policy learning rate of RS, DPO and OREO")
     critic_lr: float = option(1e-3, help="OREO critic learning rate")
     beta: float = option(0.03, help="OREO KL coefficient beta")

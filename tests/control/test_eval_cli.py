@@ -107,3 +107,10 @@ def test_rollout_best_of_k_and_live_options(tmp_path: Path) -> None:
         RolloutCli(policy="expert", live=True, live_slot=2, num_envs=2, **base)
     cfg = RolloutCli(policy="best_of_k", critic=str(tmp_path), best_of=3, temperature=1.0, live=True, **base)
     assert cfg.best_of == 3 and cfg.live
+
+
+def test_eval_prints_only_its_own_table(tmp_path: Path, capsys) -> None:
+    """With progress on, eval shows its results table, not the rollout engine's summary table as well."""
+    cfg = _cfg(tmp_path, trajectories=str(tmp_path / "eps.jsonl"), progress=True)
+    evaluate(cfg, pool=CorridorPool(num_tasks=2))
+    assert "rollout:" not in capsys.readouterr().out
