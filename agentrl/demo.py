@@ -36,8 +36,8 @@ def run_demo(cfg: Any) -> dict[str, Any]:
 
     expert = out / "expert.jsonl"
     # The expert gets the generator's step cap, so no demonstration is cut short into a failure.
-    stages.run("expert demonstrations", expert, pipeline.rollout, **{**common, "max_steps": max(cfg.max_steps, 50)},
-               split="train", policy="expert", out=str(expert))
+    stages.run("expert demonstrations", pipeline.finished(expert), pipeline.rollout,
+               **{**common, "max_steps": max(cfg.max_steps, 50)}, split="train", policy="expert", out=str(expert))
 
     base = cfg.model
     if cfg.model == "tiny":
@@ -54,8 +54,8 @@ def run_demo(cfg: Any) -> dict[str, Any]:
                batch_size=cfg.batch_size, seed=cfg.seed, lr_schedule="cosine", log_every=25)
 
     rollouts = out / "sft-rollouts.jsonl"
-    stages.run("SFT-policy rollouts", rollouts, pipeline.rollout, **common, split="train", policy="react",
-               model=str(sft / "policy"), temperature=cfg.rollout_temperature,
+    stages.run("SFT-policy rollouts", pipeline.finished(rollouts), pipeline.rollout, **common, split="train",
+               policy="react", model=str(sft / "policy"), temperature=cfg.rollout_temperature,
                samples_per_task=cfg.samples_per_task, out=str(rollouts))
 
     oreo = out / "oreo"

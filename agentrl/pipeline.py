@@ -48,10 +48,19 @@ def gen_tasks(root: Path, split: str, n: int, seed: int, room_size: str, workers
                               workers=workers))
 
 
+def finished(path: str | Path) -> Path:
+    """The marker :func:`rollout` writes once every episode of ``path`` is in (a file cut short by a kill has none)."""
+    return Path(f"{path}.done")
+
+
 def rollout(**kwargs: Any) -> int:
+    """`agentrl rollout` with ``--resume``: a file cut short by a kill is continued, then marked :func:`finished`."""
     from agentrl.cli import rollout as rollout_cmd
 
-    return rollout_cmd.run(rollout_cmd.Config(**kwargs))
+    code = rollout_cmd.run(rollout_cmd.Config(**{"resume": True, **kwargs}))
+    if code == 0:
+        finished(kwargs["out"]).touch()
+    return code
 
 
 def learn(**kwargs: Any) -> int:

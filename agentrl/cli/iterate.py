@@ -60,8 +60,8 @@ def run(cfg: Config) -> int:
     for r in range(1, cfg.rounds + 1):
         folder = out / f"round-{r}"
         rollouts = folder / "rollouts.jsonl"
-        stages.run(f"round {r}: rollouts", rollouts, pipeline.rollout, **env, split=cfg.train_split,
-                   policy="react", model=policy, temperature=cfg.temperature, samples_per_task=cfg.samples_per_task,
+        stages.run(f"round {r}: rollouts", pipeline.finished(rollouts), pipeline.rollout, **env,
+                   split=cfg.train_split, policy="react", model=policy, temperature=cfg.temperature, samples_per_task=cfg.samples_per_task,
                    episodes=cfg.episodes, seed=cfg.seed + r, out=str(rollouts))
         data = [*data, str(rollouts)] if cfg.accumulate else [*cfg.extra_data, str(rollouts)]
         learned = folder / "oreo"

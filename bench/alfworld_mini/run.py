@@ -33,7 +33,7 @@ from agentrl import pipeline
 from agentrl.config import ConfigError, option, parse_config, require
 from agentrl.pipeline import Stages, console
 
-SPLITS = ("valid_seen", "valid_unseen")
+SPLITS = ("valid_unseen", "valid_seen")
 
 
 @dataclass
@@ -52,9 +52,9 @@ class Config:
     num_layers: int = option(4, help="model: layers")
     num_heads: int = option(4, help="model: attention heads")
     vocab_size: int = option(1024, help="model: BPE vocabulary fitted to the demonstrations")
-    max_steps: int = option(30, help="step cap per episode (the paper: 40)")
+    max_steps: int = option(25, help="step cap per episode (the paper: 40)")
     max_new_tokens: int = option(40, help="token cap per generated turn")
-    num_envs: int = option(8, help="parallel environments in rollouts and evaluations")
+    num_envs: int = option(16, help="parallel environments in rollouts and evaluations")
     batch_size: int = option(8, help="episodes per optimizer step")
     sft_epochs: float = option(12.0, help="SFT passes over the demonstrations")
     sft_lr: float = option(2e-3, help="SFT learning rate (from scratch)")
@@ -100,25 +100,26 @@ def run_seed(cfg: Config, seed: int, data: Path, expert: Path) -> None:
                model=str(base), out=str(sft.parent), lr=cfg.sft_lr, epochs=cfg.sft_epochs, lr_schedule="cosine",
                **train)
     rollouts = out / "sft-rollouts.jsonl"
-    stages.run(f"seed {seed}: SFT-policy rollouts", rollouts, pipeline.rollout, **common, split="train",
-               policy="react", model=str(sft), temperature=cfg.rollout_temperature,
+    stages.run(f"seed {seed}: SFT-policy rollouts", pipeline.finished(rollouts), pipeline.rollout, **common,
+               split="train", policy="react", model=str(sft), temperature=cfg.rollout_temperature,
                samples_per_task=cfg.rollouts_per_task, out=str(rollouts))
     both = [str(expert), str(rollouts)]
+    stages.run(f"seed {seed}: OREO", out / "oreo" / "critic", pipeline.learn, algo="oreo", data=both,
+               model=str(sft), out=str(out / "oreo"), lr=cfg.lr, critic_lr=cfg.critic_lr, beta=cfg.beta,
+               epochs=cfg.epochs, **train)
     stages.run(f"seed {seed}: RS", out / "rs" / "policy" / "config.json", pipeline.learn, algo="rs", data=both,
                model=str(sft), out=str(out / "rs"), lr=cfg.lr, epochs=cfg.epochs, **train)
     stages.run(f"seed {seed}: DPO", out / "dpo" / "policy" / "config.json", pipeline.learn, algo="dpo",
                data=both, model=str(sft), out=str(out / "dpo"), lr=cfg.lr, beta=cfg.dpo_beta,
                epochs=cfg.epochs, **train)
-    stages.run(f"seed {seed}: OREO", out / "oreo" / "critic", pipeline.learn, algo="oreo", data=both,
-               model=str(sft), out=str(out / "oreo"), lr=cfg.lr, critic_lr=cfg.critic_lr, beta=cfg.beta,
-               epochs=cfg.epochs, **train)
 
     oreo = {"model": str(out / "oreo" / "policy")}
-    evals: dict[str, dict[str, Any]] = {"SFT": {"model": str(sft)}, "RS": {"model": str(out / "rs" / "policy")},
-                                        "DPO": {"model": str(out / "dpo" / "policy")}, "OREO": oreo}
+    # Run order puts the paper's comparison first (SFT, OREO, best-of-K); tables use ``methods()`` order.
+    evals: dict[str, dict[str, Any]] = {"SFT": {"model": str(sft)}, "OREO": oreo}
     for k in cfg.best_of:
         if k > 1:
             evals[f"OREO+best-of-{k}"] = {**oreo, "critic": str(out / "oreo" / "critic"), "best_of": k}
+    evals.update({"RS": {"model": str(out / "rs" / "policy")}, "DPO": {"model": str(out / "dpo" / "policy")}})
     for split in cfg.splits:
         for method, extra in evals.items():
             path = out / "results" / split / f"{method}.json"
@@ -208,14 +209,14 @@ def main(argv: list[str] | None = None) -> int:
     stages = Stages(out)
     stages.run("generate train tasks", data / "json_2.1.1" / "train", pipeline.gen_tasks, root=data, split="train",
                n=cfg.train_tasks, seed=cfg.task_seed, room_size=cfg.room_size, workers=cfg.workers)
-    for i, split in enumerate(cfg.splits):
+    for split in cfg.splits:  # valid_seen's tasks come from task_seed + 1, valid_unseen's from task_seed + 2
         stages.run(f"generate {split} tasks", data / "json_2.1.1" / split, pipeline.gen_tasks, root=data,
-                   split=split, n=cfg.eval_tasks, seed=cfg.task_seed + 1 + i, room_size=cfg.room_size,
-                   workers=cfg.workers)
+                   split=split, n=cfg.eval_tasks, seed=cfg.task_seed + 1 + ("valid_seen", "valid_unseen").index(split),
+                   room_size=cfg.room_size, workers=cfg.workers)
     expert = out / "expert.jsonl"
-    stages.run("expert demonstrations", expert, pipeline.rollout, env="alfworld", data=str(data), split="train",
-               policy="expert", num_envs=cfg.num_envs, max_steps=max(cfg.max_steps, 50), example=False,
-               seed=cfg.task_seed, out=str(expert))
+    stages.run("expert demonstrations", pipeline.finished(expert), pipeline.rollout, env="alfworld", data=str(data),
+               split="train", policy="expert", num_envs=cfg.num_envs, max_steps=max(cfg.max_steps, 50),
+               example=False, seed=cfg.task_seed, out=str(expert))
     for seed in cfg.seeds:
         run_seed(cfg, seed, data, expert)
 

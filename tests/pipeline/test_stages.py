@@ -1,0 +1,34 @@
+"""Pipeline stages: a rollout cut short by a kill is continued (not skipped) when the pipeline is rerun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agentrl import pipeline
+from agentrl.cli import rollout as rollout_cmd
+from agentrl.pipeline import Stages
+
+PROBLEMS = [
+    {"question": "Tom has 3 apples and buys 5 more. How many apples?", "answer": "3 + 5 = 8.\n#### 8"},
+    {"question": "Ann has 4 pens and loses 1. How many are left?", "answer": "4 - 1 = 3.\n#### 3"},
+    {"question": "A box holds 2 rows of 6 eggs. How many eggs?", "answer": "2 * 6 = 12.\n#### 12"},
+]
+
+
+def test_partial_rollout_is_continued_then_marked(tmp_path: Path) -> None:
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    out = tmp_path / "expert.jsonl"
+    kwargs = {"env": "math", "dataset": f"jsonl:{data}", "split": "test", "policy": "expert", "out": str(out),
+              "progress": False}  # fmt: skip
+    # a run killed after one episode: the file exists, but the stage is not finished
+    assert rollout_cmd.run(rollout_cmd.Config(**kwargs, episodes=1)) == 0
+    assert len(out.read_text().splitlines()) == 1 and not pipeline.finished(out).exists()
+
+    stages = Stages(tmp_path)
+    stages.run("expert", pipeline.finished(out), pipeline.rollout, **kwargs)
+    ids = [json.loads(line)["episode_id"] for line in out.read_text().splitlines()]
+    assert len(ids) == 3 == len(set(ids)) and pipeline.finished(out).exists()
+    stages.run("expert", pipeline.finished(out), pipeline.rollout, **kwargs)
+    assert stages.times["expert"] == 0.0 and len(out.read_text().splitlines()) == 3
