@@ -105,19 +105,6 @@ class Config:
         )
 
 
-def _done_marker(fn: Any, marker: Path) -> Any:
-    """``fn`` that touches ``marker`` once it succeeded (rollouts write their file episode by episode, so the
-    file itself cannot say the stage is complete)."""
-
-    def wrapped(**kwargs: Any) -> Any:
-        result = fn(**kwargs)
-        if not (isinstance(result, int) and result != 0):
-            marker.touch()
-        return result
-
-    return wrapped
-
-
 def _plot(**kwargs: Any) -> int:
     from agentrl.cli import plot
 
@@ -189,8 +176,8 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
     expert = out / "expert.jsonl"
     stages.run(
         "expert solutions (GSM-Symbolic train)",
-        out / "expert.done",
-        _done_marker(pipeline.rollout, out / "expert.done"),
+        pipeline.finished(expert),
+        pipeline.rollout,
         **common,
         split="train",
         policy="expert",
@@ -238,8 +225,8 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
     rollouts = out / "sft-rollouts.jsonl"
     stages.run(
         "SFT-policy rollouts (sampled)",
-        out / "sft-rollouts.done",
-        _done_marker(pipeline.rollout, out / "sft-rollouts.done"),
+        pipeline.finished(rollouts),
+        pipeline.rollout,
         **common,
         split="train",
         policy="react",
