@@ -48,10 +48,12 @@ class Config:
     splits: list[str] = option(list(SPLITS), help="evaluation splits")
     room_size: str = option("any", help="room size of generated tasks: any, small, medium or large")
     workers: int = option(2, help="processes generating tasks")
-    hidden_size: int = option(128, help="model: hidden size")
-    num_layers: int = option(4, help="model: layers")
-    num_heads: int = option(4, help="model: attention heads")
-    vocab_size: int = option(1024, help="model: BPE vocabulary fitted to the demonstrations")
+    model: str = option("tiny", help="`tiny` (from scratch, tokenizer fitted to the demonstrations) or a model "
+                        "folder / `default` (SmolLM2-135M-Instruct; a GPU machine is advised)")
+    hidden_size: int = option(128, help="tiny model: hidden size")
+    num_layers: int = option(4, help="tiny model: layers")
+    num_heads: int = option(4, help="tiny model: attention heads")
+    vocab_size: int = option(1024, help="tiny model: BPE vocabulary fitted to the demonstrations")
     max_steps: int = option(25, help="step cap per episode (the paper: 40)")
     max_new_tokens: int = option(40, help="token cap per generated turn")
     num_envs: int = option(16, help="parallel environments in rollouts and evaluations")
@@ -92,9 +94,12 @@ def run_seed(cfg: Config, seed: int, data: Path, expert: Path) -> None:
     train = {"batch_size": cfg.batch_size, "seed": seed, "log_every": 25}
 
     base = out / "base-model"
-    stages.run(f"seed {seed}: model", base / "config.json", tiny_model_from_trajectories, data=str(expert),
-               out=str(base), vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-               num_heads=cfg.num_heads, seed=seed)
+    if cfg.model == "tiny":
+        stages.run(f"seed {seed}: model", base / "config.json", tiny_model_from_trajectories, data=str(expert),
+                   out=str(base), vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+                   num_layers=cfg.num_layers, num_heads=cfg.num_heads, seed=seed)
+    else:
+        base = Path(cfg.model) if Path(cfg.model).exists() else cfg.model  # a folder, or `default` / a hub name
     sft = out / "sft" / "policy"
     stages.run(f"seed {seed}: SFT", sft / "config.json", pipeline.learn, algo="sft", data=[str(expert)],
                model=str(base), out=str(sft.parent), lr=cfg.sft_lr, epochs=cfg.sft_epochs, lr_schedule="cosine",
