@@ -62,7 +62,7 @@ class Config:
     example: bool = option(
         False, help="in-context example in the prompt (the tiny model learns the format by SFT)"
     )
-    max_steps: int = option(16, help="step cap per episode and per beam search (the paper: 20)")
+    max_steps: int = option(10, help="step cap per episode and per beam search (the paper: 20)")
     max_new_tokens: int = option(96, help="token cap per reasoning step (one line)")
     num_envs: int = option(4, help="parallel environments of rollouts and greedy evaluations")
     sft_epochs: float = option(6.0, help="SFT passes over the expert solutions")
@@ -70,7 +70,7 @@ class Config:
     batch_size: int = option(16, help="episodes per optimizer step")
     rollout_temperature: float = option(1.0, help="sampling temperature of the SFT-policy rollouts")
     oreo_epochs: float = option(1.0, help="OREO passes over expert + SFT-policy rollouts")
-    oreo_lr: float = option(2e-4, help="OREO policy learning rate")
+    oreo_lr: float = option(2e-5, help="OREO policy learning rate")
     critic_lr: float = option(1e-3, help="OREO critic learning rate")
     beta: float = option(0.03, help="OREO KL coefficient beta")
     alpha: float | None = option(
