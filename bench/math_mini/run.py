@@ -30,6 +30,7 @@ from agentrl.config import option, parse_config, require, to_dict
 from agentrl.pipeline import Stages, console
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
+EXPERT_MAX_STEPS = 20  # reference solutions are replayed whole (GSM-Symbolic's longest has 15 steps)
 DATASET_NAMES = {"gsm-symbolic": "GSM-Symbolic test", "gsm8k-test-100": "GSM8K test (100)"}
 
 
@@ -178,7 +179,7 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
         "expert solutions (GSM-Symbolic train)",
         pipeline.finished(expert),
         pipeline.rollout,
-        **common,
+        **{**common, "max_steps": EXPERT_MAX_STEPS},
         split="train",
         policy="expert",
         episodes=cfg.train_problems,
