@@ -71,9 +71,10 @@ def learn(**kwargs: Any) -> int:
 
 
 def evaluate(**kwargs: Any) -> dict[str, Any]:
+    """`agentrl eval`; with ``trajectories`` it resumes, so an evaluation cut short by a kill is continued."""
     from agentrl.cli import eval as eval_cmd
 
-    cfg = eval_cmd.Config(**kwargs)
+    cfg = eval_cmd.Config(**{"resume": kwargs.get("trajectories") is not None, **kwargs})
     results = eval_cmd.evaluate(cfg)
     console.print(
         f"{cfg.method_name}: {results['successes']}/{results['episodes']} "

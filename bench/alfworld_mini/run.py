@@ -130,7 +130,7 @@ def run_seed(cfg: Config, seed: int, data: Path, expert: Path) -> None:
             path = out / "results" / split / f"{method}.json"
             stages.run(f"seed {seed}: evaluate {method} on {split}", path, pipeline.evaluate, **common, **extra,
                        split=split, policy="react", method=method, out=str(path),
-                       trajectories=str(path.with_suffix(".jsonl")), resume=True, progress=True)
+                       trajectories=str(path.with_suffix(".jsonl")))
     timings = out / "times.json"
     old = json.loads(timings.read_text()) if timings.exists() else {}
     timings.write_text(json.dumps({**old, **{k: v for k, v in stages.times.items() if v}}, indent=1))

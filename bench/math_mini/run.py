@@ -184,7 +184,6 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
         policy="expert",
         episodes=cfg.train_problems,
         out=str(expert),
-        resume=True,
     )
 
     base = cfg.model
@@ -237,7 +236,6 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
         samples_per_task=cfg.samples_per_task,
         episodes=cfg.rollout_problems * cfg.samples_per_task,
         out=str(rollouts),
-        resume=True,
     )
 
     oreo = out / "oreo"
@@ -279,7 +277,6 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
             num_envs=num_envs,
             out=str(path),
             trajectories=str(path.with_suffix(".jsonl")),
-            resume=True,
         )
         result = json.loads(path.read_text())
         rows.append(

@@ -32,3 +32,17 @@ def test_partial_rollout_is_continued_then_marked(tmp_path: Path) -> None:
     assert len(ids) == 3 == len(set(ids)) and pipeline.finished(out).exists()
     stages.run("expert", pipeline.finished(out), pipeline.rollout, **kwargs)
     assert stages.times["expert"] == 0.0 and len(out.read_text().splitlines()) == 3
+
+
+def test_partial_evaluation_is_continued(tmp_path: Path) -> None:
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    episodes = tmp_path / "eval.jsonl"
+    kwargs = {"env": "math", "dataset": f"jsonl:{data}", "split": "test", "policy": "expert",
+              "trajectories": str(episodes), "progress": False}  # fmt: skip
+    # an evaluation killed after one episode left its trajectories but no results file
+    assert rollout_cmd.run(rollout_cmd.Config(env="math", dataset=f"jsonl:{data}", split="test", policy="expert",
+                                              out=str(episodes), episodes=1, progress=False)) == 0  # fmt: skip
+    results = pipeline.evaluate(**kwargs, out=str(tmp_path / "results.json"))
+    assert results["episodes"] == 3 and results["success_rate"] == 1.0
+    assert len(episodes.read_text().splitlines()) == 3
