@@ -28,6 +28,7 @@ from agentrl.data import DataError, ReferenceCache, TokenizedEpisode, collate
 
 DEFAULT_ALPHA = {"token": 0.01, "step": 0.1, "response": 0.3}  # paper A.3
 STEP_SPLITS = {"turn": (), "line": ("\n",), "line+sentence": ("\n", ". ")}
+GROUP_WINDOW = 16  # --group-by-length sorts windows of this many batches
 
 
 def _step_of(line: str) -> float:
@@ -148,12 +149,30 @@ def _schedule(kind: str, warmup: int, total: int):
     return factor
 
 
-def _micro_batch(items: list, micro: int, batch_size: int, seed: int) -> list:
+def _micro_batch(
+    items: list, micro: int, batch_size: int, seed: int, lengths: list[int] | None = None
+) -> list:
     """Items of global micro-batch ``micro``: epoch ``e`` visits the items in a permutation seeded by
-    ``seed + e``, so the data position is a pure function of the micro-batch counter (exact resume)."""
+    ``seed + e``, so the data position is a pure function of the micro-batch counter (exact resume).
+
+    With ``lengths`` (tokens per item) batches are grouped by length, as Hugging Face's ``group_by_length``
+    does: the permutation is cut into windows of ``GROUP_WINDOW`` batches, each window is sorted by length and
+    cut into batches, and the batches are shuffled. Episodes of similar length share a batch, so less of each
+    batch is padding (random batches of ALFWorld episodes are about half padding).
+    """
     per_epoch = max(1, len(items) // batch_size)
     epoch, pos = divmod(micro, per_epoch)
-    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    generator = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(len(items), generator=generator).tolist()
+    if lengths is not None:
+        order = order[: per_epoch * batch_size]  # the ragged tail is dropped either way
+        window = GROUP_WINDOW * batch_size
+        grouped = []
+        for start in range(0, len(order), window):
+            grouped += sorted(order[start : start + window], key=lambda i: -lengths[i])
+        batches = [grouped[b * batch_size : (b + 1) * batch_size] for b in range(per_epoch)]
+        shuffle = torch.randperm(per_epoch, generator=generator).tolist()
+        return [items[i] for i in batches[shuffle[pos]]]
     return [items[i] for i in order[pos * batch_size : (pos + 1) * batch_size]]
 
 
@@ -216,6 +235,10 @@ def train(cfg: Any, save: bool = True) -> dict[str, Any]:
         raise DataError(
             f"no training data left in {cfg.data} (counts: {counts}; rs needs successes, dpo pairs)"
         )
+    lengths = None
+    if cfg.group_by_length:
+        size = [len(e.input_ids) for e in episodes]
+        lengths = [max(size[c], size[r]) for c, r in items] if cfg.algo == "dpo" else size
     per_epoch = max(1, len(items) // (cfg.batch_size * world)) // cfg.grad_accum
     total = cfg.max_steps or max(1, int(cfg.epochs * per_epoch))
 
@@ -287,7 +310,7 @@ def train(cfg: Any, save: bool = True) -> dict[str, Any]:
             for j in range(cfg.grad_accum):
                 # process `rank` takes every `world`-th micro-batch of the one global sequence
                 micro = (step * cfg.grad_accum + j) * world + rank
-                chosen = _micro_batch(items, micro, cfg.batch_size, cfg.seed)
+                chosen = _micro_batch(items, micro, cfg.batch_size, cfg.seed, lengths)
                 batch = {
                     k: v.to(device)
                     for k, v in _collate(

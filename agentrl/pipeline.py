@@ -41,11 +41,12 @@ class Stages:
         return result
 
 
-def gen_tasks(root: Path, split: str, n: int, seed: int, room_size: str, workers: int = 1) -> int:
+def gen_tasks(root: Path, split: str, n: int, seed: int, room_size: str, workers: int = 1,
+              task_types: list[str] | None = None) -> int:
     from agentrl.cli import gen
 
     return gen.run(gen.Config(kind="alfworld", out=str(root), split=split, n=n, seed=seed, room_size=room_size,
-                              workers=workers))
+                              workers=workers, task_types=list(task_types or [])))
 
 
 def finished(path: str | Path) -> Path:

@@ -12,6 +12,7 @@ Each tick: free slots are reset with the next pending episodes, every active con
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections import Counter, deque
@@ -239,15 +240,14 @@ def rollout(
         raise ConfigError(
             f"{out} exists and is not empty; pass --resume to continue it or choose another --out"
         )
-    try:
-        done_ids = finished_ids(out) if cfg.resume else set()
-    except TrajectoryError as err:  # a damaged line that is not a crash's torn tail: say where, do not guess
-        raise ConfigError(f"cannot resume: {err}") from None
-
-    own_pool = pool is None
-    pool = pool if pool is not None else make_pool(cfg)
-    writer = None
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            writer = stack.enter_context(TrajectoryWriter(out))  # locks `out` before reading what is done
+            done_ids = finished_ids(out) if cfg.resume else set()
+        except TrajectoryError as err:  # another writer, or a damaged line that is not a crash's torn tail
+            raise ConfigError(f"cannot write {out}: {err}") from None
+        if pool is None:
+            pool = stack.enter_context(contextlib.closing(make_pool(cfg)))
         plan = plan_episodes(list(pool.task_ids), cfg.samples_per_task, cfg.episodes)
         todo = deque(
             (i, task, s)
@@ -270,17 +270,11 @@ def rollout(
                 example=cfg.example,
                 seed=cfg.seed,
             )
-        writer = TrajectoryWriter(out)
         run = _Run(
             cfg, pool, policy, writer, generator, on_step, total=len(plan), skipped=len(plan) - len(todo)
         )
         run.loop(todo)
         summary = run.summary()
-    finally:
-        if writer is not None:
-            writer.close()
-        if own_pool:
-            pool.close()
     if cfg.progress and summary_table:
         print_summary(out)
     return summary

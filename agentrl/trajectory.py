@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -19,14 +20,20 @@ class TrajectoryWriter:
 
     A process killed at any moment loses at most the episode being written: each line is written with a
     single ``write`` call, flushed and fsync'd. If an earlier run died mid-line, the torn tail is cut off
-    before the first append so the file stays valid JSONL.
+    before the first append so the file stays valid JSONL. The writer holds an exclusive lock on the file
+    while open: a second process resuming the same file would write every episode twice, so it fails instead.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _truncate_torn_tail(self.path)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise TrajectoryError(f"{self.path} is being written by another process; wait for it or stop it") from None
+        _truncate_torn_tail(self.path)
 
     def write(self, episode: Episode) -> None:
         line = json.dumps(episode.to_dict(), ensure_ascii=False) + "\n"
@@ -35,7 +42,7 @@ class TrajectoryWriter:
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        self._file.close()
+        self._file.close()  # releases the lock
 
     def __enter__(self) -> TrajectoryWriter:
         return self

@@ -22,6 +22,8 @@ class Config:
     room_size: str = option("any", help="alfworld: any, small (<=8 receptacles), medium (9-20) or large (>20)")
     max_steps: int = option(50, help="alfworld: the expert must solve each task within this many steps")
     workers: int = option(1, help="alfworld: processes generating tasks in parallel")
+    task_types: list[str] = option([], help="alfworld: task types to cycle through, comma-separated (default: all "
+                                   "six; e.g. pick_and_place_simple,look_at_obj_in_light)")
     world_size: int = option(5, help="textworld: number of rooms")
     nb_objects: int = option(10, help="textworld: number of objects")
     quest_length: int = option(5, help="textworld: minimum number of actions of the quest")
@@ -36,6 +38,11 @@ class Config:
                 f"`room_size` must be any, small, medium or large, got {self.room_size!r}")
         require(self.max_steps >= 1, f"`max_steps` must be >= 1, got {self.max_steps}")
         require(self.workers >= 1, f"`workers` must be >= 1, got {self.workers}")
+        if self.task_types:
+            from agentrl.envs.alfworld.pddl import TASK_TYPES
+
+            unknown = [t for t in self.task_types if t not in TASK_TYPES]
+            require(not unknown, f"`task_types`: unknown {', '.join(unknown)}; valid: {', '.join(TASK_TYPES)}")
         require(self.world_size >= 1 and self.nb_objects >= 1 and self.quest_length >= 1,
                 "`world_size`, `nb_objects` and `quest_length` must be >= 1")
 
@@ -44,9 +51,10 @@ def run(cfg: Config) -> int:
     if cfg.kind == "alfworld":
         from agentrl.envs.alfworld.generator import GenerationError, generate
 
+        types = {"task_types": cfg.task_types} if cfg.task_types else {}
         try:
             tasks = generate(cfg.out, cfg.split, cfg.n, seed=cfg.seed, room_size=cfg.room_size,
-                             max_steps=cfg.max_steps, workers=cfg.workers)
+                             max_steps=cfg.max_steps, workers=cfg.workers, **types)
         except GenerationError as err:
             raise ConfigError(str(err)) from None
         kinds = sorted({t.task_type for t in tasks})

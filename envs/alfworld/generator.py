@@ -1,7 +1,7 @@
 """Offline ALFWorld task generator: solvable tasks in the real ``alfworld-download`` layout.
 
 ``generate(out, split, n, seed)`` writes ``out/json_2.1.1/<split>/<task>/<trial>/{traj_data.json,
-initial_state.pddl, game.tw-pddl}``. Task ``i`` has type ``TASK_TYPES[i % 6]`` (so any ``n >= 6`` covers all six),
+initial_state.pddl, game.tw-pddl}``. Task ``i`` has type ``TASK_TYPES[i % 6]`` (so any ``n >= 6`` covers all six; ``task_types`` picks a subset),
 a room from alfworld's FloorPlan layouts of a kind ALFRED allows for that type (``GOALS_VALID``: heat/cool in
 kitchens, look-at-in-light in living rooms and bedrooms, ...), every placeable object class of the scene with
 1-3 instances (distractors, several instances of a type), all openable receptacles closed. Each candidate is
@@ -16,6 +16,7 @@ import random
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,9 +169,9 @@ def play_expert(gamefile: str, max_steps: int = 50) -> list[str] | None:
 
 
 def generate_one(root: Path, split: str, seed: int, index: int, room_size: str = "any",
-                 max_steps: int = 50) -> GeneratedTask:
+                 max_steps: int = 50, task_types: tuple[str, ...] = TASK_TYPES) -> GeneratedTask:
     """Draws candidates for task ``index`` until the expert solves one, then writes it under ``root``."""
-    task_type = TASK_TYPES[index % len(TASK_TYPES)]
+    task_type = task_types[index % len(task_types)]
     scenes = _scenes_for(task_type, split, room_size)
     if not scenes:
         raise GenerationError(f"no {room_size} room of split {split} can host {task_type}")
@@ -214,18 +215,20 @@ def _generate_job(job: tuple) -> GeneratedTask:
 
 
 def generate(root: str | Path, split: str, n: int, seed: int = 0, room_size: str = "any", max_steps: int = 50,
-             workers: int = 1, progress: bool = True) -> list[GeneratedTask]:
+             workers: int = 1, progress: bool = True, task_types: Sequence[str] = TASK_TYPES) -> list[GeneratedTask]:
     """Writes ``n`` expert-verified tasks of ``split`` under ``root`` (see module docstring).
 
     Args:
         root: data root; tasks go to ``root/json_2.1.1/<split>/``.
         split: ``train``, ``valid_seen`` or ``valid_unseen`` (unseen uses ALFRED's test floor plans only).
-        n: number of tasks; task ``i`` has type ``TASK_TYPES[i % 6]``.
+        n: number of tasks; task ``i`` has type ``task_types[i % len(task_types)]``.
         seed: base seed; the same seed and split give identical files (whatever ``workers`` is).
         room_size: ``any``, ``small`` (<= 8 receptacles), ``medium`` (9-20) or ``large`` (> 20).
         max_steps: the expert must win within this many steps (ALFWorld caps episodes at 50).
         workers: processes drawing and verifying tasks in parallel.
         progress: show a rich progress bar.
+        task_types: the types to cycle through (default all six, in ``TASK_TYPES`` order); a subset keeps
+            task ``i``'s seed, so ``("pick_and_place_simple",)`` gives other tasks than the default's type-0 ones.
 
     Returns:
         One :class:`GeneratedTask` per task, in index order.
@@ -234,8 +237,12 @@ def generate(root: str | Path, split: str, n: int, seed: int = 0, room_size: str
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if room_size not in ROOM_SIZES:
         raise ValueError(f"room_size must be one of {', '.join(ROOM_SIZES)}, got {room_size!r}")
+    task_types = tuple(task_types)
+    unknown = sorted(set(task_types) - set(TASK_TYPES))
+    if unknown or not task_types:
+        raise ValueError(f"unknown task types {unknown}; valid: {', '.join(TASK_TYPES)}")
     root = Path(root)
-    jobs = [(root, split, seed, i, room_size, max_steps) for i in range(n)]
+    jobs = [(root, split, seed, i, room_size, max_steps, task_types) for i in range(n)]
     pool = None
     if workers > 1:
         import multiprocessing

@@ -221,3 +221,17 @@ def test_find_tasks_applies_alfworld_filters(alfworld_root: Path, tmp_path: Path
     assert len(find_tasks(tmp_path, "train", ["pick_two_obj_and_place"])) <= 2
     with pytest.raises(FileNotFoundError, match="agentrl gen alfworld"):
         find_tasks(tmp_path / "missing", "train")
+
+
+def test_generator_task_types_subset(tmp_path: Path, capsys) -> None:
+    """`agentrl gen --task-types` cycles through the given types only; an unknown type is named."""
+    from agentrl.cli import main
+
+    code = main(["gen", "alfworld", "--out", str(tmp_path), "--split", "valid_seen", "--n", "2", "--room-size",
+                 "small", "--task-types", "look_at_obj_in_light"])
+    assert code == 0
+    types = {json.loads(p.read_text())["task_type"] for p in tmp_path.rglob("traj_data.json")}
+    assert types == {"look_at_obj_in_light"}
+    assert len(find_tasks(tmp_path, "valid_seen")) == 2
+    assert main(["gen", "alfworld", "--out", str(tmp_path), "--task-types", "pick_and_place_simple,juggle"]) != 0
+    assert "juggle" in capsys.readouterr().err

@@ -156,3 +156,24 @@ def test_memory_options_change_memory_not_math(flag, data, tiny_model_dir, tmp_p
     for a, b in zip(_metrics(tmp_path / "plain"), _metrics(tmp_path / "gc"), strict=True):
         for key in ("loss", "value_loss", "kl", "grad_norm", "critic_grad_norm"):
             assert a[key] == pytest.approx(b[key], abs=1e-6), (a["step"], key)
+
+
+def test_group_by_length_batches_cover_each_epoch_and_cut_padding():
+    from agentrl.learner import _micro_batch
+
+    gen = torch.Generator().manual_seed(1)
+    lengths = torch.randint(200, 3000, (400,), generator=gen).tolist()
+    items = list(range(400))
+    batch, per_epoch = 8, 50
+
+    def padded(batches):  # tokens a right-padded batch computes
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    for epoch in range(2):
+        micro = range(epoch * per_epoch, (epoch + 1) * per_epoch)
+        grouped = [_micro_batch(items, m, batch, seed=3, lengths=lengths) for m in micro]
+        plain = [_micro_batch(items, m, batch, seed=3) for m in micro]
+        assert sorted(i for b in grouped for i in b) == items  # every item once per epoch
+        assert padded(grouped) < 0.75 * padded(plain)
+        assert grouped == [_micro_batch(items, m, batch, seed=3, lengths=lengths) for m in micro]  # resumable
+    assert _micro_batch(items, 0, batch, 3, lengths) != _micro_batch(items, per_epoch, batch, 3, lengths)

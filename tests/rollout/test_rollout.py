@@ -11,7 +11,7 @@ from fake_env import FakePool
 from agentrl.cli import main
 from agentrl.config import ConfigError
 from agentrl.rollout import RolloutConfig, plan_episodes, rollout
-from agentrl.trajectory import iter_episodes
+from agentrl.trajectory import TrajectoryWriter, iter_episodes
 
 
 def _cfg(tmp_path: Path, **kw) -> RolloutConfig:
@@ -80,6 +80,18 @@ def test_existing_output_needs_resume_and_resume_skips_finished(tmp_path):
     Path(cfg.out).write_text("".join([lines[0], "{not json\n", *lines[1:]]))
     with pytest.raises(ConfigError, match=r"out.jsonl:2: invalid JSON"):
         rollout(_cfg(tmp_path, episodes=6, resume=True), pool=FakePool(num_tasks=6))
+
+
+def test_a_file_another_writer_holds_is_refused_not_written_twice(tmp_path):
+    """Two processes resuming one file would each write the missing episodes; the second one fails instead."""
+    cfg = _cfg(tmp_path, episodes=2)
+    rollout(cfg, pool=FakePool(num_tasks=4))
+    with TrajectoryWriter(cfg.out):  # another run still writing
+        with pytest.raises(ConfigError, match="being written by another process"):
+            rollout(_cfg(tmp_path, episodes=4, resume=True), pool=FakePool(num_tasks=4))
+    assert len(_lines(cfg.out)) == 2
+    summary = rollout(_cfg(tmp_path, episodes=4, resume=True), pool=FakePool(num_tasks=4))  # lock released
+    assert summary["written"] == 2 and len({d["episode_id"] for d in _lines(cfg.out)}) == 4
 
 
 def test_env_errors_and_timeouts_are_recorded_and_the_run_goes_on(tmp_path):
