@@ -32,7 +32,9 @@ class TrajectoryWriter:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.close()
-            raise TrajectoryError(f"{self.path} is being written by another process; wait for it or stop it") from None
+            raise TrajectoryError(
+                f"{self.path} is being written by another process; wait for it or stop it"
+            ) from None
         _truncate_torn_tail(self.path)
 
     def write(self, episode: Episode) -> None:
@@ -96,7 +98,9 @@ def iter_episodes(path: str | Path) -> Iterator[Episode]:
         except json.JSONDecodeError as err:
             if torn:
                 return
-            raise TrajectoryError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})") from None
+            raise TrajectoryError(
+                f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})"
+            ) from None
         except (TypeError, ValueError) as err:
             raise TrajectoryError(f"{path}:{number}: {err}") from None
 

@@ -24,7 +24,9 @@ def padded_tokens(lengths: list[int], batch_size: int, seed: int, grouped: bool)
 
     items = list(range(len(lengths)))
     per_epoch = max(1, len(items) // batch_size)
-    batches = [_micro_batch(items, m, batch_size, seed, lengths if grouped else None) for m in range(per_epoch)]
+    batches = [
+        _micro_batch(items, m, batch_size, seed, lengths if grouped else None) for m in range(per_epoch)
+    ]
     return sum(len(b) * max(lengths[i] for i in b) for b in batches)
 
 
@@ -46,8 +48,10 @@ def main() -> None:
     lengths = [len(e.input_ids) for e in episodes]
     real = sum(lengths[: (len(lengths) // args.batch_size) * args.batch_size])
     steps = max(1, len(lengths) // args.batch_size)
-    print(f"{len(lengths)} episodes, {min(lengths)}-{max(lengths)} tokens (mean {statistics.mean(lengths):.0f}), "
-          f"batch {args.batch_size}, one epoch = {steps} steps")
+    print(
+        f"{len(lengths)} episodes, {min(lengths)}-{max(lengths)} tokens (mean {statistics.mean(lengths):.0f}), "
+        f"batch {args.batch_size}, one epoch = {steps} steps"
+    )
     times: dict[bool, list[float]] = {False: [], True: []}
     with tempfile.TemporaryDirectory(prefix="group-by-length-") as tmp:
         for r in range(args.repeats):
@@ -63,7 +67,9 @@ def main() -> None:
         pad = padded_tokens(lengths, args.batch_size, 0, grouped)
         secs = statistics.median(times[grouped])
         name = "grouped" if grouped else "random"
-        print(f"{name:<10}{pad:>15,}{pad / real:>8.2f}{secs:>10.1f}{secs / statistics.median(times[False]):>10.2f}")
+        print(
+            f"{name:<10}{pad:>15,}{pad / real:>8.2f}{secs:>10.1f}{secs / statistics.median(times[False]):>10.2f}"
+        )
 
 
 if __name__ == "__main__":
