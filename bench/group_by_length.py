@@ -1,7 +1,7 @@
 """One SFT epoch with and without ``--group-by-length``, side by side on real trajectories.
 
 Episodes of an agent task vary a lot in length (ALFWorld demonstrations: ~550 to ~3,100 tokens), so random
-batches are mostly padding that the model still computes. This bench counts the padded tokens each batching
+batches are ~40% padding that the model still computes. This bench counts the padded tokens each batching
 computes over one epoch (exact) and times one epoch of ``agentrl.learner.train`` each way, alternating the two
 configurations ``--repeats`` times so that load drift on a shared machine hits both alike.
 
