@@ -155,7 +155,8 @@ def test_memory_options_change_memory_not_math(flag, data, tiny_model_dir, tmp_p
     train(Config(out=str(tmp_path / "gc"), **{flag: True}, **common), save=False)
     for a, b in zip(_metrics(tmp_path / "plain"), _metrics(tmp_path / "gc"), strict=True):
         for key in ("loss", "value_loss", "kl", "grad_norm", "critic_grad_norm"):
-            assert a[key] == pytest.approx(b[key], abs=1e-6), (a["step"], key)
+            # recomputation may round differently: some batches give a critic grad norm 2e-5 (relative) apart
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["step"], key)
 
 
 def test_group_by_length_batches_cover_each_epoch_and_cut_padding():
