@@ -51,7 +51,8 @@ def run_demo(cfg: Any) -> dict[str, Any]:
     sft = out / "sft"
     stages.run("SFT on demonstrations", sft / "policy" / "config.json", pipeline.learn, algo="sft",
                data=[str(expert)], model=base, out=str(sft), lr=cfg.sft_lr, epochs=cfg.sft_epochs,
-               batch_size=cfg.batch_size, seed=cfg.seed, lr_schedule="cosine", log_every=25)
+               batch_size=cfg.batch_size, max_length=cfg.max_length, seed=cfg.seed, lr_schedule="cosine",
+               log_every=25)
 
     rollouts = out / "sft-rollouts.jsonl"
     stages.run("SFT-policy rollouts", pipeline.finished(rollouts), pipeline.rollout, **common, split="train",
@@ -62,7 +63,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
     stages.run("OREO (policy + critic)", oreo / "critic", pipeline.learn, algo="oreo",
                data=[str(expert), str(rollouts)], model=str(sft / "policy"), out=str(oreo), lr=cfg.oreo_lr,
                critic_lr=cfg.critic_lr, beta=cfg.beta, epochs=cfg.oreo_epochs, batch_size=cfg.batch_size,
-               seed=cfg.seed, log_every=10)
+               max_length=cfg.max_length, seed=cfg.seed, log_every=10)
 
     evals = {
         "SFT": {"model": str(sft / "policy")},

@@ -31,6 +31,8 @@ class Config:
     sft_epochs: float = option(40.0, help="SFT passes over the expert demonstrations")
     sft_lr: float = option(2e-3, help="SFT learning rate (from-scratch models want a large one)")
     batch_size: int = option(8, help="episodes per optimizer step")
+    max_length: int = option(4096, help="longest episode the learner keeps, in tokens (the tiny model has 4,096 "
+                             "positions; a longer demonstration would be skipped)")
     samples_per_task: int = option(2, help="SFT-policy rollouts per train task (the paper: 5)")
     rollout_temperature: float = option(1.0, help="sampling temperature of the SFT-policy rollouts")
     oreo_epochs: float = option(1.0, help="OREO passes over expert + policy rollouts")
