@@ -58,6 +58,8 @@ class Config:
     max_new_tokens: int = option(40, help="token cap per generated turn")
     num_envs: int = option(16, help="parallel environments in rollouts and evaluations")
     batch_size: int = option(8, help="episodes per optimizer step")
+    max_length: int = option(4096, help="longest episode the learner keeps, in tokens (the tiny model has 4,096 "
+                             "positions; seeds 0-1 of bench/RESULTS.md ran with 2,048, which skips 9 of 96 demos)")
     sft_epochs: float = option(12.0, help="SFT passes over the demonstrations")
     sft_lr: float = option(2e-3, help="SFT learning rate (from scratch)")
     rollouts_per_task: int = option(5, help="SFT-policy rollouts per train task (the paper: 5)")
@@ -91,7 +93,7 @@ def run_seed(cfg: Config, seed: int, data: Path, expert: Path) -> None:
     stages = Stages(out)
     common = {"env": "alfworld", "data": str(data), "num_envs": cfg.num_envs, "max_steps": cfg.max_steps,
               "example": False, "seed": seed, "max_new_tokens": cfg.max_new_tokens}  # fmt: skip
-    train = {"batch_size": cfg.batch_size, "seed": seed, "log_every": 25}
+    train = {"batch_size": cfg.batch_size, "max_length": cfg.max_length, "seed": seed, "log_every": 25}
 
     base = out / "base-model"
     if cfg.model == "tiny":

@@ -36,6 +36,8 @@ def test_alfworld_mini_micro_protocol(tmp_path: Path, capsys) -> None:
     for method in ("SFT", "RS", "DPO", "OREO", "OREO+best-of-2"):
         result = json.loads((seed / "results" / "valid_unseen" / f"{method}.json").read_text())
         assert result["episodes"] == 1 and result["method"] == method
+    for stage in ("sft", "oreo", "rs", "dpo"):
+        assert json.loads((seed / stage / "learn_config.json").read_text())["max_length"] == 4096
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["splits"]["valid_unseen"]) == ["SFT", "RS", "DPO", "OREO", "OREO+best-of-2"]
     assert "| OREO+best-of-2 |" in (out / "summary.md").read_text()
