@@ -39,14 +39,9 @@ def run_demo(cfg: Any) -> dict[str, Any]:
     stages.run("expert demonstrations", pipeline.finished(expert), pipeline.rollout,
                **{**common, "max_steps": max(cfg.max_steps, 50)}, split="train", policy="expert", out=str(expert))
 
-    base = cfg.model
-    if cfg.model == "tiny":
-        from agentrl.models import tiny_model_from_trajectories
-
-        base = str(out / "base-model")
-        stages.run("tiny model", out / "base-model" / "config.json", tiny_model_from_trajectories,
-                   data=str(expert), out=base, vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
-                   num_layers=cfg.num_layers, num_heads=cfg.num_heads, seed=cfg.seed)
+    base = pipeline.base_model(stages, "tiny model", cfg.model, expert, out / "base-model", cfg.seed,
+                               vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                               num_heads=cfg.num_heads)  # fmt: skip
 
     sft = out / "sft"
     stages.run("SFT on demonstrations", sft / "policy" / "config.json", pipeline.learn, algo="sft",

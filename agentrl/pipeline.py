@@ -49,6 +49,21 @@ def gen_tasks(root: Path, split: str, n: int, seed: int, room_size: str, workers
                               workers=workers, task_types=list(task_types or [])))
 
 
+def base_model(stages: Stages, label: str, model: str, data: Path, folder: Path, seed: int, **sizes: Any) -> str:
+    """``model`` as given, or for ``tiny`` a from-scratch model built once in ``folder`` (stage ``label``).
+
+    The tiny model's tokenizer is fitted to the chats of the trajectory file ``data``; ``sizes`` are
+    :func:`agentrl.models.build_tiny_model` keywords (``hidden_size``, ``num_layers``, ``vocab_size``, ...).
+    """
+    if model != "tiny":
+        return model
+    from agentrl.models import tiny_model_from_trajectories
+
+    stages.run(label, folder / "config.json", tiny_model_from_trajectories, data=str(data), out=str(folder),
+               seed=seed, **sizes)  # fmt: skip
+    return str(folder)
+
+
 def finished(path: str | Path) -> Path:
     """The marker :func:`rollout` writes once every episode of ``path`` is in (a file cut short by a kill has none)."""
     return Path(f"{path}.done")

@@ -87,24 +87,18 @@ def methods(cfg: Config) -> list[str]:
 
 def run_seed(cfg: Config, seed: int, data: Path, expert: Path) -> None:
     """Steps 2-5 of the protocol for one training seed."""
-    from agentrl.models import tiny_model_from_trajectories
-
     out = Path(cfg.out) / f"seed{seed}"
     stages = Stages(out)
     common = {"env": "alfworld", "data": str(data), "num_envs": cfg.num_envs, "max_steps": cfg.max_steps,
               "example": False, "seed": seed, "max_new_tokens": cfg.max_new_tokens}  # fmt: skip
     train = {"batch_size": cfg.batch_size, "max_length": cfg.max_length, "seed": seed, "log_every": 25}
 
-    base = out / "base-model"
-    if cfg.model == "tiny":
-        stages.run(f"seed {seed}: model", base / "config.json", tiny_model_from_trajectories, data=str(expert),
-                   out=str(base), vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
-                   num_layers=cfg.num_layers, num_heads=cfg.num_heads, seed=seed)
-    else:
-        base = Path(cfg.model) if Path(cfg.model).exists() else cfg.model  # a folder, or `default` / a hub name
+    base = pipeline.base_model(stages, f"seed {seed}: model", cfg.model, expert, out / "base-model", seed,
+                               vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                               num_heads=cfg.num_heads)  # fmt: skip
     sft = out / "sft" / "policy"
     stages.run(f"seed {seed}: SFT", sft / "config.json", pipeline.learn, algo="sft", data=[str(expert)],
-               model=str(base), out=str(sft.parent), lr=cfg.sft_lr, epochs=cfg.sft_epochs, lr_schedule="cosine",
+               model=base, out=str(sft.parent), lr=cfg.sft_lr, epochs=cfg.sft_epochs, lr_schedule="cosine",
                **train)
     rollouts = out / "sft-rollouts.jsonl"
     stages.run(f"seed {seed}: SFT-policy rollouts", pipeline.finished(rollouts), pipeline.rollout, **common,

@@ -186,24 +186,19 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
         out=str(expert),
     )
 
-    base = cfg.model
-    if cfg.model == "tiny":
-        from agentrl.models import tiny_model_from_trajectories
-
-        base = str(out / "base-model")
-        stages.run(
-            "tiny model",
-            out / "base-model" / "config.json",
-            tiny_model_from_trajectories,
-            data=str(expert),
-            out=base,
-            vocab_size=cfg.vocab_size,
-            hidden_size=cfg.hidden_size,
-            num_layers=cfg.num_layers,
-            num_heads=cfg.num_heads,
-            seed=cfg.seed,
-            split_digits=cfg.split_digits,
-        )
+    base = pipeline.base_model(
+        stages,
+        "tiny model",
+        cfg.model,
+        expert,
+        out / "base-model",
+        cfg.seed,
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        split_digits=cfg.split_digits,
+    )
 
     sft = out / "sft"
     stages.run(

@@ -240,7 +240,8 @@ def generate(root: str | Path, split: str, n: int, seed: int = 0, room_size: str
     task_types = tuple(task_types)
     unknown = sorted(set(task_types) - set(TASK_TYPES))
     if unknown or not task_types:
-        raise ValueError(f"unknown task types {unknown}; valid: {', '.join(TASK_TYPES)}")
+        given = f"unknown task types {unknown}" if unknown else "no task types given"
+        raise ValueError(f"{given}; valid: {', '.join(TASK_TYPES)}")
     root = Path(root)
     jobs = [(root, split, seed, i, room_size, max_steps, task_types) for i in range(n)]
     pool = None
