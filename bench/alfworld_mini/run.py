@@ -47,6 +47,8 @@ class Config:
     eval_tasks: int = option(100, help="generated tasks of each evaluation split (valid_seen, valid_unseen)")
     splits: list[str] = option(list(SPLITS), help="evaluation splits")
     room_size: str = option("any", help="room size of generated tasks: any, small, medium or large")
+    task_types: list[str] = option([], help="task types to generate (empty: all six; small rooms host only "
+                                   "pick_and_place_simple, look_at_obj_in_light and pick_two_obj_and_place)")
     workers: int = option(2, help="processes generating tasks")
     model: str = option("tiny", help="`tiny` (from scratch, tokenizer fitted to the demonstrations) or a model "
                         "folder / `default` (SmolLM2-135M-Instruct; a GPU machine is advised)")
@@ -209,11 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     data = out / "data"
     stages = Stages(out)
     stages.run("generate train tasks", data / "json_2.1.1" / "train", pipeline.gen_tasks, root=data, split="train",
-               n=cfg.train_tasks, seed=cfg.task_seed, room_size=cfg.room_size, workers=cfg.workers)
+               n=cfg.train_tasks, seed=cfg.task_seed, room_size=cfg.room_size, workers=cfg.workers,
+               task_types=cfg.task_types)
     for split in cfg.splits:  # valid_seen's tasks come from task_seed + 1, valid_unseen's from task_seed + 2
         stages.run(f"generate {split} tasks", data / "json_2.1.1" / split, pipeline.gen_tasks, root=data,
                    split=split, n=cfg.eval_tasks, seed=cfg.task_seed + 1 + ("valid_seen", "valid_unseen").index(split),
-                   room_size=cfg.room_size, workers=cfg.workers)
+                   room_size=cfg.room_size, workers=cfg.workers, task_types=cfg.task_types)
     expert = out / "expert.jsonl"
     stages.run("expert demonstrations", pipeline.finished(expert), pipeline.rollout, env="alfworld", data=str(data),
                split="train", policy="expert", num_envs=cfg.num_envs, max_steps=max(cfg.max_steps, 50),

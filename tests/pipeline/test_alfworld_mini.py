@@ -52,3 +52,29 @@ def test_alfworld_mini_bad_config_names_the_key(tmp_path: Path, capsys) -> None:
     bad.write_text("seeds: [0]\nrolouts_per_task: 5\n")
     assert _load().main(["--config", str(bad)]) == 2
     assert "rolouts_per_task" in capsys.readouterr().out
+
+
+def test_alfworld_mini_task_types_reach_every_split(tmp_path: Path, monkeypatch) -> None:
+    run = _load()
+    calls = []
+
+    def gen_tasks(**kwargs):
+        calls.append(kwargs)
+        (Path(kwargs["root"]) / "json_2.1.1" / kwargs["split"]).mkdir(parents=True)
+        return 0
+
+    class Stop(Exception):
+        pass
+
+    def rollout(**kwargs):
+        raise Stop
+
+    monkeypatch.setattr(run.pipeline, "gen_tasks", gen_tasks)
+    monkeypatch.setattr(run.pipeline, "rollout", rollout)
+    config = Path(__file__).resolve().parents[2] / "bench" / "alfworld_mini" / "small.yaml"
+    with pytest.raises(Stop):  # generation done, the expert stage is next
+        run.main(["--config", str(config), "--out", str(tmp_path / "small")])
+    assert [c["split"] for c in calls] == ["train", "valid_unseen", "valid_seen"]
+    for c in calls:
+        assert c["room_size"] == "small"
+        assert c["task_types"] == ["pick_and_place_simple", "look_at_obj_in_light", "pick_two_obj_and_place"]
