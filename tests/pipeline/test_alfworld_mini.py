@@ -77,4 +77,4 @@ def test_alfworld_mini_task_types_reach_every_split(tmp_path: Path, monkeypatch)
     assert [c["split"] for c in calls] == ["train", "valid_unseen", "valid_seen"]
     for c in calls:
         assert c["room_size"] == "small"
-        assert c["task_types"] == ["pick_and_place_simple", "look_at_obj_in_light", "pick_two_obj_and_place"]
+        assert c["task_types"] == ["pick_and_place_simple", "look_at_obj_in_light"]
