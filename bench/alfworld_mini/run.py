@@ -138,8 +138,17 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def nothing_happens(trajectories: Path) -> float | None:
+    """Share of the agent's commands that the engine answered "Nothing happens." (not a command of this room)."""
+    from agentrl.trajectory import iter_episodes
+
+    answers = [m["content"] for ep in iter_episodes(trajectories) for m in ep.messages[2:] if m["role"] == "user"]
+    return sum(a.startswith("Nothing happens") for a in answers) / len(answers) if answers else None
+
+
 def summarize(cfg: Config) -> dict[str, Any]:
-    """Success mean +- std over the seeds that finished, per split x method and per task type."""
+    """Success mean +- std over the seeds that finished, per split x method and per task type, and how many of
+    the commands did nothing (mean over seeds): a policy's progress shows there before it shows in success."""
     from agentrl.evaluation import load_results
 
     out = Path(cfg.out)
@@ -155,25 +164,31 @@ def summarize(cfg: Config) -> dict[str, Any]:
             types = sorted({t for r in results for t in r["by_task_type"]})
             by_type = {t: _mean_std([r["by_task_type"].get(t, {}).get("success_rate", 0.0) for r in results])
                        for t in types}  # fmt: skip
+            idle = [nothing_happens(p.with_suffix(".jsonl")) for p in paths if p.with_suffix(".jsonl").exists()]
+            idle = [x for x in idle if x is not None]
             rows[method] = {"mean": mean, "std": std, "seeds": len(results), "episodes": results[0]["episodes"],
-                            "by_task_type": {t: {"mean": m, "std": s} for t, (m, s) in by_type.items()}}
+                            "by_task_type": {t: {"mean": m, "std": s} for t, (m, s) in by_type.items()},
+                            "nothing_happens": statistics.fmean(idle) if idle else None}
         summary["splits"][split] = rows
     return summary
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    """The results table (success % mean +- std over seeds) and a per-task-type table per split."""
+    """The results table (success % mean +- std over seeds, and the share of commands that did nothing) and a
+    per-task-type table per split."""
     lines = []
     splits = summary["splits"]
     names = list(dict.fromkeys(m for rows in splits.values() for m in rows))
-    lines.append("| method | " + " | ".join(splits) + " |")
-    lines.append("|---|" + "---|" * len(splits))
+    idle_heads = [f"nothing happens, {split}" for split in splits]
+    lines.append("| method | " + " | ".join([*splits, *idle_heads]) + " |")
+    lines.append("|---|" + "---|" * 2 * len(splits))
     for m in names:
-        cells = []
+        cells, idle = [], []
         for rows in splits.values():
             r = rows.get(m)
             cells.append(f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} ({r['seeds']} seeds)" if r else "-")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+            idle.append(f"{100 * r['nothing_happens']:.0f}%" if r and r.get("nothing_happens") is not None else "-")
+        lines.append(f"| {m} | " + " | ".join(cells + idle) + " |")
     for split, rows in splits.items():
         types = sorted({t for r in rows.values() for t in r["by_task_type"]})
         if not types:

@@ -40,6 +40,8 @@ def test_alfworld_mini_micro_protocol(tmp_path: Path, capsys) -> None:
         assert json.loads((seed / stage / "learn_config.json").read_text())["max_length"] == 4096
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["splits"]["valid_unseen"]) == ["SFT", "RS", "DPO", "OREO", "OREO+best-of-2"]
+    for row in summary["splits"]["valid_unseen"].values():
+        assert 0.0 <= row["nothing_happens"] <= 1.0
     assert "| OREO+best-of-2 |" in (out / "summary.md").read_text()
     assert (out / "summary.png").stat().st_size > 0
     capsys.readouterr()
@@ -78,3 +80,24 @@ def test_alfworld_mini_task_types_reach_every_split(tmp_path: Path, monkeypatch)
     for c in calls:
         assert c["room_size"] == "small"
         assert c["task_types"] == ["pick_and_place_simple", "look_at_obj_in_light"]
+
+
+def test_nothing_happens_counts_the_engine_answers(tmp_path: Path) -> None:
+    from agentrl.trajectory import TrajectoryWriter
+    from agentrl.types import Episode
+
+    def episode(eid: str, answers: list[str]) -> Episode:
+        messages = [{"role": "system", "content": "rules"}, {"role": "user", "content": "Nothing happens. (task)"}]
+        for answer in answers:
+            messages += [{"role": "assistant", "content": "Action: go to desk 1"}, {"role": "user", "content": answer}]
+        return Episode(episode_id=eid, task_id=eid, env_id="alfworld", split="valid_unseen", task_type="t",
+                       policy="react", success=False, reward=0.0, steps=[], messages=messages)  # fmt: skip
+
+    path = tmp_path / "SFT.jsonl"
+    with TrajectoryWriter(path) as writer:
+        writer.write(episode("a", ["Nothing happens.", "You arrive at desk 1.", "Nothing happens."]))
+        writer.write(episode("b", ["You arrive at bed 1."]))
+    assert _load().nothing_happens(path) == 0.5  # 2 of 4 commands; the first observation is not an answer
+    empty = tmp_path / "empty.jsonl"
+    empty.touch()
+    assert _load().nothing_happens(empty) is None
