@@ -13,6 +13,11 @@ cached prefix ``P``, the new tokens are left-padded to the longest new segment `
 ``[pad .. cached_i][pad .. new_i]`` with attention mask 0 on pads. Position ids come from the cumulative sum of
 the mask, so every real token keeps the position it would have without padding (cached keys already carry
 their rotary positions).
+
+``n > 1`` samples of a prompt share its cache instead of copying it: the prompt is read once into one row, and
+each decoding step feeds that row's ``n`` sampled tokens side by side (same position id) under a 4D mask that
+lets sample ``j`` see the prompt and its own earlier tokens only. The cache grows by ``n`` columns a step rather
+than holding ``n`` copies of the prompt, so best-of-K decoding costs far less than ``K`` greedy decodes.
 """
 
 from __future__ import annotations
@@ -242,12 +247,10 @@ class TransformersBackend:
             )
             cache = out.past_key_values
             logits = out.logits[:, -1, :].float()
-            if n > 1:  # the prompt is read once, then its cache is copied for each sample
-                cache.batch_repeat_interleave(n)
+            if n > 1:  # sample r = i * n + j is sample j of prompt i; its row of the cache stays row i
                 logits = logits.repeat_interleave(n, dim=0)
-                input_ids = input_ids.repeat_interleave(n, dim=0)
-                mask = mask.repeat_interleave(n, dim=0)
-                positions = positions.repeat_interleave(n, dim=0)
+            prompt_mask = mask.bool()
+            alive_steps: list[Any] = []
             rows = batch * n
             generator = None
             if sampling.temperature > 0 and sampling.seed is not None:
@@ -280,20 +283,27 @@ class TransformersBackend:
                 if bool(done.all()) or step == sampling.max_new_tokens - 1:
                     break
                 # Feed the sampled tokens; rows already done feed a masked pad.
-                step_mask = alive.long()[:, None]
-                mask = torch.cat([mask, step_mask], dim=1)
                 last_pos = last_pos + 1
-                fed_ids.append(next_ids[:, None])
-                fed_mask.append(step_mask)
+                if n == 1:
+                    step_mask = alive.long()[:, None]
+                    mask = torch.cat([mask, step_mask], dim=1)
+                    fed_ids.append(next_ids[:, None])
+                    fed_mask.append(step_mask)
+                    step_ids, step_attention, step_positions = next_ids[:, None], mask, last_pos[:, None]
+                else:
+                    alive_steps.append(alive.view(batch, n))
+                    step_ids = next_ids.view(batch, n)
+                    step_attention = self._samples_mask(prompt_mask, alive_steps)
+                    step_positions = last_pos[:, None].expand(batch, n)
                 out = self.model(
-                    input_ids=next_ids[:, None],
-                    attention_mask=mask,
-                    position_ids=last_pos[:, None],
+                    input_ids=step_ids,
+                    attention_mask=step_attention,
+                    position_ids=step_positions,
                     past_key_values=cache,
                     use_cache=True,
                 )
                 cache = out.past_key_values
-                logits = out.logits[:, -1, :].float()
+                logits = out.logits[:, -1, :].float() if n == 1 else out.logits.reshape(rows, -1).float()
 
         completions: list[list[Completion]] = []
         generated = 0
@@ -321,7 +331,7 @@ class TransformersBackend:
                 key = req.cache_key or self._keyless_key()
                 if key is None:
                     continue
-                row = i * n
+                row = i
                 width = all_ids.shape[1] if n == 1 else prompt_width  # n > 1: keep only the shared prompt
                 keep = all_mask[row, :width].bool()
                 kv = [
@@ -362,6 +372,22 @@ class TransformersBackend:
             cache = self.model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True).past_key_values
         self._released = _Entry(ids=new[0][:shared], kv=_layer_kv(cache))
         self.stats.prefill_tokens += shared
+
+    @staticmethod
+    def _samples_mask(prompt: Any, alive_steps: list[Any]) -> Any:
+        """The ``[B, 1, n, P + n * T]`` attention mask of decoding step ``T`` with ``n`` samples a row: query ``j``
+        sees the prompt's real tokens and column ``j`` of every step's block of ``n`` while sample ``j`` was alive.
+
+        ``prompt``: ``[B, P]`` bool (False on pads); ``alive_steps``: one ``[B, n]`` bool per fed step (this one
+        last). Every query keeps at least the prompt, so no softmax row is empty.
+        """
+        import torch
+
+        alive = torch.stack(alive_steps, dim=1)  # [B, T, n]
+        batch, steps, n = alive.shape
+        own = torch.eye(n, dtype=torch.bool, device=alive.device)
+        samples = (own[None, :, None, :] & alive[:, None, :, :]).reshape(batch, n, steps * n)
+        return torch.cat([prompt[:, None, :].expand(batch, n, prompt.shape[1]), samples], dim=2)[:, None]
 
     @staticmethod
     def _stack_cache(

@@ -123,6 +123,19 @@ def test_n_samples_seeded_and_length_finish(tiny_model):
     assert all(c.finish_reason == "length" and c.num_tokens == 5 for g in first for c in g)
 
 
+def test_n_samples_share_one_prompt_row_and_match_separate_rows(tiny_model):
+    """Packed samples (one cache row per prompt) draw the same tokens as the prompt repeated n times, n = 1."""
+    model, tokenizer = tiny_model
+    backend = TransformersBackend(model, tokenizer, carry_cache=False)
+    packed = backend.generate([Request(messages=c) for c in CONVS], Sampling(temperature=1.0, max_new_tokens=8,
+                                                                             n=3, seed=11))
+    rows = backend.generate([Request(messages=c) for c in CONVS for _ in range(3)],
+                            Sampling(temperature=1.0, max_new_tokens=8, n=1, seed=11))
+    assert [[c.text for c in group] for group in packed] == [[g[0].text for g in rows[3 * i : 3 * i + 3]]
+                                                              for i in range(len(CONVS))]  # fmt: skip
+    assert len({c.text for group in packed for c in group}) > 3
+
+
 def test_stop_string_cuts_the_text(tiny_model):
     model, tokenizer = tiny_model
     backend = TransformersBackend(model, tokenizer, carry_cache=False)
