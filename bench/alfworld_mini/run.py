@@ -93,7 +93,9 @@ def run_seed(cfg: Config, seed: int, data: Path, expert: Path) -> None:
     stages = Stages(out)
     common = {"env": "alfworld", "data": str(data), "num_envs": cfg.num_envs, "max_steps": cfg.max_steps,
               "example": False, "seed": seed, "max_new_tokens": cfg.max_new_tokens}  # fmt: skip
-    train = {"batch_size": cfg.batch_size, "max_length": cfg.max_length, "seed": seed, "log_every": 25}
+    # A checkpoint every 100 steps: a stage killed part-way (SFT runs ~20 min) resumes from it, bit-exact.
+    train = {"batch_size": cfg.batch_size, "max_length": cfg.max_length, "seed": seed, "log_every": 25,
+             "save_every": 100}  # fmt: skip
 
     base = pipeline.base_model(stages, f"seed {seed}: model", cfg.model, expert, out / "base-model", seed,
                                vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,

@@ -215,6 +215,7 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
         seed=cfg.seed,
         lr_schedule="cosine",
         log_every=50,
+        save_every=100,  # a stage killed part-way resumes from its last checkpoint
     )
 
     rollouts = out / "sft-rollouts.jsonl"
@@ -253,6 +254,7 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         log_every=25,
+        save_every=100,
     )
 
     rows, by_dataset = [], {}

@@ -37,7 +37,8 @@ def test_alfworld_mini_micro_protocol(tmp_path: Path, capsys) -> None:
         result = json.loads((seed / "results" / "valid_unseen" / f"{method}.json").read_text())
         assert result["episodes"] == 1 and result["method"] == method
     for stage in ("sft", "oreo", "rs", "dpo"):
-        assert json.loads((seed / stage / "learn_config.json").read_text())["max_length"] == 4096
+        learn_config = json.loads((seed / stage / "learn_config.json").read_text())
+        assert learn_config["max_length"] == 4096 and learn_config["save_every"] == 100
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["splits"]["valid_unseen"]) == ["SFT", "RS", "DPO", "OREO", "OREO+best-of-2"]
     for row in summary["splits"]["valid_unseen"].values():

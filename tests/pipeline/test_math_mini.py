@@ -62,6 +62,8 @@ def test_math_mini_protocol_micro(tmp_path: Path, capsys) -> None:
     assert len((out / "expert.jsonl").read_text().splitlines()) == 6
     assert len((out / "sft-rollouts.jsonl").read_text().splitlines()) == 4
     assert (out / "oreo" / "critic").is_dir() and (out / "oreo" / "policy" / "config.json").is_file()
+    for stage in ("sft", "oreo"):  # checkpoints on the way, so a killed stage resumes
+        assert json.loads((out / stage / "learn_config.json").read_text())["save_every"] == 100
     methods = ["SFT greedy", "OREO greedy", "OREO beam B=1", "OREO beam B=2"]
     for dataset, n in (("gsm-symbolic", 2), ("gsm8k-test-100", 1)):
         for method in methods:
