@@ -249,8 +249,10 @@ class TransformersBackend:
             logits = out.logits[:, -1, :].float()
             if n > 1:  # sample r = i * n + j is sample j of prompt i; its row of the cache stays row i
                 logits = logits.repeat_interleave(n, dim=0)
-            prompt_mask = mask.bool()
-            alive_steps: list[Any] = []
+                # [B, 1, n, P + n * steps]: query j sees the prompt's real tokens and, of each fed step's block
+                # of n columns, column j while sample j was alive (so no query's row is ever empty).
+                samples_mask = mask.bool()[:, None, None, :].expand(batch, 1, n, mask.shape[1])
+                own = torch.eye(n, dtype=torch.bool, device=device)
             rows = batch * n
             generator = None
             if sampling.temperature > 0 and sampling.seed is not None:
@@ -261,7 +263,6 @@ class TransformersBackend:
             texts: list[str | None] = [None] * rows
             last_pos = positions[:, -1]
             fed_ids: list[Any] = []
-            fed_mask: list[Any] = []
             for step in range(max(1, sampling.max_new_tokens)):
                 next_ids = self._sample(logits, sampling, generator).to(device)
                 next_ids = torch.where(done, torch.full_like(next_ids, self.pad_id), next_ids)
@@ -288,12 +289,10 @@ class TransformersBackend:
                     step_mask = alive.long()[:, None]
                     mask = torch.cat([mask, step_mask], dim=1)
                     fed_ids.append(next_ids[:, None])
-                    fed_mask.append(step_mask)
                     step_ids, step_attention, step_positions = next_ids[:, None], mask, last_pos[:, None]
                 else:
-                    alive_steps.append(alive.view(batch, n))
-                    step_ids = next_ids.view(batch, n)
-                    step_attention = self._samples_mask(prompt_mask, alive_steps)
+                    samples_mask = torch.cat([samples_mask, own & alive.view(batch, 1, 1, n)], dim=-1)
+                    step_ids, step_attention = next_ids.view(batch, n), samples_mask
                     step_positions = last_pos[:, None].expand(batch, n)
                 out = self.model(
                     input_ids=step_ids,
@@ -324,24 +323,20 @@ class TransformersBackend:
             completions.append(group)
 
         if self.carry_cache:
+            # n == 1: the prompt and the generated turn; n > 1: only the shared prompt (nothing was appended to
+            # ``input_ids`` or ``mask``; the cache's sample columns after it are dropped).
             all_ids = torch.cat([input_ids, *fed_ids], dim=1) if fed_ids else input_ids
-            all_mask = mask
-            prompt_width = past_len + new_len
+            width = all_ids.shape[1]
             for i, req in enumerate(requests):
                 key = req.cache_key or self._keyless_key()
                 if key is None:
                     continue
-                row = i
-                width = all_ids.shape[1] if n == 1 else prompt_width  # n > 1: keep only the shared prompt
-                keep = all_mask[row, :width].bool()
+                keep = mask[i].bool()
                 kv = [
-                    (
-                        keys[row : row + 1, :, :width][:, :, keep],
-                        values[row : row + 1, :, :width][:, :, keep],
-                    )
+                    (keys[i : i + 1, :, :width][:, :, keep], values[i : i + 1, :, :width][:, :, keep])
                     for keys, values in _layer_kv(cache)
                 ]
-                self._cache[key] = _Entry(ids=all_ids[row, :width][keep].tolist(), kv=kv)
+                self._cache[key] = _Entry(ids=all_ids[i][keep].tolist(), kv=kv)
 
         self.stats.calls += 1
         self.stats.prompt_tokens += sum(len(p) for p in prompts)
@@ -372,22 +367,6 @@ class TransformersBackend:
             cache = self.model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True).past_key_values
         self._released = _Entry(ids=new[0][:shared], kv=_layer_kv(cache))
         self.stats.prefill_tokens += shared
-
-    @staticmethod
-    def _samples_mask(prompt: Any, alive_steps: list[Any]) -> Any:
-        """The ``[B, 1, n, P + n * T]`` attention mask of decoding step ``T`` with ``n`` samples a row: query ``j``
-        sees the prompt's real tokens and column ``j`` of every step's block of ``n`` while sample ``j`` was alive.
-
-        ``prompt``: ``[B, P]`` bool (False on pads); ``alive_steps``: one ``[B, n]`` bool per fed step (this one
-        last). Every query keeps at least the prompt, so no softmax row is empty.
-        """
-        import torch
-
-        alive = torch.stack(alive_steps, dim=1)  # [B, T, n]
-        batch, steps, n = alive.shape
-        own = torch.eye(n, dtype=torch.bool, device=alive.device)
-        samples = (own[None, :, None, :] & alive[:, None, :, :]).reshape(batch, n, steps * n)
-        return torch.cat([prompt[:, None, :].expand(batch, n, prompt.shape[1]), samples], dim=2)[:, None]
 
     @staticmethod
     def _stack_cache(

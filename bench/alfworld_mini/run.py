@@ -141,9 +141,11 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def nothing_happens(trajectories: Path) -> float | None:
-    """Share of the agent's commands that the engine answered "Nothing happens." (not a command of this room)."""
+    """Share of the agent's commands the engine answered "Nothing happens." (None: no file or no commands)."""
     from agentrl.trajectory import iter_episodes
 
+    if not trajectories.exists():
+        return None
     answers = [m["content"] for ep in iter_episodes(trajectories) for m in ep.messages[2:] if m["role"] == "user"]
     return sum(a.startswith("Nothing happens") for a in answers) / len(answers) if answers else None
 
@@ -159,15 +161,15 @@ def summarize(cfg: Config) -> dict[str, Any]:
         rows = {}
         for method in methods(cfg):
             paths = [out / f"seed{s}" / "results" / split / f"{method}.json" for s in cfg.seeds]
-            results = [load_results(p) for p in paths if p.exists()]
-            if not results:
+            paths = [p for p in paths if p.exists()]  # finished evaluations only
+            if not paths:
                 continue
+            results = [load_results(p) for p in paths]
             mean, std = _mean_std([r["success_rate"] for r in results])
             types = sorted({t for r in results for t in r["by_task_type"]})
             by_type = {t: _mean_std([r["by_task_type"].get(t, {}).get("success_rate", 0.0) for r in results])
                        for t in types}  # fmt: skip
-            idle = [nothing_happens(p.with_suffix(".jsonl")) for p in paths if p.with_suffix(".jsonl").exists()]
-            idle = [x for x in idle if x is not None]
+            idle = [x for p in paths if (x := nothing_happens(p.with_suffix(".jsonl"))) is not None]
             rows[method] = {"mean": mean, "std": std, "seeds": len(results), "episodes": results[0]["episodes"],
                             "by_task_type": {t: {"mean": m, "std": s} for t, (m, s) in by_type.items()},
                             "nothing_happens": statistics.fmean(idle) if idle else None}
