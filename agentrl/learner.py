@@ -176,6 +176,20 @@ def _micro_batch(
     return [items[i] for i in order[pos * batch_size : (pos + 1) * batch_size]]
 
 
+def _grouping_lengths(algo: str, group_by_length: bool | None, size: list[int], items: list) -> list[int] | None:
+    """Per-item lengths for :func:`_micro_batch` to group by, or None for random batches.
+
+    ``group_by_length=None`` groups for every algorithm but OREO. Agent episodes that succeed are short and
+    failures run to the step cap (median 722 vs 1,486 tokens in seed 0 of bench/alfworld_mini/small.yaml), so
+    length-sorted windows make batches of one outcome: 285 of that run's 300 OREO batches, against 20 of 300
+    random ones. The critic then chases each batch's mean return instead of telling states apart. DPO items are
+    (success, failure) pairs, grouped by the longer of the two.
+    """
+    if not (group_by_length if group_by_length is not None else algo != "oreo"):
+        return None
+    return [max(size[c], size[r]) for c, r in items] if algo == "dpo" else size
+
+
 def _collate(
     algo: str, episodes: list[TokenizedEpisode], chosen: list, pad_id: int, ref: ReferenceCache | None
 ):
@@ -235,10 +249,7 @@ def train(cfg: Any, save: bool = True) -> dict[str, Any]:
         raise DataError(
             f"no training data left in {cfg.data} (counts: {counts}; rs needs successes, dpo pairs)"
         )
-    lengths = None
-    if cfg.group_by_length:
-        size = [len(e.input_ids) for e in episodes]
-        lengths = [max(size[c], size[r]) for c, r in items] if cfg.algo == "dpo" else size
+    lengths = _grouping_lengths(cfg.algo, cfg.group_by_length, [len(e.input_ids) for e in episodes], items)
     per_epoch = max(1, len(items) // (cfg.batch_size * world)) // cfg.grad_accum
     total = cfg.max_steps or max(1, int(cfg.epochs * per_epoch))
 

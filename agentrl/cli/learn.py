@@ -49,8 +49,10 @@ class Config:
     seed: int = option(0, help="seed of initialisation and data order")
     resume: bool = option(False, help="continue from the latest checkpoint in OUT/checkpoints")
     max_length: int = option(2048, help="longest episode in tokens; longer episodes are skipped")
-    group_by_length: bool = option(
-        True, help="batch episodes of similar length together (less padding; batch order stays random)"
+    group_by_length: bool | None = option(
+        None,
+        help="batch episodes of similar length together: less padding, batch order stays random (default: on, "
+        "except OREO, whose successes and failures differ in length, so grouped batches would be all one outcome)",
     )
     reward_map: str = option(
         "0:-1,1:1", help="raw:mapped terminal rewards (paper: {0,1}->{-1,1}); `none` = raw"

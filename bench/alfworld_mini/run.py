@@ -71,6 +71,8 @@ class Config:
     critic_lr: float = option(1e-3, help="OREO critic learning rate")
     beta: float = option(0.03, help="OREO KL coefficient beta")
     dpo_beta: float = option(0.1, help="DPO beta")
+    dpo_lr: float | None = option(None, help="DPO policy learning rate (default: lr); small.yaml's SFT policy "
+                                  "collapses under DPO at 2e-4")
     best_of: list[int] = option([1, 3, 5], help="K of the OREO + best-of-K evaluations (1: OREO greedy)")
 
     def __post_init__(self) -> None:
@@ -115,7 +117,7 @@ def run_seed(cfg: Config, seed: int, data: Path, expert: Path) -> None:
     stages.run(f"seed {seed}: RS", out / "rs" / "policy" / "config.json", pipeline.learn, algo="rs", data=both,
                model=str(sft), out=str(out / "rs"), lr=cfg.lr, epochs=cfg.epochs, **train)
     stages.run(f"seed {seed}: DPO", out / "dpo" / "policy" / "config.json", pipeline.learn, algo="dpo",
-               data=both, model=str(sft), out=str(out / "dpo"), lr=cfg.lr, beta=cfg.dpo_beta,
+               data=both, model=str(sft), out=str(out / "dpo"), lr=cfg.dpo_lr or cfg.lr, beta=cfg.dpo_beta,
                epochs=cfg.epochs, **train)
 
     oreo = {"model": str(out / "oreo" / "policy")}

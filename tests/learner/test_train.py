@@ -178,3 +178,24 @@ def test_group_by_length_batches_cover_each_epoch_and_cut_padding():
         assert padded(grouped) < 0.75 * padded(plain)
         assert grouped == [_micro_batch(items, m, batch, seed=3, lengths=lengths) for m in micro]  # resumable
     assert _micro_batch(items, 0, batch, 3, lengths) != _micro_batch(items, per_epoch, batch, 3, lengths)
+
+
+def test_oreo_batches_mix_outcomes_unless_length_grouping_is_asked_for():
+    from agentrl.learner import _grouping_lengths, _micro_batch
+
+    # agent data: successes are short, failures run to the step cap, as in bench/alfworld_mini
+    success = [i % 3 == 0 for i in range(240)]
+    size = [700 + i % 50 if ok else 1500 + i % 50 for i, ok in enumerate(success)]
+    items = list(range(240))
+
+    def pure_batches(lengths):
+        batches = [_micro_batch(items, m, 8, seed=0, lengths=lengths) for m in range(30)]
+        return sum(len({success[i] for i in b}) == 1 for b in batches)
+
+    assert _grouping_lengths("oreo", None, size, items) is None  # the default: random batches
+    assert pure_batches(None) <= 6
+    grouped = _grouping_lengths("oreo", True, size, items)
+    assert grouped == size and pure_batches(grouped) >= 27  # why it is not the default
+    assert _grouping_lengths("sft", None, size, items) == size
+    assert _grouping_lengths("rs", False, size, items) is None
+    assert _grouping_lengths("dpo", None, size, [(0, 1), (3, 2)]) == [size[1], size[2]]
