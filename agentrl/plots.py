@@ -212,15 +212,18 @@ def plot_grouped_bars(
     plt = _pyplot()
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups) * max(1, len(series)) ** 0.5 + 2), 4.2))
+    top = 0.0
     for j, name in enumerate(series):
         values = [bars.get(name, (float("nan"), 0.0)) for bars in groups.values()]
         xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(groups))]
-        ax.bar(xs, [v for v, _ in values], width, label=name, yerr=[e for _, e in values], capsize=2,
-               error_kw={"alpha": 0.6})  # fmt: skip
+        bars = ax.bar(xs, [v for v, _ in values], width, label=name, yerr=[e for _, e in values], capsize=2,
+                      error_kw={"alpha": 0.6})  # fmt: skip
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+        top = max([top] + [v + e for v, e in values if v == v])
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([g.replace("_", " ") for g in groups])
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 105 if top > 40 else max(5.0, 1.3 * top))  # small rates stay readable
     if title:
         ax.set_title(title)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(4, len(series)), frameon=False)
