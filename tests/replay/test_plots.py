@@ -68,3 +68,20 @@ def test_plot_cli_checks(tmp_path: Path) -> None:
     assert main(["plot", "--out", str(tmp_path / "x.png")]) == 2
     assert main(["plot", "--metrics", "m.jsonl", "--results", "a.json", "--out", "x.png"]) == 2
     assert main(["plot", "--metrics", str(_good(tmp_path)), "--out", str(tmp_path / "x.jpg")]) == 2
+
+
+def test_grouped_bars_scale_to_small_rates(tmp_path: Path, monkeypatch) -> None:
+    import agentrl.plots as plots
+
+    limits = []
+    save = plots._save
+
+    def capture(fig, plt, out):
+        limits.append(fig.axes[0].get_ylim())
+        return save(fig, plt, out)
+
+    monkeypatch.setattr(plots, "_save", capture)
+    small = {"valid_unseen": {"SFT": (0.0, 0.0), "OREO": (3.0, 1.0)}, "valid_seen": {"SFT": (4.0, 0.0)}}
+    assert _is_png(plots.plot_grouped_bars(small, tmp_path / "small.png", ylabel="success %"))
+    assert _is_png(plots.plot_grouped_bars({"seen": {"SFT": (70.0, 5.0)}}, tmp_path / "big.png", ylabel="%"))
+    assert limits == [(0.0, pytest.approx(5.2)), (0.0, 105.0)]  # 1.3 x the highest bar + error; full scale above 40%
