@@ -219,7 +219,7 @@ def plot_grouped_bars(
         bars = ax.bar(xs, [v for v, _ in values], width, label=name, yerr=[e for _, e in values], capsize=2,
                       error_kw={"alpha": 0.6})  # fmt: skip
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
-        top = max([top] + [v + e for v, e in values if v == v])
+        top = max([top] + [v + e for v, e in values if not math.isnan(v)])
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([g.replace("_", " ") for g in groups])
     ax.set_ylabel(ylabel)

@@ -66,11 +66,10 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=4096)
     args = parser.parse_args()
 
-    from agentrl.data import load_tokenized, parse_reward_map
+    from agentrl.data import load_tokenized
     from agentrl.models import load_tokenizer
 
-    episodes, _ = load_tokenized(args.data.split(","), load_tokenizer(args.model),
-                                 reward_map=parse_reward_map("0:-1,1:1"), max_length=args.max_length)  # fmt: skip
+    episodes, _ = load_tokenized(args.data.split(","), load_tokenizer(args.model), max_length=args.max_length)
     success = [e.success for e in episodes]
     lengths = [len(e.input_ids) for e in episodes]
     per_epoch = len(episodes) // args.batch_size
