@@ -40,7 +40,8 @@ class RolloutConfig:
     policy: str = option("react", help="policy: react (LLM), expert, random")
     data: str | None = option(None, help="alfworld: data root holding json_2.1.1/<split>/...")
     split: str = option("train", help="alfworld/math: split (train, valid_seen, valid_unseen / train, test)")
-    dataset: str | None = option(None, help="math: dataset name (gsm8k-test-100, gsm-symbolic, jsonl:PATH)")
+    dataset: str | None = option(None, help="math: dataset name (gsm8k-test-100, gsm-symbolic, chain-sum, jsonl:PATH)")
+    problems: int = option(1000, help="math: problems a generator dataset (gsm-symbolic, chain-sum) makes per split")
     games: str | None = option(None, help="textworld: game file or folder")
     model: str = option("default", help="model: local folder, hub name, LoRA adapter folder, or `default`")
     backend: str = option("transformers", help="generation backend: transformers, openai, vllm")
@@ -101,6 +102,7 @@ class RolloutConfig:
             require(Path(str(self.games)).exists(), f"`games`: no such file or folder: {self.games}")
         if self.env == "math":
             self.dataset = self.dataset or "gsm8k-test-100"
+            require(self.problems >= 1, f"`problems` must be >= 1, got {self.problems}")
             if self.dataset.startswith("jsonl:"):
                 require(Path(self.dataset[6:]).is_file(), f"`dataset`: no such file: {self.dataset[6:]}")
         if self.policy == "random":
@@ -131,7 +133,7 @@ class RolloutConfig:
         elif self.env == "textworld":
             kwargs.update(games=str(self.games))
         else:
-            kwargs.update(dataset=self.dataset, split=self.split)
+            kwargs.update(dataset=self.dataset, split=self.split, size=self.problems)
         return kwargs
 
 

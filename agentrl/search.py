@@ -181,14 +181,16 @@ def beam_evaluate(cfg: Any, path: str) -> None:
         raise ConfigError(f"{path} exists and is not empty; pass --resume to continue it or choose another file")
     done_ids = finished_ids(path) if cfg.resume else set()
     env_id = ENV_IDS[cfg.env]
-    kwargs = {"dataset": cfg.dataset or "gsm8k-test-100", "split": cfg.split, "max_episode_steps": cfg.max_steps}
+    kwargs = {"dataset": cfg.dataset or "gsm8k-test-100", "split": cfg.split, "size": cfg.problems,
+              "max_episode_steps": cfg.max_steps}
 
     def make_env() -> Any:
         return gymnasium.make(env_id, **kwargs)
 
     env = make_env()
     tasks = plan_episodes(sorted(env.unwrapped.task_ids), 1, cfg.episodes)
-    rcfg = RolloutConfig(env=cfg.env, out=path, policy="react", dataset=kwargs["dataset"], split=cfg.split,
+    rcfg = RolloutConfig(env=cfg.env, out=path, policy="react", dataset=kwargs["dataset"], problems=cfg.problems,
+                         split=cfg.split,
                          model=cfg.model, backend=cfg.backend, base_url=cfg.base_url, device=cfg.device,
                          dtype=cfg.dtype, seed=cfg.seed)
     generator = make_generator(rcfg)

