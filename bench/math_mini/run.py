@@ -77,7 +77,10 @@ class Config:
     sft_lr: float = option(2e-3, help="SFT learning rate (from-scratch models want a large one)")
     batch_size: int = option(16, help="episodes per optimizer step")
     rollout_temperature: float = option(1.0, help="sampling temperature of the SFT-policy rollouts")
-    oreo_epochs: float = option(1.0, help="OREO passes over expert + SFT-policy rollouts")
+    oreo_expert: bool = option(
+        True, help="OREO trains on the expert solutions too (false: on the SFT policy's own rollouts only)"
+    )
+    oreo_epochs: float = option(1.0, help="OREO passes over its data (expert solutions and/or rollouts)")
     oreo_lr: float = option(2e-5, help="OREO policy learning rate")
     critic_lr: float = option(1e-3, help="OREO critic learning rate")
     beta: float = option(0.03, help="OREO KL coefficient beta")
@@ -116,6 +119,12 @@ def _plot(**kwargs: Any) -> int:
     from agentrl.cli import plot
 
     return plot.run(plot.Config(**kwargs))
+
+
+def oreo_data(cfg: Config, out: Path) -> list[str]:
+    """OREO's trajectory files: the SFT policy's rollouts, after the expert solutions unless ``oreo_expert`` is off."""
+    rollouts = str(out / "sft-rollouts.jsonl")
+    return [str(out / "expert.jsonl"), rollouts] if cfg.oreo_expert else [rollouts]
 
 
 def eval_plan(cfg: Config, out: Path) -> list[tuple[str, str, dict[str, Any]]]:
@@ -226,7 +235,7 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
         save_every=100,  # a stage killed part-way resumes from its last checkpoint
     )
 
-    rollouts = out / "sft-rollouts.jsonl"
+    rollouts = out / "sft-rollouts.jsonl"  # oreo_data() names the same files
     stages.run(
         "SFT-policy rollouts (sampled)",
         pipeline.finished(rollouts),
@@ -249,7 +258,7 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
         oreo / "critic",
         pipeline.learn,
         algo="oreo",
-        data=[str(expert), str(rollouts)],
+        data=oreo_data(cfg, out),
         model=str(sft / "policy"),
         out=str(oreo),
         level=cfg.level,

@@ -93,5 +93,8 @@ def test_math_mini_dataset_key_picks_the_test_set(tmp_path: Path) -> None:
     cfg = protocol.Config(dataset="chain-sum", train_problems=4000, test_problems=200, gsm8k_problems=0)
     plan = protocol.eval_plan(cfg, tmp_path)
     assert {d for d, _, _ in plan} == {"chain-sum"} and all(e["episodes"] == 200 for _, _, e in plan)
+    assert [Path(p).name for p in protocol.oreo_data(cfg, tmp_path)] == ["expert.jsonl", "sft-rollouts.jsonl"]
+    cfg.oreo_expert = False  # the policy's own samples only
+    assert [Path(p).name for p in protocol.oreo_data(cfg, tmp_path)] == ["sft-rollouts.jsonl"]
     with pytest.raises(ConfigError, match="dataset"):
         protocol.Config(dataset="gsm8k-test-100")
