@@ -7,8 +7,9 @@ so an interrupted pipeline picks up where it stopped and nothing already done is
 
 from __future__ import annotations
 
+import fnmatch
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,25 @@ console = Console(highlight=False)
 
 
 class Stages:
-    """Runs named stages in order, skipping those whose marker file exists, and times each one."""
+    """Runs named stages in order, skipping those whose marker file exists, and times each one.
 
-    def __init__(self, folder: Path):
+    ``only`` (shell patterns, e.g. ``"*: RS"``) restricts a run to the stages whose name matches one of them, so
+    that independent stages of one pipeline can run in separate processes; the others are passed over.
+    """
+
+    def __init__(self, folder: Path, only: Sequence[str] = ()):
         self.folder = folder
+        self.only = tuple(only)
         self.times: dict[str, float] = {}
 
+    def selected(self, name: str) -> bool:
+        return not self.only or any(fnmatch.fnmatchcase(name, pattern) for pattern in self.only)
+
     def run(self, name: str, done: Path, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        """Calls ``fn(**kwargs)`` unless ``done`` exists; a non-zero int result is a failure."""
+        """Calls ``fn(**kwargs)`` unless ``done`` exists or ``name`` is not selected; a non-zero int is a failure."""
+        if not self.selected(name):
+            console.print(f"[dim]{name}: not selected[/]")
+            return None
         if done.exists():
             console.print(f"[dim]{name}: done already ({done})[/]")
             self.times[name] = 0.0

@@ -74,6 +74,9 @@ class Config:
     dpo_lr: float | None = option(None, help="DPO policy learning rate (default: lr); small.yaml's SFT policy "
                                   "collapses under DPO at 2e-4")
     best_of: list[int] = option([1, 3, 5], help="K of the OREO + best-of-K evaluations (1: OREO greedy)")
+    only: list[str] = option([], help="run only the stages whose name matches one of these shell patterns, e.g. "
+                             "'*: RS' '*: evaluate SFT *', to run a seed's independent stages in two processes "
+                             "(no summary then)")
 
     def __post_init__(self) -> None:
         require(bool(self.seeds), "seeds: give at least one seed")
@@ -92,7 +95,7 @@ def methods(cfg: Config) -> list[str]:
 def run_seed(cfg: Config, seed: int, data: Path, expert: Path) -> None:
     """Steps 2-5 of the protocol for one training seed."""
     out = Path(cfg.out) / f"seed{seed}"
-    stages = Stages(out)
+    stages = Stages(out, only=cfg.only)
     common = {"env": "alfworld", "data": str(data), "num_envs": cfg.num_envs, "max_steps": cfg.max_steps,
               "example": False, "seed": seed, "max_new_tokens": cfg.max_new_tokens}  # fmt: skip
     # A checkpoint every 100 steps: a stage killed part-way (SFT runs ~20 min) resumes from it, bit-exact.
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     out = Path(cfg.out)
     data = out / "data"
-    stages = Stages(out)
+    stages = Stages(out, only=cfg.only)
     stages.run("generate train tasks", data / "json_2.1.1" / "train", pipeline.gen_tasks, root=data, split="train",
                n=cfg.train_tasks, seed=cfg.task_seed, room_size=cfg.room_size, workers=cfg.workers,
                task_types=cfg.task_types)
@@ -244,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
                example=False, seed=cfg.task_seed, out=str(expert))
     for seed in cfg.seeds:
         run_seed(cfg, seed, data, expert)
+    if cfg.only:
+        console.print(f"ran the stages matching {cfg.only} in {time.perf_counter() - start:.0f} s; "
+                      "rerun without --only for the summary")
+        return 0
 
     summary = summarize(cfg)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

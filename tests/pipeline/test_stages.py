@@ -46,3 +46,15 @@ def test_partial_evaluation_is_continued(tmp_path: Path) -> None:
     results = pipeline.evaluate(**kwargs, out=str(tmp_path / "results.json"))
     assert results["episodes"] == 3 and results["success_rate"] == 1.0
     assert len(episodes.read_text().splitlines()) == 3
+
+
+def test_only_runs_the_selected_stages(tmp_path: Path) -> None:
+    ran = []
+    stages = Stages(tmp_path, only=["*: RS", "*: evaluate SFT *"])
+    for name in ("seed 2: OREO", "seed 2: RS", "seed 2: evaluate SFT on valid_seen", "seed 2: evaluate OREO on x"):
+        stages.run(name, tmp_path / name, lambda name=name: ran.append(name))
+    assert ran == ["seed 2: RS", "seed 2: evaluate SFT on valid_seen"]
+    assert set(stages.times) == set(ran)  # the others neither ran nor count as done
+    everything = []
+    Stages(tmp_path).run("seed 2: OREO", tmp_path / "oreo", lambda: everything.append(1))
+    assert everything == [1]
