@@ -74,9 +74,9 @@ class Config:
     dpo_lr: float | None = option(None, help="DPO policy learning rate (default: lr); small.yaml's SFT policy "
                                   "collapses under DPO at 2e-4")
     best_of: list[int] = option([1, 3, 5], help="K of the OREO + best-of-K evaluations (1: OREO greedy)")
-    only: list[str] = option([], help="run only the stages whose name matches one of these shell patterns, e.g. "
-                             "'*: RS' '*: evaluate SFT *', to run a seed's independent stages in two processes "
-                             "(no summary then)")
+    only: list[str] = option([], help="run only the stages whose name matches one of these shell patterns, "
+                             "comma-separated, e.g. '*: RS,*: evaluate SFT *': a seed's independent stages can "
+                             "then run in two processes (no summary then)")
 
     def __post_init__(self) -> None:
         require(bool(self.seeds), "seeds: give at least one seed")
