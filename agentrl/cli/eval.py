@@ -97,8 +97,8 @@ def rollout_config(cfg: Config, out: str) -> Any:
 
     return RolloutConfig(
         env=cfg.env, out=out, policy="best_of_k" if cfg.best_of is not None else cfg.policy, data=cfg.data,
-        split=cfg.split, dataset=cfg.dataset, problems=cfg.problems, games=cfg.games, model=cfg.model, backend=cfg.backend,
-        base_url=cfg.base_url, episodes=cfg.episodes, samples_per_task=1, num_envs=cfg.num_envs,
+        split=cfg.split, dataset=cfg.dataset, problems=cfg.problems, games=cfg.games, model=cfg.model,
+        backend=cfg.backend, base_url=cfg.base_url, episodes=cfg.episodes, samples_per_task=1, num_envs=cfg.num_envs,
         max_steps=int(cfg.max_steps or 40), temperature=float(cfg.temperature or 0.0), top_p=cfg.top_p,
         max_new_tokens=cfg.max_new_tokens, history=cfg.history, example=cfg.example, seed=cfg.seed,
         resume=cfg.resume, device=cfg.device, dtype=cfg.dtype, progress=cfg.progress,

@@ -1,9 +1,9 @@
 """bench/math_mini: the OREO math protocol on a CPU-sized model, scripted and resumable.
 
-GSM-Symbolic (or chain-sum) train problems -> expert (reference-solution) rollouts -> tiny from-scratch model fitted on that
-text -> SFT -> sampled SFT-policy rollouts (successes and failures) -> step-level OREO (policy + critic) ->
-evaluation on the dataset's test split and the 100 real GSM8K test problems: SFT greedy, OREO greedy and OREO +
-critic-guided step beam search with B = 1, 3, 5.
+GSM-Symbolic (or chain-sum) train problems -> expert (reference-solution) rollouts -> tiny from-scratch model
+fitted on that text -> SFT -> sampled SFT-policy rollouts (successes and failures) -> step-level OREO (policy +
+critic) -> evaluation on the dataset's test split and the 100 real GSM8K test problems: SFT greedy, OREO greedy
+and OREO + critic-guided step beam search with B = 1, 3, 5.
 
     .venv/bin/python bench/math_mini/run.py                      # bench/math_mini/config.yaml
     .venv/bin/python bench/math_mini/run.py --config my.yaml --out runs/math_mini/other --beams 1,3
