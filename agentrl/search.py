@@ -189,8 +189,8 @@ def beam_evaluate(cfg: Any, path: str) -> None:
 
     env = make_env()
     tasks = plan_episodes(sorted(env.unwrapped.task_ids), 1, cfg.episodes)
-    rcfg = RolloutConfig(env=cfg.env, out=path, policy="react", dataset=kwargs["dataset"], problems=cfg.problems,
-                         split=cfg.split, model=cfg.model, backend=cfg.backend, base_url=cfg.base_url,
+    rcfg = RolloutConfig(env=cfg.env, out=path, policy="react", dataset=kwargs["dataset"], split=cfg.split,
+                         model=cfg.model, backend=cfg.backend, base_url=cfg.base_url,
                          device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
     generator = make_generator(rcfg)
     sampling = Sampling(temperature=float(cfg.temperature), top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,

@@ -34,14 +34,11 @@ from agentrl.envs.math.datasets import load_problems  # noqa: E402
 from agentrl.trajectory import read_episodes  # noqa: E402
 
 
-def pairwise(pairs: list[tuple[list[float], list[float]]]) -> tuple[float, int]:
-    """AUC over the (positive, negative) pairs of each group only, and the number of pairs."""
-    wins, n = 0.0, 0
-    for pos, neg in pairs:
-        for p in pos:
-            for q in neg:
-                wins += (p > q) + 0.5 * (p == q)
-                n += 1
+def pairwise(groups: list[tuple[list[float], list[float]]]) -> tuple[float, int]:
+    """AUC over the (positive, negative) pairs inside each group only, and the number of those pairs."""
+    sizes = [len(pos) * len(neg) for pos, neg in groups]
+    n = sum(sizes)
+    wins = sum(auc(pos, neg) * size for (pos, neg), size in zip(groups, sizes, strict=True) if size)
     return (wins / n if n else float("nan")), n
 
 
@@ -106,8 +103,10 @@ def critic_report(rollouts: str, model: str, critics: list[str], problems_cap: i
                 values[t] = [(value_model.values(torch.tensor([e.input_ids]))[0][e.turn_ends].tolist(), e.success)
                              for e in by_task[t]]  # fmt: skip
         for k in range(1, turns + 1):
-            groups = [([v[k - 1] for v, ok in vs if ok and len(v) >= k], [v[k - 1] for v, ok in vs if not ok and
-                       len(v) >= k]) for vs in values.values()]  # fmt: skip
+            groups = []
+            for vs in values.values():
+                reached = [(v[k - 1], ok) for v, ok in vs if len(v) >= k]
+                groups.append(([v for v, ok in reached if ok], [v for v, ok in reached if not ok]))
             pooled = auc([v for g in groups for v in g[0]], [v for g in groups for v in g[1]])
             within, n = pairwise(groups)
             print(f"  {critic} V after action {k}: AUC pooled {pooled:.3f}, within a problem {within:.3f} ({n} pairs)")

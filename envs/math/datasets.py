@@ -18,6 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TEST_SEED_OFFSET = 1_000_000
 _CALC = re.compile(r"<<[^<>]*>>")
@@ -67,14 +68,19 @@ def load_gsm8k_test_100() -> list[MathProblem]:
     return sorted(problems, key=lambda p: p.id)
 
 
-def load_gsm_symbolic(split: str, size: int, seed: int) -> list[MathProblem]:
-    """``size`` reasoning-gym ``gsm_symbolic`` problems; the split chooses the seed range."""
+def _reasoning_gym(name: str, split: str, size: int, seed: int, **config: int) -> tuple[int, Any]:
+    """(generator seed, ``size`` items of reasoning-gym's ``name``); the split chooses the seed range."""
     try:
         import reasoning_gym
     except ImportError as err:
-        raise ImportError('gsm-symbolic needs reasoning-gym: pip install "agentrl[math]"') from err
+        raise ImportError(f'{name} needs reasoning-gym: pip install "agentrl[math]"') from err
     base = seed if split == "train" else TEST_SEED_OFFSET + seed
-    dataset = reasoning_gym.create_dataset("gsm_symbolic", size=size, seed=base)
+    return base, reasoning_gym.create_dataset(name, size=size, seed=base, **config)
+
+
+def load_gsm_symbolic(split: str, size: int, seed: int) -> list[MathProblem]:
+    """``size`` reasoning-gym ``gsm_symbolic`` problems; the split chooses the seed range."""
+    base, dataset = _reasoning_gym("gsm_symbolic", split, size, seed)
     problems = []
     for i, item in enumerate(dataset):
         cot = item["metadata"].get("answer_cot", "")
@@ -90,26 +96,23 @@ def chain_sum_steps(expression: str) -> tuple[str, ...]:
     if first is None:
         raise ValueError(f"chain sum must start with a number: {expression!r}")
     total, rest = int(first.group(1)), expression[first.end():]
+    terms = list(_CHAIN_TERM.finditer(rest))
+    if "".join(m.group(0) for m in terms) != rest.rstrip():
+        raise ValueError(f"chain sum has something other than `+ N` / `- N` terms: {expression!r}")
     steps = []
-    for match in _CHAIN_TERM.finditer(rest):
+    for match in terms:
         op, value = match.group(1), int(match.group(2))
         new = total + value if op == "+" else total - value
         steps.append(f"{total} {op} {value} = {new}")
         total = new
-    if "".join(m.group(0) for m in _CHAIN_TERM.finditer(rest)) != rest.rstrip():
-        raise ValueError(f"chain sum has something other than `+ N` / `- N` terms: {expression!r}")
     return (*steps, f"#### {total}")
 
 
 def load_chain_sum(split: str, size: int, seed: int) -> list[MathProblem]:
     """``size`` reasoning-gym ``chain_sum`` problems with running-sum reference steps; the split picks the seeds."""
-    try:
-        import reasoning_gym
-    except ImportError as err:
-        raise ImportError('chain-sum needs reasoning-gym: pip install "agentrl[math]"') from err
-    base = seed if split == "train" else TEST_SEED_OFFSET + seed
+    base, dataset = _reasoning_gym("chain_sum", split, size, seed, **CHAIN_SUM_SHAPE)
     problems = []
-    for i, item in enumerate(reasoning_gym.create_dataset("chain_sum", size=size, seed=base, **CHAIN_SUM_SHAPE)):
+    for i, item in enumerate(dataset):
         steps = chain_sum_steps(item["metadata"]["expression"])
         if steps[-1] != f"#### {item['answer']}":
             raise ValueError(f"chain_sum item {i}: running sum {steps[-1]!r} disagrees with answer {item['answer']!r}")
