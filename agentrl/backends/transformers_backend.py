@@ -29,9 +29,24 @@ from typing import Any
 
 from agentrl import kv_cache
 from agentrl.backends.base import Completion, Request, Sampling
+from agentrl.backends.choices import choose
 from agentrl.kv_cache import CachedPrefix, PrefixStore, common_prefix
 
-__all__ = ["GenerationStats", "TransformersBackend", "common_prefix"]
+__all__ = ["END_OF_TURN_TOKENS", "GenerationStats", "TransformersBackend", "common_prefix", "end_of_turn_id"]
+
+# Tokens that close an assistant turn in common chat templates (ChatML, Llama 3, Gemma, Phi).
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
+
+def end_of_turn_id(tokenizer: Any) -> int:
+    """The token that closes an assistant turn in the chat template (``<|im_end|>`` for ChatML), else EOS."""
+    vocab = tokenizer.get_vocab()
+    for token in END_OF_TURN_TOKENS:
+        if token in vocab:
+            return int(vocab[token])
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no end-of-turn or EOS token")
+    return int(tokenizer.eos_token_id)
 
 
 @dataclass
@@ -101,6 +116,7 @@ class TransformersBackend:
         self._cache = PrefixStore()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.stop_ids = self._stop_ids()
+        self.end_id = end_of_turn_id(tokenizer)  # what a constrained choice ends with
 
     @classmethod
     def from_pretrained(
@@ -132,9 +148,17 @@ class TransformersBackend:
         if not requests:
             return []
         chunk = self.max_batch or len(requests)
-        out: list[list[Completion]] = []
-        for start in range(0, len(requests), chunk):
-            out.extend(self._generate_batch(requests[start : start + chunk], sampling))
+        out: list[list[Completion]] = [[] for _ in requests]
+        for constrained in (False, True):  # free and constrained requests go to their own batches
+            index = [i for i, r in enumerate(requests) if (r.choices is not None) == constrained]
+            for start in range(0, len(index), chunk):
+                part = index[start : start + chunk]
+                batch = [requests[i] for i in part]
+                results = (
+                    choose(self, batch, sampling) if constrained else self._generate_batch(batch, sampling)
+                )
+                for i, completions in zip(part, results, strict=True):
+                    out[i] = completions
         return out
 
     def release(self, cache_key: str) -> None:
@@ -173,16 +197,29 @@ class TransformersBackend:
                 ids.add(int(value))
         if self.tokenizer.eos_token_id is not None:
             ids.add(int(self.tokenizer.eos_token_id))
-        for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        for token in END_OF_TURN_TOKENS:
             tid = self.tokenizer.convert_tokens_to_ids(token)
             if isinstance(tid, int) and tid != self.tokenizer.unk_token_id and tid >= 0:
                 ids.add(tid)
         return ids
 
-    def encode(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of a chat rendered by the model's template, ending with the assistant header."""
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """A chat as the model's template writes it, ending where the assistant's next tokens go.
+
+        A chat that ends with an assistant message is continued: the text is the chat before it with the
+        assistant header, followed by that message's content (no end of turn).
+        """
+        head = messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
+        text = self.tokenizer.apply_chat_template(head, tokenize=False, add_generation_prompt=True)
+        return text + messages[-1]["content"] if head is not messages else text
+
+    def tokens(self, text: str) -> list[int]:
+        """Token ids of rendered text (the template already wrote its special tokens)."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of :meth:`render`'s text: the chat, ending with the assistant header (or a turn to continue)."""
+        return self.tokens(self.render(messages))
 
     def _device(self) -> Any:
         return next(self.model.parameters()).device
