@@ -30,6 +30,8 @@ class ReActPolicy:
         sampling: decoding parameters; for math a newline stop is added (one reasoning step per action).
         history: ``None`` sends the full chat; ``k`` sends system + task + the last ``k`` turns.
         example: include the in-context example in the system instruction.
+        thoughts: ask for ``Think: ... / Action: ...`` turns; ``False``: thought-free ``Action: ...`` turns
+            (the parser reads both).
         action_space: ``"free"`` (parse the command from free text) or ``"admissible"`` (the command is chosen
             among ``info["admissible_actions"]``; see :mod:`agentrl.policies.action_space`).
     """
@@ -43,6 +45,7 @@ class ReActPolicy:
         *,
         history: int | None = None,
         example: bool = True,
+        thoughts: bool = True,
         action_space: str = "free",
     ):
         if history is not None and history < 0:
@@ -51,6 +54,7 @@ class ReActPolicy:
         self.sampling = sampling or Sampling()
         self.history = history
         self.example = example
+        self.thoughts = thoughts
         self.action_space = check_action_space(action_space)
         self._keys = itertools.count()
         self._calls = itertools.count()
@@ -61,7 +65,7 @@ class ReActPolicy:
             admissible_commands(info, env_kind)  # fails at the first reset of an env that lists none
         ctx = Context(
             slot=slot,
-            messages=initial_messages(env_kind, observation, info, self.example),
+            messages=initial_messages(env_kind, observation, info, self.example, self.thoughts),
             observation=observation,
             info=info,
             env_kind=env_kind,
@@ -96,10 +100,9 @@ class ReActPolicy:
             if sampling.seed is not None and seed_offset:
                 sampling = dataclasses.replace(sampling, seed=sampling.seed + seed_offset)
             if self.action_space == "admissible":
-                thoughts = getattr(self, "thoughts", True)
                 group = [contexts[i] for i in index]
                 chosen = choose_admissible(
-                    self.generator, sampling, group, n, history=self.history, thoughts=thoughts
+                    self.generator, sampling, group, n, history=self.history, thoughts=self.thoughts
                 )
                 for i, decisions in zip(index, chosen, strict=True):
                     out[i] = decisions
