@@ -70,6 +70,9 @@ class Config:
             require(self.critic is not None, f"{flag} needs --critic DIR (a critic written by `agentrl learn`)")
             require(self.policy == "react", f"{flag} samples from the LLM: use --policy react (got {self.policy})")
             require(Path(str(self.critic)).is_dir(), f"--critic: no such folder: {self.critic}")
+        require(not (self.action_space == "admissible" and self.backend == "vllm" and (self.best_of or 1) > 1),
+                "best-of-K over admissible commands ranks the top K: use --backend transformers (or openai with "
+                "`agentrl serve`); vLLM's guided choice samples")
         if self.beam is not None:
             require(self.env == "math", f"--beam is step-level search for math; use --best-of for {self.env}")
         if self.max_steps is None:

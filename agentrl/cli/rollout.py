@@ -27,6 +27,9 @@ class Config(RolloutConfig):
             require(self.critic is not None, "policy best_of_k needs --critic DIR (a critic written by `agentrl learn`)")
             require(Path(str(self.critic)).is_dir(), f"--critic: no such folder: {self.critic}")
             require(self.best_of >= 1, f"--best-of must be >= 1, got {self.best_of}")
+            require(not (self.actions == "admissible" and self.backend == "vllm" and self.best_of > 1),
+                    "best-of-K over admissible commands ranks the top K: use --backend transformers (or openai with "
+                    "`agentrl serve`); vLLM's guided choice samples")
             require(self.best_of == 1 or self.temperature > 0 or self.actions == "admissible",
                     "policy best_of_k samples: set --temperature > 0 (or choose among --action-space admissible)")
 
