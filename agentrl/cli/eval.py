@@ -26,7 +26,8 @@ class Config:
     policy: str = option("react", help="policy: react (LLM), expert, random")
     model: str = option("default", help="policy model: folder, hub name, LoRA adapter folder or `default`")
     critic: str | None = option(None, help="critic folder (e.g. OUT/critic of `agentrl learn`) for --best-of / --beam")
-    best_of: int | None = option(None, help="best-of-K: sample K actions per step, act on the critic's best")
+    best_of: int | None = option(None, help="best-of-K: K candidate actions per step (sampled; admissible: the policy's top K distinct), act on the critic's best")
+    logprob_weight: float = option(0.0, help="best-of-K over admissible commands: c in score = V + c * log pi")
     beam: int | None = option(None, help="math: step-level beam search with B beams x B samples per step")
     episodes: int | None = option(None, help="number of episodes (default: every task of the split once)")
     max_steps: int | None = option(None, help="step cap per episode (default: 40 for alfworld/textworld, 20 for math)")
@@ -146,6 +147,7 @@ def evaluate(cfg: Config, pool: Any = None, policy: Any = None, generator: Any =
                                     max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, choice_score=cfg.choice_score)
                 policy = make(generator=generator, sampling=sampling, history=rcfg.history, example=rcfg.example,
                               thoughts=rcfg.with_thoughts, action_space=rcfg.actions, critic=str(cfg.critic), k=cfg.best_of,
+                              logprob_weight=cfg.logprob_weight,
                               device=cfg.device, dtype=cfg.dtype)
             on_step = None
             if cfg.live:

@@ -18,7 +18,8 @@ class Config(RolloutConfig):
     live: bool = option(False, help="watch one env's episodes live (plain lines when stdout is not a terminal)")
     live_slot: int = option(0, help="with --live: which env to watch")
     critic: str | None = option(None, help="policy best_of_k: critic folder (e.g. OUT/critic of `agentrl learn`)")
-    best_of: int = option(5, help="policy best_of_k: candidate actions sampled per step")
+    best_of: int = option(5, help="policy best_of_k: candidate actions per step (admissible: the top K distinct)")
+    logprob_weight: float = option(0.0, help="policy best_of_k, admissible: c in score = V + c * log pi")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -54,7 +55,8 @@ def run(cfg: Config) -> int:
             sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                 seed=cfg.seed, choice_score=cfg.choice_score)
             policy = make(generator=generator, sampling=sampling, history=cfg.history, example=cfg.example,
-                          thoughts=cfg.with_thoughts, action_space=cfg.actions, critic=str(cfg.critic), k=cfg.best_of, device=cfg.device,
+                          thoughts=cfg.with_thoughts, action_space=cfg.actions, critic=str(cfg.critic), k=cfg.best_of,
+                          logprob_weight=cfg.logprob_weight, device=cfg.device,
                           dtype=cfg.dtype)
         summary = rollout(cfg, on_step, policy=policy, generator=generator)
     except ModelError as err:
