@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agentrl.config import ConfigError, on_off, option, require
+from agentrl.policies.action_space import with_admissible_list
 from agentrl.types import Episode, Step, episode_id
 
 ENV_IDS = {"alfworld": "agentrl/ALFWorld-v0", "textworld": "agentrl/TextWorld-v0", "math": "agentrl/Math-v0"}
@@ -58,6 +59,8 @@ class RolloutConfig:
     thoughts: str = option("on", help="on: turns are `Think: ...` + `Action: ...`; off: thought-free `Action: ...` turns")
     action_space: str | None = option(None, help="free: the model writes its command; admissible: the command is chosen among the env's admissible ones (default: free)")
     choice_score: str = option("mean", help="admissible: rank commands by mean (length-normalised) or sum log-prob")
+    list_admissible: bool | None = option(None, help="append the admissible commands to every observation the policy sees (default: off)")
+    anti_loop: int = option(0, help="admissible: mask a command that produced no change of state for the next N steps (0: off)")
     seed: int = option(0, help="seed for env resets and sampling")
     resume: bool = option(False, help="append to --out, skipping episode ids already in it")
     device: str = option("cpu", help="transformers backend: torch device (cpu, cuda)")
@@ -88,6 +91,10 @@ class RolloutConfig:
         require(self.history is None or self.history >= 0, f"`history` must be >= 0, got {self.history}")
         self.thoughts = on_off(self.thoughts, "thoughts")
         check_action_options(self.action_space, self.choice_score, self.env)
+        require(self.anti_loop >= 0, f"`anti_loop` must be >= 0, got {self.anti_loop}")
+        require(not self.anti_loop or self.actions == "admissible",
+                "--anti-loop masks admissible commands: use it with --action-space admissible")
+        require(not (self.list_admissible and self.env == "math"), "math problems list no admissible commands")
         require(self.step_timeout > 0, f"`step_timeout` must be > 0, got {self.step_timeout}")
         require(
             self.dtype in ("float32", "bfloat16", "float16"),
@@ -307,6 +314,7 @@ def rollout(
                 example=cfg.example,
                 thoughts=cfg.with_thoughts,
                 action_space=cfg.actions,
+                anti_loop=cfg.anti_loop,
                 seed=cfg.seed,
             )
         run = _Run(
@@ -356,7 +364,7 @@ class _Run:
                     observation, info = result
                     episode.info = info
                     try:
-                        episode.context = self.policy.begin(slot, observation, info, self.cfg.env)
+                        episode.context = self.policy.begin(slot, self._shown(observation, info), info, self.cfg.env)
                     except LookupError as err:  # e.g. the expert policy in an env without expert actions
                         raise ConfigError(str(err)) from None
                     episode.context.memory.setdefault("episode_id", episode.eid)
@@ -394,16 +402,21 @@ class _Run:
                             value=decision.value,
                             candidates=decision.candidates,
                             valid=decision.valid,
+                            masked=decision.masked,
                         )
                     )
                     episode.reward += float(reward)
                     episode.info = info
-                    self.policy.observe(episode.context, decision, observation, info)
+                    self.policy.observe(episode.context, decision, self._shown(observation, info), info)
                     if terminated or truncated or len(episode.steps) >= self.cfg.max_steps:
                         self._end(episode, truncated=not terminated)
                         del active[slot]
                         free.append(slot)
                 progress.update(bar, completed=self.skipped + self.written, **self._fields())
+
+    def _shown(self, observation: str, info: dict[str, Any]) -> str:
+        """What the policy sees: the observation, and with ``list_admissible`` the admissible commands."""
+        return with_admissible_list(observation, info) if self.cfg.list_admissible else observation
 
     # -- bookkeeping --------------------------------------------------------------------------------------
 

@@ -48,7 +48,11 @@ class Candidate:
 
 @dataclass
 class Step:
-    """One agent turn: what it saw, what it thought and did, and what that earned."""
+    """One agent turn: what it saw, what it thought and did, and what that earned.
+
+    ``masked``: the admissible commands the anti-loop option kept the policy from choosing at this step (they had
+    just changed nothing), else None.
+    """
 
     observation: str
     action: str
@@ -57,6 +61,7 @@ class Step:
     value: float | None = None
     candidates: list[Candidate] | None = None
     valid: bool = True
+    masked: list[str] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Step:

@@ -181,6 +181,7 @@ def make(
     example: bool = True,
     thoughts: bool = True,
     action_space: str = "free",
+    anti_loop: int = 0,
     critic: str | ActionScorer | None = None,
     k: int = 5,
     logprob_weight: float = 0.0,
@@ -200,6 +201,7 @@ def make(
         thoughts: ``Think:``/``Action:`` turns, or thought-free ``Action:`` turns.
         action_space: ``free`` (K sampled turns) or ``admissible`` (the policy's top-K distinct admissible
             commands; no sampling needed).
+        anti_loop: admissible: mask a command that changed nothing for this many steps.
         critic: a critic folder or an :class:`ActionScorer`.
         k: candidates per step.
         logprob_weight: ``c`` in ``score = V + c * log pi`` (admissible action space only).
@@ -225,6 +227,7 @@ def make(
             **kwargs,
         )
     policy = ReActPolicy(
-        generator, sampling, history=history, example=example, thoughts=thoughts, action_space=action_space
+        generator, sampling, history=history, example=example, thoughts=thoughts, action_space=action_space,
+        anti_loop=anti_loop,
     )
     return BestOfK(policy, critic, k=k, logprob_weight=logprob_weight)

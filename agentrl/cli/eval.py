@@ -41,6 +41,8 @@ class Config:
     thoughts: str = option("on", help="on: turns are `Think: ...` + `Action: ...`; off: thought-free `Action: ...` turns")
     action_space: str | None = option(None, help="free: the model writes its command; admissible: the command is chosen among the env's admissible ones (best-of-K: the top-K distinct ones; default: free)")
     choice_score: str = option("mean", help="admissible: rank commands by mean (length-normalised) or sum log-prob")
+    list_admissible: bool | None = option(None, help="append the admissible commands to every observation the policy sees (default: off)")
+    anti_loop: int = option(0, help="admissible: mask a command that produced no change of state for the next N steps (0: off)")
     backend: str = option("transformers", help="generation backend: transformers, openai, vllm")
     base_url: str | None = option(None, help="openai backend: endpoint")
     device: str = option("cpu", help="torch device for the policy and the critic")
@@ -112,7 +114,8 @@ def rollout_config(cfg: Config, out: str) -> Any:
         backend=cfg.backend, base_url=cfg.base_url, episodes=cfg.episodes, samples_per_task=1, num_envs=cfg.num_envs,
         max_steps=int(cfg.max_steps or 40), temperature=float(cfg.temperature or 0.0), top_p=cfg.top_p,
         max_new_tokens=cfg.max_new_tokens, history=cfg.history, example=cfg.example, thoughts=cfg.thoughts,
-        action_space=cfg.action_space, choice_score=cfg.choice_score, seed=cfg.seed,
+        action_space=cfg.action_space, choice_score=cfg.choice_score, list_admissible=cfg.list_admissible,
+        anti_loop=cfg.anti_loop, seed=cfg.seed,
         resume=cfg.resume, device=cfg.device, dtype=cfg.dtype, progress=cfg.progress,
     )
 
@@ -147,7 +150,7 @@ def evaluate(cfg: Config, pool: Any = None, policy: Any = None, generator: Any =
                                     max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, choice_score=cfg.choice_score)
                 policy = make(generator=generator, sampling=sampling, history=rcfg.history, example=rcfg.example,
                               thoughts=rcfg.with_thoughts, action_space=rcfg.actions, critic=str(cfg.critic), k=cfg.best_of,
-                              logprob_weight=cfg.logprob_weight,
+                              logprob_weight=cfg.logprob_weight, anti_loop=cfg.anti_loop,
                               device=cfg.device, dtype=cfg.dtype)
             on_step = None
             if cfg.live:

@@ -56,7 +56,7 @@ def run(cfg: Config) -> int:
                                 seed=cfg.seed, choice_score=cfg.choice_score)
             policy = make(generator=generator, sampling=sampling, history=cfg.history, example=cfg.example,
                           thoughts=cfg.with_thoughts, action_space=cfg.actions, critic=str(cfg.critic), k=cfg.best_of,
-                          logprob_weight=cfg.logprob_weight, device=cfg.device,
+                          logprob_weight=cfg.logprob_weight, anti_loop=cfg.anti_loop, device=cfg.device,
                           dtype=cfg.dtype)
         summary = rollout(cfg, on_step, policy=policy, generator=generator)
     except ModelError as err:
