@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agentrl.config import ConfigError, option, require
+from agentrl.config import option, require
 
 
 @dataclass
@@ -34,22 +34,12 @@ class Config:
 
 
 def run(cfg: Config) -> int:
-    from agentrl.models import ModelError, prepare_default_model, tiny_model_from_trajectories
+    from agentrl.models import prepare_default_model, tiny_model_from_trajectories
 
-    try:
-        if cfg.name == "default":
-            path = prepare_default_model(force=cfg.force)
-        else:
-            path = tiny_model_from_trajectories(
-                cfg.data,
-                cfg.out,
-                vocab_size=cfg.vocab_size,
-                hidden_size=cfg.hidden_size,
-                num_layers=cfg.num_layers,
-                num_heads=cfg.num_heads,
-                seed=cfg.seed,
-            )
-    except ModelError as err:
-        raise ConfigError(str(err)) from None
+    if cfg.name == "default":
+        path = prepare_default_model(force=cfg.force)
+    else:
+        path = tiny_model_from_trajectories(cfg.data, cfg.out, vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+                                            num_layers=cfg.num_layers, num_heads=cfg.num_heads, seed=cfg.seed)
     print(path)
     return 0
