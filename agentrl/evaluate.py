@@ -109,7 +109,8 @@ def beam_evaluate(cfg: EvalConfig, path: str) -> None:
     env = build_env(cfg)
     tasks = plan_episodes(sorted(env.unwrapped.task_ids), 1, cfg.episodes)
     generator = build_generator(cfg, seed=cfg.seed)
-    policy = ReActPolicy(generator, cfg.sampling(), history=cfg.history, example=cfg.example)
+    policy = ReActPolicy(generator, cfg.sampling(), history=cfg.history, example=cfg.example,
+                         thoughts=cfg.with_thoughts)
     scorer = build_scorer(cfg, generator)
     with TrajectoryWriter(path) as writer, Progress(disable=not cfg.progress) as progress:
         bar = progress.add_task(f"beam-{cfg.beam} search", total=len(tasks))

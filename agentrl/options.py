@@ -22,7 +22,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any, ClassVar
 
-from agentrl.config import option, require
+from agentrl.config import on_off, option, require
 from agentrl.envs import SPECS, EnvSpec
 from agentrl.envs.math.datasets import dataset_splits
 
@@ -126,6 +126,7 @@ class PolicyOptions(OptionGroup):
                          "--best-of K selects it too)")
     history: int | None = option(None, help="prompt keeps only the last N turns (default: full history)")
     example: bool = option(True, help="put the in-context example in the system prompt")
+    thoughts: str = option("on", help="on: turns are `Think: ...` + `Action: ...`; off: thought-free `Action: ...` turns")
     critic: str | None = option(None, help="critic folder (OUT/critic of `agentrl learn`) for best-of-K and beams")
     best_of: int | None = option(None, help="best-of-K: sample K actions per step and act on the critic's best "
                                  f"(--policy best_of_k alone: K={DEFAULT_BEST_OF})")
@@ -133,6 +134,7 @@ class PolicyOptions(OptionGroup):
     def __post_init__(self) -> None:
         require(self.policy in POLICIES, f"`policy` must be one of {', '.join(POLICIES)}, got {self.policy!r}")
         require(self.history is None or self.history >= 0, f"`history` must be >= 0, got {self.history}")
+        self.thoughts = on_off(self.thoughts, "thoughts")
         if self.best_of is not None:
             require(self.best_of >= 1, f"--best-of must be >= 1, got {self.best_of}")
             require(self.policy in MODEL_POLICIES,
@@ -147,6 +149,11 @@ class PolicyOptions(OptionGroup):
         """``flag`` (best-of-K, beam search) scores candidates with a critic: ``critic`` must be a folder."""
         require(self.critic is not None, f"{flag} needs --critic DIR (a critic written by `agentrl learn`)")
         require(Path(str(self.critic)).is_dir(), f"--critic: no such folder: {self.critic}")
+
+    @property
+    def with_thoughts(self) -> bool:
+        """Assistant turns carry a ``Think:`` line (``--thoughts on``)."""
+        return self.thoughts == "on"
 
     @property
     def uses_model(self) -> bool:
@@ -244,21 +251,25 @@ class TinyModelOptions(OptionGroup):
 
     title: ClassVar[str] = "tiny model"
 
+    tokenizer: str = option("bpe", help="tiny model: `bpe` (byte-level BPE) or `word` (one token per word or number)")
     hidden_size: int = option(128, help="tiny model: hidden size")
     num_layers: int = option(4, help="tiny model: layers")
     num_heads: int = option(4, help="tiny model: attention heads")
-    vocab_size: int = option(1024, help="tiny model: BPE vocabulary fitted to the demonstrations")
+    vocab_size: int = option(1024, help="tiny model: vocabulary fitted to the demonstrations (word: a cap, rarer "
+                             "words become <|unk|>)")
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "num_heads", "vocab_size"):
             require(getattr(self, name) >= 1, f"`{name}` must be >= 1, got {getattr(self, name)}")
+        require(self.tokenizer in ("bpe", "word"), f"`tokenizer` must be bpe or word, got {self.tokenizer!r}")
         require(self.hidden_size % self.num_heads == 0,
                 f"`hidden_size` ({self.hidden_size}) must be a multiple of `num_heads` ({self.num_heads})")
         super().__post_init__()
 
-    def tiny_sizes(self) -> dict[str, int]:
+    def tiny_sizes(self) -> dict[str, Any]:
         """Keywords of :func:`agentrl.models.tiny_model_from_trajectories`."""
-        return {name: getattr(self, name) for name in ("hidden_size", "num_layers", "num_heads", "vocab_size")}
+        names = ("tokenizer", "hidden_size", "num_layers", "num_heads", "vocab_size")
+        return {name: getattr(self, name) for name in names}
 
 
 def values(cfg: Any, *groups: type) -> dict[str, Any]:

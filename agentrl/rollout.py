@@ -79,7 +79,8 @@ def plan_episodes(task_ids: list[str], samples: int, episodes: int | None) -> li
 
 
 def _meta(cfg: RolloutConfig, sample: int) -> dict[str, Any]:
-    meta: dict[str, Any] = {"sample": sample, "seed": cfg.seed, "max_steps": cfg.max_steps}
+    meta: dict[str, Any] = {"sample": sample, "seed": cfg.seed, "max_steps": cfg.max_steps,
+                            "thoughts": cfg.with_thoughts}
     if cfg.uses_model:
         meta.update(
             model=cfg.model,
