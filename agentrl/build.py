@@ -71,4 +71,5 @@ def build_policy(opts: AgentOptions, generator: Any = None) -> Policy:
     if opts.policy == "best_of_k":
         extra = {"critic": build_scorer(opts, generator), "k": opts.best_of}
     return make_policy(opts.policy, generator=generator, sampling=opts.sampling(), history=opts.history,
-                       example=opts.example, thoughts=opts.with_thoughts, seed=opts.seed, **extra)
+                       example=opts.example, thoughts=opts.with_thoughts, action_space=opts.actions, seed=opts.seed,
+                       **extra)

@@ -17,7 +17,7 @@ from rich.progress import Progress
 from agentrl.build import build_env, build_generator, build_scorer
 from agentrl.config import ConfigError, option, require, to_dict
 from agentrl.evaluation import summarize, write_results
-from agentrl.options import AgentOptions, EnvOptions, OutputOptions, values
+from agentrl.options import RunOptions, values
 from agentrl.policies.react import ReActPolicy
 from agentrl.replay import play
 from agentrl.rollout import RolloutConfig, plan_episodes, rollout
@@ -27,7 +27,7 @@ from agentrl.types import Episode, episode_id
 
 
 @dataclass
-class EvalConfig(EnvOptions, AgentOptions, OutputOptions):
+class EvalConfig(RunOptions):
     """Options of an evaluation (`agentrl eval`, or `agentrl eval --compare a.json b.json ...`)."""
 
     split_role: ClassVar[str] = "eval"
@@ -53,7 +53,6 @@ class EvalConfig(EnvOptions, AgentOptions, OutputOptions):
             require(self.env == "math", f"--beam is step-level search for math; use --best-of for {self.env}")
             self.require_critic(f"--beam {self.beam}")
         require(self.episodes is None or self.episodes >= 1, f"`episodes` must be >= 1, got {self.episodes}")
-        require(self.live_slot < self.num_envs, f"--live-slot {self.live_slot} but only {self.num_envs} env(s)")
         require(not self.resume or self.trajectories is not None, "--resume needs --trajectories FILE.jsonl")
 
     @property
@@ -74,7 +73,7 @@ class EvalConfig(EnvOptions, AgentOptions, OutputOptions):
 
 def rollout_config(cfg: EvalConfig, out: str) -> RolloutConfig:
     """The rollout engine's config for an evaluation run: one episode per task, the eval's options."""
-    shared = values(cfg, EnvOptions, AgentOptions, OutputOptions)
+    shared = values(cfg, RunOptions)
     return RolloutConfig(**{**shared, "out": out}, episodes=cfg.episodes, samples_per_task=1)
 
 

@@ -22,6 +22,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any, ClassVar
 
+from agentrl.backends.base import CHOICE_SCORES, Sampling
 from agentrl.config import on_off, option, require
 from agentrl.envs import SPECS, EnvSpec
 from agentrl.envs.math.datasets import dataset_splits
@@ -29,6 +30,7 @@ from agentrl.envs.math.datasets import dataset_splits
 BACKENDS = ("transformers", "openai", "vllm")
 DTYPES = ("float32", "bfloat16", "float16")
 POLICIES = ("react", "expert", "random", "best_of_k")
+ACTION_SPACES = ("free", "admissible")  # the same names as agentrl.policies.action_space
 MODEL_POLICIES = ("react", "best_of_k")  # they need a generator (and a model)
 DEFAULT_BEST_OF = 5  # K of `--policy best_of_k` without --best-of (the paper's gains saturate at K=5)
 
@@ -127,6 +129,10 @@ class PolicyOptions(OptionGroup):
     history: int | None = option(None, help="prompt keeps only the last N turns (default: full history)")
     example: bool = option(True, help="put the in-context example in the system prompt")
     thoughts: str = option("on", help="on: turns are `Think: ...` + `Action: ...`; off: thought-free `Action: ...` turns")
+    action_space: str | None = option(None, help="free: the model writes its command; admissible: the command is "
+                                      "chosen among the env's admissible ones (best-of-K: the top-K distinct ones; "
+                                      "default: free)")
+    choice_score: str = option("mean", help="admissible: rank commands by mean (length-normalised) or sum log-prob")
     critic: str | None = option(None, help="critic folder (OUT/critic of `agentrl learn`) for best-of-K and beams")
     best_of: int | None = option(None, help="best-of-K: sample K actions per step and act on the critic's best "
                                  f"(--policy best_of_k alone: K={DEFAULT_BEST_OF})")
@@ -135,6 +141,10 @@ class PolicyOptions(OptionGroup):
         require(self.policy in POLICIES, f"`policy` must be one of {', '.join(POLICIES)}, got {self.policy!r}")
         require(self.history is None or self.history >= 0, f"`history` must be >= 0, got {self.history}")
         self.thoughts = on_off(self.thoughts, "thoughts")
+        require(self.action_space is None or self.action_space in ACTION_SPACES,
+                f"`action_space` must be one of {', '.join(ACTION_SPACES)}, got {self.action_space!r}")
+        require(self.choice_score in CHOICE_SCORES,
+                f"`choice_score` must be one of {', '.join(CHOICE_SCORES)}, got {self.choice_score!r}")
         if self.best_of is not None:
             require(self.best_of >= 1, f"--best-of must be >= 1, got {self.best_of}")
             require(self.policy in MODEL_POLICIES,
@@ -149,6 +159,11 @@ class PolicyOptions(OptionGroup):
         """``flag`` (best-of-K, beam search) scores candidates with a critic: ``critic`` must be a folder."""
         require(self.critic is not None, f"{flag} needs --critic DIR (a critic written by `agentrl learn`)")
         require(Path(str(self.critic)).is_dir(), f"--critic: no such folder: {self.critic}")
+
+    @property
+    def actions(self) -> str:
+        """The action space in force: ``free`` or ``admissible``."""
+        return self.action_space or "free"
 
     @property
     def with_thoughts(self) -> bool:
@@ -199,13 +214,6 @@ class SamplingOptions(OptionGroup):
         require(self.max_new_tokens >= 1, f"`max_new_tokens` must be >= 1, got {self.max_new_tokens}")
         super().__post_init__()
 
-    def sampling(self) -> Any:
-        """The backends' :class:`~agentrl.backends.base.Sampling` of these options."""
-        from agentrl.backends.base import Sampling
-
-        return Sampling(temperature=float(self.temperature or 0.0), top_p=self.top_p,
-                        max_new_tokens=self.max_new_tokens, seed=self.seed)
-
 
 @dataclasses.dataclass
 class OutputOptions(OptionGroup):
@@ -232,17 +240,37 @@ class AgentOptions(PolicyOptions, ModelOptions, SamplingOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        # K candidates are sampled (temperature 1) unless they are the top-K admissible commands (no sampling).
+        sampled = (self.best_of or 1) > 1 and self.actions != "admissible"
         if self.temperature is None:
-            self.temperature = 1.0 if (self.best_of or 1) > 1 else 0.0
-        if self.policy == "best_of_k":
-            require(self.best_of == 1 or self.temperature > 0,
-                    f"best-of-{self.best_of} samples: set --temperature > 0 (got {self.temperature})")
+            self.temperature = 1.0 if sampled else 0.0
+        require(not sampled or self.temperature > 0,
+                f"best-of-{self.best_of} samples: set --temperature > 0 (got {self.temperature}; or choose among "
+                "--action-space admissible)")
         if self.uses_model and self.backend == "vllm":
             from agentrl.backends.vllm_backend import INSTALL_HINT
 
             require(importlib.util.find_spec("vllm") is not None, INSTALL_HINT)
         if self.uses_model and self.backend == "openai":
             require(self.base_url is not None, "the openai backend needs `base_url` (e.g. http://127.0.0.1:8000/v1)")
+
+    def sampling(self) -> Sampling:
+        """The backends' :class:`~agentrl.backends.base.Sampling` of these options."""
+        return Sampling(temperature=float(self.temperature or 0.0), top_p=self.top_p,
+                        max_new_tokens=self.max_new_tokens, seed=self.seed, choice_score=self.choice_score)
+
+
+@dataclasses.dataclass
+class RunOptions(EnvOptions, AgentOptions, OutputOptions):
+    """An agent in an environment, writing somewhere: what rollouts and evaluations share (and cross-checks)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.live_slot < self.num_envs, f"`live_slot` must be in 0..{self.num_envs - 1}, got {self.live_slot}")
+        if not self.env_spec.admissible:
+            require(self.policy != "random", f"the random policy needs admissible actions, which {self.env} lacks")
+            require(self.actions != "admissible",
+                    f"{self.env} lists no admissible commands: use --action-space free")
 
 
 @dataclasses.dataclass

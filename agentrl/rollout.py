@@ -26,7 +26,7 @@ from rich.table import Table
 
 from agentrl.build import build_policy, build_pool
 from agentrl.config import ConfigError, option, require
-from agentrl.options import AgentOptions, EnvOptions, OutputOptions
+from agentrl.options import RunOptions
 from agentrl.replay import LiveView
 from agentrl.trajectory import TrajectoryError, TrajectoryWriter, finished_ids, read_episodes
 from agentrl.types import Episode, Step, episode_id
@@ -35,7 +35,7 @@ OnStep = Callable[[int, Any, Any, Any], None]
 
 
 @dataclass
-class RolloutConfig(EnvOptions, AgentOptions, OutputOptions):
+class RolloutConfig(RunOptions):
     """Run a policy in parallel environments and write one trajectory JSONL line per finished episode."""
 
     out: str = option("", help="output trajectory file (JSONL); must be new or empty unless --resume")
@@ -46,9 +46,6 @@ class RolloutConfig(EnvOptions, AgentOptions, OutputOptions):
         super().__post_init__()
         require(self.episodes is None or self.episodes >= 1, f"`episodes` must be >= 1, got {self.episodes}")
         require(self.samples_per_task >= 1, f"`samples_per_task` must be >= 1, got {self.samples_per_task}")
-        require(self.live_slot < self.num_envs, f"`live_slot` must be in 0..{self.num_envs - 1}, got {self.live_slot}")
-        if self.policy == "random":
-            require(self.env_spec.admissible, f"the random policy needs admissible actions, which {self.env} lacks")
 
 
 @dataclass
@@ -80,7 +77,9 @@ def plan_episodes(task_ids: list[str], samples: int, episodes: int | None) -> li
 
 def _meta(cfg: RolloutConfig, sample: int) -> dict[str, Any]:
     meta: dict[str, Any] = {"sample": sample, "seed": cfg.seed, "max_steps": cfg.max_steps,
-                            "thoughts": cfg.with_thoughts}
+                            "thoughts": cfg.with_thoughts, "action_space": cfg.actions}
+    if cfg.actions == "admissible":
+        meta["choice_score"] = cfg.choice_score
     if cfg.uses_model:
         meta.update(
             model=cfg.model,
