@@ -81,7 +81,7 @@ def test_rollout_with_admissible_actions_only_sends_admissible_commands(tmp_path
 
 
 def test_config_refuses_admissible_math_and_unknown_values(tmp_path):
-    with pytest.raises(ConfigError, match="math problems list no admissible commands"):
+    with pytest.raises(ConfigError, match="math lists no admissible commands"):
         _cfg(tmp_path, env="math", action_space="admissible")
     with pytest.raises(ConfigError, match="`action_space` must be one of free, admissible"):
         _cfg(tmp_path, action_space="list")
@@ -104,7 +104,7 @@ def test_list_admissible_writes_the_commands_into_every_observation_the_policy_s
     listing = "Admissible commands: open door, go to room 0, go to room 1, go to room 2, go to room 3, look."
     assert len(users) == 3 and all(u.endswith(listing) for u in users)
     assert row["steps"][0]["observation"].endswith(listing)  # the step records what the agent saw
-    with pytest.raises(ConfigError, match="math problems list no admissible commands"):
+    with pytest.raises(ConfigError, match="math lists no admissible commands to show"):
         _cfg(tmp_path, env="math", list_admissible=True)
 
 
