@@ -44,11 +44,10 @@ def choose(backend: Any, requests: list[Request], sampling: Sampling) -> list[li
     """
     started = time.perf_counter()
     options = [distinct(list(r.choices or [])) for r in requests]
-    prompts = [backend.encode(r.messages) for r in requests]
-    heads, tails = [], []
-    for request, prompt, opts in zip(requests, prompts, options, strict=True):
-        text = backend.render(request.messages)
-        full = [backend.tokens(text + option) + [backend.end_id] for option in opts]
+    prompts, heads, tails = [], [], []
+    for request, opts in zip(requests, options, strict=True):
+        prompt, full = choice_tokens(backend, backend.render(request.messages), opts)
+        prompts.append(prompt)
         shared = min(common_prefix(prompt, ids) for ids in full)  # tokens may merge across the boundary
         if shared == 0:
             raise ValueError("a constrained request needs a non-empty prompt")
@@ -78,6 +77,26 @@ def choose(backend: Any, requests: list[Request], sampling: Sampling) -> list[li
         len(t) for group in tails for t in group
     )
     return out
+
+
+def choice_tokens(backend: Any, text: str, options: list[str]) -> tuple[list[int], list[list[int]]]:
+    """The prompt's tokens and ``tokens(text + option) + [end of turn]`` for every option.
+
+    Tokenizing the whole chat once per option would cost more than the model on CPU (20 commands x a 2,000-token
+    chat), so each option re-tokenizes only the text from the prompt's last added token (``<|im_start|>`` of the
+    assistant header) on: a tokenizer splits added tokens out before anything else, so what precedes one never
+    depends on what follows it. Checked per call: the prompt's own suffix must re-tokenize to the same ids, else
+    every option is tokenized whole.
+    """
+    tokenizer = backend.tokenizer
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
+    added = set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    cut = max((i for i, t in enumerate(ids) if t in added), default=0)
+    start = offsets[cut][0] if cut else 0
+    if cut and ids[:cut] + backend.tokens(text[start:]) != ids:
+        cut, start = 0, 0
+    return ids, [ids[:cut] + backend.tokens(text[start:] + option) + [backend.end_id] for option in options]
 
 
 def rank(scored: list[Completion], sampling: Sampling, generator: Any = None) -> list[Completion]:

@@ -112,3 +112,14 @@ def test_free_and_constrained_requests_in_one_call_keep_their_order(tiny_model):
     out = backend.generate([free, constrained, free], Sampling(max_new_tokens=3))
     assert out[1][0].text in ("look", "inventory") and out[1][0].logprob is not None
     assert out[0][0].text == out[2][0].text and out[0][0].logprob is None
+
+
+def test_options_tokenized_from_the_last_added_token_equal_whole_tokenization(tiny_model):
+    from agentrl.backends.choices import choice_tokens
+
+    model, tokenizer = tiny_model
+    backend = TransformersBackend(model, tokenizer)
+    for text in (backend.render(_chat("You see a fridge 1. " * 30)), "no added token here: Action: "):
+        prompt, full = choice_tokens(backend, text, CHOICES)
+        assert prompt == backend.tokens(text)
+        assert full == [backend.tokens(text + c) + [backend.end_id] for c in CHOICES]
