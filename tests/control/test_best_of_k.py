@@ -113,6 +113,7 @@ def test_best_of_k_on_react_and_value_model(tiny_model_dir: Path, tmp_path: Path
     torch.manual_seed(0)
     critic = ValueModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir), hidden_size=64)
     torch.nn.init.normal_(critic.value_head.weight)  # a non-zero head, so candidates get different values
+    critic.trained_at = {"level": "step", "afterstates": True}  # as the learner records it
     critic.save_pretrained(tmp_path / "critic")
     scorer = CriticScorer.from_pretrained(str(tmp_path / "critic"), backend.tokenizer)
     controller = BestOfK(policy, scorer, k=3)
