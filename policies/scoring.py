@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from agentrl import kv_cache
+from agentrl.backends.transformers_backend import end_of_turn_id
 from agentrl.data import encode_after_action
 from agentrl.kv_cache import CachedPrefix, PrefixStore
 from agentrl.models import ModelError
@@ -26,17 +27,6 @@ class ActionScorer(Protocol):
     def score(
         self, contexts: Sequence[Context], candidates: Sequence[Sequence[Decision]]
     ) -> list[list[float]]: ...
-
-
-def end_of_turn_id(tokenizer: Any) -> int:
-    """The token that closes an assistant turn in the chat template (``<|im_end|>`` for ChatML), else EOS."""
-    vocab = tokenizer.get_vocab()
-    for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"):
-        if token in vocab:
-            return int(vocab[token])
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no end-of-turn or EOS token to score candidates at")
-    return int(tokenizer.eos_token_id)
 
 
 def check_trained_at_afterstates(model: Any, path: str | Path) -> None:
