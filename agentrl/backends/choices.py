@@ -33,8 +33,11 @@ def distinct(choices: list[str]) -> list[str]:
     return out
 
 
+FUSE_LIMIT = 8  # uncached head tokens per row that ride along in every tail instead of a separate prefill
+
+
 def choose(backend: Any, requests: list[Request], sampling: Sampling) -> list[list[Completion]]:
-    """The ``sampling.n`` best distinct choices of each request (best first), in one prefill and one tail pass.
+    """The ``sampling.n`` best distinct choices of each request (best first), in at most two batched forwards.
 
     Args:
         backend: a ``TransformersBackend`` (its model, tokenizer, carried caches and stats are used).
@@ -44,38 +47,73 @@ def choose(backend: Any, requests: list[Request], sampling: Sampling) -> list[li
     """
     started = time.perf_counter()
     options = [distinct(list(r.choices or [])) for r in requests]
-    prompts, heads, tails = [], [], []
+    prompts, fulls, shared = [], [], []
     for request, opts in zip(requests, options, strict=True):
         prompt, full = choice_tokens(backend, backend.render(request.messages), opts)
         prompts.append(prompt)
-        shared = min(common_prefix(prompt, ids) for ids in full)  # tokens may merge across the boundary
-        if shared == 0:
+        fulls.append(full)
+        shared.append(min(common_prefix(prompt, ids) for ids in full))  # tokens may merge across the boundary
+        if shared[-1] == 0:
             raise ValueError("a constrained request needs a non-empty prompt")
-        heads.append(prompt[:shared])
-        tails.append([ids[shared:] for ids in full])
-    prefilled = backend._prefill(requests, heads)
-    logprobs = _tail_logprobs(backend, prefilled, tails)
-    if backend.carry_cache:  # the cache keeps the shared head; the chosen tail is re-fed with the next turn
-        kv_cache.crop(prefilled.cache, prefilled.batch.mask.shape[1])
-        batch = prefilled.batch
-        backend._store(requests, kv_cache.row_prefixes(prefilled.cache, batch.input_ids, batch.mask))
+    heads = [prompt[:n] for prompt, n in zip(prompts, shared, strict=True)]
+    pasts = [backend._cache.lookup(r.cache_key, head) if backend.carry_cache else (None, 0)
+             for r, head in zip(requests, heads, strict=True)]  # fmt: skip
+    if all(0 < len(head) - keep <= FUSE_LIMIT for head, (_, keep) in zip(heads, pasts, strict=True)):
+        # The heads are cached but for a few tokens (a thought was just generated on this conversation): those
+        # tokens ride along in every tail, and one packed forward on the stacked cache scores everything.
+        reuse = [keep for _, keep in pasts]
+        cache = kv_cache.stack(pasts, max(reuse), backend._device())
+        tails = [[ids[keep:] for ids in full] for full, keep in zip(fulls, reuse, strict=True)]
+        skips = [n - keep for n, keep in zip(shared, reuse, strict=True)]
+        logprobs = _tail_logprobs(backend, cache, _past_mask(reuse, backend._device()), tails, skips)
+        backend.stats.extra["fused_choice_calls"] = backend.stats.extra.get("fused_choice_calls", 0) + 1
+    else:
+        prefilled = backend._prefill(requests, heads)
+        reuse = prefilled.reuse
+        tails = [[ids[n:] for ids in full] for full, n in zip(fulls, shared, strict=True)]
+        skips = [0] * len(requests)
+        logprobs = _tail_logprobs(backend, prefilled.cache, prefilled.batch.mask, tails, skips, prefilled.logits)
+        if backend.carry_cache:  # the cache keeps the shared head; the chosen tail is re-fed with the next turn
+            kv_cache.crop(prefilled.cache, prefilled.batch.mask.shape[1])
+            batch = prefilled.batch
+            backend._store(requests, kv_cache.row_prefixes(prefilled.cache, batch.input_ids, batch.mask))
+    out = _ranked(options, tails, skips, logprobs, sampling)
+    backend._count(heads, reuse, sum(c.num_tokens for group in out for c in group), started)
+    backend.stats.extra["choice_tokens"] = backend.stats.extra.get("choice_tokens", 0) + sum(
+        len(t) for group in tails for t in group
+    )
+    return out
+
+
+def _past_mask(lengths: list[int], device: Any) -> Any:
+    """``[R, max(lengths)]`` True on each row's right-aligned cached tokens (the layout of :func:`kv_cache.stack`)."""
+    import torch
+
+    width = max(lengths)
+    mask = torch.zeros((len(lengths), width), dtype=torch.bool, device=device)
+    for row, n in enumerate(lengths):
+        mask[row, width - n :] = True
+    return mask
+
+
+def _ranked(
+    options: list[list[str]], tails: list[list[list[int]]], skips: list[int], logprobs: list[list[list[float]]],
+    sampling: Sampling,
+) -> list[list[Completion]]:
+    """Each request's choices as completions (scored tokens only), best first, cut at ``sampling.n``."""
     generator = None
     if sampling.temperature > 0 and sampling.seed is not None:
         import torch
 
         generator = torch.Generator(device="cpu").manual_seed(int(sampling.seed))
     out = []
-    for opts, group, lps in zip(options, tails, logprobs, strict=True):
+    for opts, group, skip, lps in zip(options, tails, skips, logprobs, strict=True):
         scored = [
-            Completion(text=o, num_tokens=len(t), finish_reason="stop", logprob=sum(lp),
-                       token_logprobs=list(zip(t, lp, strict=True)))
+            Completion(text=o, num_tokens=len(t) - skip, finish_reason="stop", logprob=sum(lp),
+                       token_logprobs=list(zip(t[skip:], lp, strict=True)))
             for o, t, lp in zip(opts, group, lps, strict=True)
-        ]
+        ]  # fmt: skip
         out.append(rank(scored, sampling, generator)[: max(1, int(sampling.n))])
-    backend._count(heads, prefilled.reuse, sum(c.num_tokens for group in out for c in group), started)
-    backend.stats.extra["choice_tokens"] = backend.stats.extra.get("choice_tokens", 0) + sum(
-        len(t) for group in tails for t in group
-    )
     return out
 
 
@@ -96,7 +134,8 @@ def choice_tokens(backend: Any, text: str, options: list[str]) -> tuple[list[int
     start = offsets[cut][0] if cut else 0
     if cut and ids[:cut] + backend.tokens(text[start:]) != ids:
         cut, start = 0, 0
-    return ids, [ids[:cut] + backend.tokens(text[start:] + option) + [backend.end_id] for option in options]
+    suffixes = tokenizer([text[start:] + option for option in options], add_special_tokens=False)["input_ids"]
+    return ids, [ids[:cut] + list(tail) + [backend.end_id] for tail in suffixes]
 
 
 def rank(scored: list[Completion], sampling: Sampling, generator: Any = None) -> list[Completion]:
@@ -112,28 +151,35 @@ def rank(scored: list[Completion], sampling: Sampling, generator: Any = None) ->
     return [scored[j] for j in order]
 
 
-def _tail_logprobs(backend: Any, prefilled: Any, tails: list[list[list[int]]]) -> list[list[list[float]]]:
-    """The log-prob of every token of every tail on top of its row's prefill: one packed forward for all."""
+def _tail_logprobs(
+    backend: Any, cache: Any, past_mask: Any, tails: list[list[list[int]]], skips: list[int], first: Any = None
+) -> list[list[list[float]]]:
+    """Log-probs of every tail's scored tokens on top of its row's cache: one packed forward for all of them.
+
+    Row ``r``'s tails score their tokens from index ``skips[r]`` on (the tokens before it are shared by every
+    tail of the row, so they rank nothing). With ``skips[r] == 0`` the first token's logits come from ``first``
+    (``[R, V]``, the prefill's last position); else from the tail's own previous position.
+    """
     import torch
 
-    batch = prefilled.batch
-    packed = kv_cache.packed_tails(batch.mask, tails, backend.pad_id)
+    packed = kv_cache.packed_tails(past_mask, tails, backend.pad_id)
     with torch.inference_mode():
         out, _ = kv_cache.forward(
             backend.model,
-            prefilled.cache,
+            cache,
             input_ids=packed.input_ids,
             attention_mask=packed.mask,
             position_ids=packed.positions,
         )
-        first = prefilled.logits.log_softmax(-1)  # [B, V]: each row's next token after the shared head
+        head = first.log_softmax(-1) if first is not None else None  # [R, V]
         result = []
-        for r, (group, spans) in enumerate(zip(tails, packed.spans, strict=True)):
+        for r, (group, spans, skip) in enumerate(zip(tails, packed.spans, skips, strict=True)):
             row = out.logits[r].float().log_softmax(-1)  # [Q, V]
             ids = packed.input_ids[r]
             values = []
             for tail, (start, stop) in zip(group, spans, strict=True):
-                rest = row[start : stop - 1].gather(1, ids[start + 1 : stop, None])[:, 0]
-                values.append([float(first[r, tail[0]]), *rest.tolist()])
+                begin = start + max(skip, 1)  # token i of the tail is predicted at position i - 1
+                rest = row[begin - 1 : stop - 1].gather(1, ids[begin:stop, None])[:, 0].tolist()
+                values.append(([float(head[r, tail[0]])] if skip == 0 else []) + rest)
             result.append(values)
     return result

@@ -125,3 +125,12 @@ def test_prefix_store_lookup_own_entry_then_longest_donor():
     assert store.lookup("c", [1, 2, 3, 7])[1] == 3  # the released entry stays a donor
     store.clear()
     assert store.donors() == [] and store.lookup("c", [1, 2, 3]) == (None, 0)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "n"),
+    [([], [1], 0), ([1, 2, 3], [1, 2, 3], 3), ([1, 2, 3], [1, 2], 2), ([1, 2, 3], [1, 9, 3], 1), ([5], [6], 0),
+     (list(range(1000)), [*range(637), -1], 637)],
+)
+def test_common_prefix(a, b, n):
+    assert kv_cache.common_prefix(a, b) == kv_cache.common_prefix(b, a) == n
