@@ -70,12 +70,14 @@ class Tails:
         positions: ``[R, Q]`` each tail's positions restart at the row's number of cached real tokens.
         mask: ``[R, 1, Q, P + Q]`` bool: query ``q`` may attend to key ``k``.
         spans: ``spans[r][j] = (start, stop)``: tail ``j`` of row ``r`` occupies ``input_ids[r, start:stop]``.
+        shared_spans: ``(start, stop)`` of row ``r``'s shared segment (empty when it has none).
     """
 
     input_ids: Any
     positions: Any
     mask: Any
     spans: list[list[tuple[int, int]]]
+    shared_spans: list[tuple[int, int]]
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -231,45 +233,71 @@ def left_padded(
     return Padded(input_ids=input_ids, mask=mask, positions=positions, past_len=past_len, cache=cache)
 
 
-def packed_tails(past_mask: Any, tails: Sequence[Sequence[Sequence[int]]], pad_id: int) -> Tails:
+def packed_tails(
+    past_mask: Any,
+    tails: Sequence[Sequence[Sequence[int]]],
+    pad_id: int,
+    shared: Sequence[Sequence[int]] | None = None,
+) -> Tails:
     """All tails of row ``r`` side by side after its cached columns, each computed as if it were alone.
 
-    Row ``r`` is ``[pad .. tail_r1 tail_r2 ...]`` (right-aligned). A tail's query sees the row's real cached
-    columns (``past_mask[r]``) and the earlier tokens of its own tail (block-diagonal, causal); pad queries see
-    themselves only (keeps them finite). Each tail's positions start at the row's number of real cached tokens.
+    Row ``r`` is ``[pad .. shared_r tail_r1 tail_r2 ...]`` (right-aligned). The optional ``shared_r`` segment
+    (tokens every tail continues, e.g. the part of a prompt the cache lacks) is read once: its queries see the
+    row's real cached columns (``past_mask[r]``) and its own earlier tokens. A tail's query sees the cached
+    columns, all of ``shared_r``, and the earlier tokens of its own tail (block-diagonal, causal); pad queries see
+    themselves only (keeps them finite). Positions continue from the row's number of real cached tokens
+    (``shared_r`` first, then each tail restarting where ``shared_r`` ends).
 
     Args:
         past_mask: ``[R, P]`` 1/True where the cache holds a real token of row ``r``.
         tails: ``tails[r][j]``: the tokens of candidate ``j`` of row ``r`` (at least one each).
         pad_id: the token id written on pads.
+        shared: ``shared[r]``: tokens before every tail of row ``r`` (default: none).
     """
     import torch
 
     device = past_mask.device
     rows, plen = past_mask.shape
-    qlen = max(sum(len(t) for t in group) for group in tails)
+    heads = [list(h) for h in shared] if shared is not None else [[] for _ in tails]
+    totals = [len(h) + sum(len(t) for t in group) for h, group in zip(heads, tails, strict=True)]
+    qlen = max(totals)
     ids = torch.full((rows, qlen), pad_id, dtype=torch.long)
     positions = torch.zeros((rows, qlen), dtype=torch.long)
     mask = torch.zeros((rows, 1, qlen, plen + qlen), dtype=torch.bool)
     seen = past_mask.bool().cpu()
     spans: list[list[tuple[int, int]]] = []
-    for r, group in enumerate(tails):
+    shared_spans: list[tuple[int, int]] = []
+    for r, (head, group) in enumerate(zip(heads, tails, strict=True)):
         cached = int(seen[r].sum())
-        start = qlen - sum(len(t) for t in group)
+        start = qlen - totals[r]
         for q in range(start):
             mask[r, 0, q, plen + q] = True
+        head_stop = start + len(head)
+        if head:
+            ids[r, start:head_stop] = torch.tensor(head)
+            positions[r, start:head_stop] = torch.arange(cached, cached + len(head))
+            mask[r, 0, start:head_stop, :plen] = seen[r]
+            mask[r, 0, start:head_stop, plen + start : plen + head_stop] = _causal(len(head))
+        shared_spans.append((start, head_stop))
         spans.append([])
+        begin = head_stop
         for tail in group:
-            stop = start + len(tail)
-            ids[r, start:stop] = torch.tensor(list(tail))
-            positions[r, start:stop] = torch.arange(cached, cached + len(tail))
-            mask[r, 0, start:stop, :plen] = seen[r]
-            mask[r, 0, start:stop, plen + start : plen + stop] = (
-                torch.ones(len(tail), len(tail)).tril().bool()
-            )
-            spans[-1].append((start, stop))
-            start = stop
-    return Tails(input_ids=ids.to(device), positions=positions.to(device), mask=mask.to(device), spans=spans)
+            stop = begin + len(tail)
+            ids[r, begin:stop] = torch.tensor(list(tail))
+            positions[r, begin:stop] = torch.arange(cached + len(head), cached + len(head) + len(tail))
+            mask[r, 0, begin:stop, :plen] = seen[r]
+            mask[r, 0, begin:stop, plen + start : plen + head_stop] = True
+            mask[r, 0, begin:stop, plen + begin : plen + stop] = _causal(len(tail))
+            spans[-1].append((begin, stop))
+            begin = stop
+    return Tails(input_ids=ids.to(device), positions=positions.to(device), mask=mask.to(device), spans=spans,
+                 shared_spans=shared_spans)  # fmt: skip
+
+
+def _causal(n: int) -> Any:
+    import torch
+
+    return torch.ones(n, n, dtype=torch.bool).tril()
 
 
 def row_prefixes(cache: Any, input_ids: Any, mask: Any) -> list[CachedPrefix]:

@@ -1,11 +1,13 @@
 """Constrained completions for the transformers backend: the turn ends with one of ``Request.choices``.
 
-Every choice of a request is scored in one prefix-shared pass on top of the conversation's carried KV cache:
+Every choice of a request is scored in one prefix-shared forward on top of the conversation's carried KV cache.
+Row ``r`` of that forward holds, after the cached prefix the conversation already has:
 
-1. the tokens that the prompt and all its choices share go through the backend's usual prefill (which reuses the
-   cache, so an agent's step feeds only its new observation), giving the logits of each choice's first token;
-2. every choice's own tail (its remaining tokens and the end-of-turn token) is packed side by side in the same
-   row under a block-diagonal mask (:func:`agentrl.kv_cache.packed_tails`), one forward for all rows and choices.
+1. the rest of the tokens that the prompt and all its choices share (an agent's new observation, or the few
+   tokens after a thought that was just generated), read once (:func:`agentrl.kv_cache.packed_tails`'s shared
+   segment); its last position predicts each choice's first token;
+2. every choice's own tail (its remaining tokens and the end-of-turn token), packed side by side under a
+   block-diagonal mask, so each is computed as if it were alone, without a copy of the cache per choice.
 
 A choice's log-prob is then exact -- the sum of ``log p(token | chat, earlier tokens)`` over its tokens and the
 end-of-turn token, the same numbers a separate full forward over the chat and that choice gives -- and the
@@ -33,11 +35,8 @@ def distinct(choices: list[str]) -> list[str]:
     return out
 
 
-FUSE_LIMIT = 8  # uncached head tokens per row that ride along in every tail instead of a separate prefill
-
-
 def choose(backend: Any, requests: list[Request], sampling: Sampling) -> list[list[Completion]]:
-    """The ``sampling.n`` best distinct choices of each request (best first), in at most two batched forwards.
+    """The ``sampling.n`` best distinct choices of each request (best first), in one batched forward.
 
     Args:
         backend: a ``TransformersBackend`` (its model, tokenizer, carried caches and stats are used).
@@ -46,43 +45,53 @@ def choose(backend: Any, requests: list[Request], sampling: Sampling) -> list[li
             replacement from ``softmax(score / temperature)``, seeded by ``seed``).
     """
     started = time.perf_counter()
+    device = backend._device()
     options = [distinct(list(r.choices or [])) for r in requests]
-    prompts, fulls, shared = [], [], []
+    heads, fulls = [], []
     for request, opts in zip(requests, options, strict=True):
         prompt, full = choice_tokens(backend, backend.render(request.messages), opts)
-        prompts.append(prompt)
-        fulls.append(full)
-        shared.append(min(common_prefix(prompt, ids) for ids in full))  # tokens may merge across the boundary
-        if shared[-1] == 0:
+        shared = min(common_prefix(prompt, ids) for ids in full)  # tokens may merge across the boundary
+        if shared == 0:
             raise ValueError("a constrained request needs a non-empty prompt")
-    heads = [prompt[:n] for prompt, n in zip(prompts, shared, strict=True)]
+        heads.append(prompt[:shared])
+        fulls.append(full)
     pasts = [backend._cache.lookup(r.cache_key, head) if backend.carry_cache else (None, 0)
              for r, head in zip(requests, heads, strict=True)]  # fmt: skip
-    if all(0 < len(head) - keep <= FUSE_LIMIT for head, (_, keep) in zip(heads, pasts, strict=True)):
-        # The heads are cached but for a few tokens (a thought was just generated on this conversation): those
-        # tokens ride along in every tail, and one packed forward on the stacked cache scores everything.
-        reuse = [keep for _, keep in pasts]
-        cache = kv_cache.stack(pasts, max(reuse), backend._device())
-        tails = [[ids[keep:] for ids in full] for full, keep in zip(fulls, reuse, strict=True)]
-        skips = [n - keep for n, keep in zip(shared, reuse, strict=True)]
-        logprobs = _tail_logprobs(backend, cache, _past_mask(reuse, backend._device()), tails, skips)
-        backend.stats.extra["fused_choice_calls"] = backend.stats.extra.get("fused_choice_calls", 0) + 1
-    else:
-        prefilled = backend._prefill(requests, heads)
-        reuse = prefilled.reuse
-        tails = [[ids[n:] for ids in full] for full, n in zip(fulls, shared, strict=True)]
-        skips = [0] * len(requests)
-        logprobs = _tail_logprobs(backend, prefilled.cache, prefilled.batch.mask, tails, skips, prefilled.logits)
-        if backend.carry_cache:  # the cache keeps the shared head; the chosen tail is re-fed with the next turn
-            kv_cache.crop(prefilled.cache, prefilled.batch.mask.shape[1])
-            batch = prefilled.batch
-            backend._store(requests, kv_cache.row_prefixes(prefilled.cache, batch.input_ids, batch.mask))
-    out = _ranked(options, tails, skips, logprobs, sampling)
+    reuse = [keep for _, keep in pasts]
+    width = max(reuse)
+    cache = kv_cache.stack(pasts, width, device) if width else kv_cache.build_cache([])
+    past_mask = _past_mask(reuse, device)
+    new = [head[keep:] for head, keep in zip(heads, reuse, strict=True)]  # what the cache lacks, read once
+    tails = [[ids[len(head) :] for ids in full] for head, full in zip(heads, fulls, strict=True)]
+    packed = kv_cache.packed_tails(past_mask, tails, backend.pad_id, shared=new)
+    logprobs = _tail_logprobs(backend, cache, packed, tails)
+    if backend.carry_cache and any(len(n) > STORE_AFTER for n in new):
+        # keep the heads (the prompts) for the next turn; a head the cache lacked only a few tokens of (a thought
+        # was just generated on it) is not worth the copy: the next turn finds all but those tokens anyway
+        backend._store(requests, _head_prefixes(cache, past_mask, pasts, packed))
+    out = _ranked(options, tails, logprobs, sampling)
     backend._count(heads, reuse, sum(c.num_tokens for group in out for c in group), started)
     backend.stats.extra["choice_tokens"] = backend.stats.extra.get("choice_tokens", 0) + sum(
         len(t) for group in tails for t in group
     )
     return out
+
+
+STORE_AFTER = 8  # a head whose uncached part is at most this long is not stored again
+
+
+def _head_prefixes(cache: Any, past_mask: Any, pasts: list[Any], packed: Any) -> list[Any]:
+    """Each row's cached prefix followed by its shared segment (the prompt), tails cut out."""
+    import torch
+
+    ids = torch.cat([torch.zeros_like(past_mask, dtype=torch.long), packed.input_ids], dim=1)
+    mask = torch.cat([past_mask, torch.zeros_like(packed.input_ids, dtype=torch.bool)], dim=1)
+    width = past_mask.shape[1]
+    for r, ((prefix, keep), (start, stop)) in enumerate(zip(pasts, packed.shared_spans, strict=True)):
+        if keep:
+            ids[r, width - keep : width] = torch.tensor(prefix.ids[:keep])
+        mask[r, width + start : width + stop] = True
+    return kv_cache.row_prefixes(cache, ids, mask)
 
 
 def _past_mask(lengths: list[int], device: Any) -> Any:
@@ -97,20 +106,19 @@ def _past_mask(lengths: list[int], device: Any) -> Any:
 
 
 def _ranked(
-    options: list[list[str]], tails: list[list[list[int]]], skips: list[int], logprobs: list[list[list[float]]],
-    sampling: Sampling,
+    options: list[list[str]], tails: list[list[list[int]]], logprobs: list[list[list[float]]], sampling: Sampling
 ) -> list[list[Completion]]:
-    """Each request's choices as completions (scored tokens only), best first, cut at ``sampling.n``."""
+    """Each request's choices as completions, best first, cut at ``sampling.n``."""
     generator = None
     if sampling.temperature > 0 and sampling.seed is not None:
         import torch
 
         generator = torch.Generator(device="cpu").manual_seed(int(sampling.seed))
     out = []
-    for opts, group, skip, lps in zip(options, tails, skips, logprobs, strict=True):
+    for opts, group, lps in zip(options, tails, logprobs, strict=True):
         scored = [
-            Completion(text=o, num_tokens=len(t) - skip, finish_reason="stop", logprob=sum(lp),
-                       token_logprobs=list(zip(t[skip:], lp, strict=True)))
+            Completion(text=o, num_tokens=len(t), finish_reason="stop", logprob=sum(lp),
+                       token_logprobs=list(zip(t, lp, strict=True)))
             for o, t, lp in zip(opts, group, lps, strict=True)
         ]  # fmt: skip
         out.append(rank(scored, sampling, generator)[: max(1, int(sampling.n))])
@@ -151,18 +159,14 @@ def rank(scored: list[Completion], sampling: Sampling, generator: Any = None) ->
     return [scored[j] for j in order]
 
 
-def _tail_logprobs(
-    backend: Any, cache: Any, past_mask: Any, tails: list[list[list[int]]], skips: list[int], first: Any = None
-) -> list[list[list[float]]]:
-    """Log-probs of every tail's scored tokens on top of its row's cache: one packed forward for all of them.
+def _tail_logprobs(backend: Any, cache: Any, packed: Any, tails: list[list[list[int]]]) -> list[list[list[float]]]:
+    """The log-prob of every token of every tail: one forward of the packed rows on top of the stacked cache.
 
-    Row ``r``'s tails score their tokens from index ``skips[r]`` on (the tokens before it are shared by every
-    tail of the row, so they rank nothing). With ``skips[r] == 0`` the first token's logits come from ``first``
-    (``[R, V]``, the prefill's last position); else from the tail's own previous position.
+    A tail's first token is predicted at the last position of its row's shared segment, token ``i`` at the
+    tail's own position ``i - 1``.
     """
     import torch
 
-    packed = kv_cache.packed_tails(past_mask, tails, backend.pad_id)
     with torch.inference_mode():
         out, _ = kv_cache.forward(
             backend.model,
@@ -171,15 +175,14 @@ def _tail_logprobs(
             attention_mask=packed.mask,
             position_ids=packed.positions,
         )
-        head = first.log_softmax(-1) if first is not None else None  # [R, V]
         result = []
-        for r, (group, spans, skip) in enumerate(zip(tails, packed.spans, skips, strict=True)):
+        for r, (group, spans) in enumerate(zip(tails, packed.spans, strict=True)):
             row = out.logits[r].float().log_softmax(-1)  # [Q, V]
             ids = packed.input_ids[r]
+            last = packed.shared_spans[r][1] - 1
             values = []
             for tail, (start, stop) in zip(group, spans, strict=True):
-                begin = start + max(skip, 1)  # token i of the tail is predicted at position i - 1
-                rest = row[begin - 1 : stop - 1].gather(1, ids[begin:stop, None])[:, 0].tolist()
-                values.append(([float(head[r, tail[0]])] if skip == 0 else []) + rest)
+                rest = row[start : stop - 1].gather(1, ids[start + 1 : stop, None])[:, 0].tolist()
+                values.append([float(row[last, tail[0]]), *rest])
             result.append(values)
     return result

@@ -134,3 +134,24 @@ def test_prefix_store_lookup_own_entry_then_longest_donor():
 )
 def test_common_prefix(a, b, n):
     assert kv_cache.common_prefix(a, b) == kv_cache.common_prefix(b, a) == n
+
+
+def test_a_shared_segment_is_read_once_and_every_tail_continues_it(tiny_model):
+    """Row 0: cached 5 + shared 2 + tails; row 1: nothing cached, shared 3: logits equal each sequence alone."""
+    model, _ = tiny_model
+    chats, shared = [[11, 12, 13, 14, 15], []], [[16, 17], [21, 22, 23]]
+    tails = [[[40, 41], [42]], [[50, 51, 52], [53]]]
+    cache = kv_cache.stack([(_prefix(model, chats[0]), 5), (None, 0)], 5, "cpu")
+    past_mask = torch.tensor([[1] * 5, [0] * 5], dtype=torch.bool)
+    packed = kv_cache.packed_tails(past_mask, tails, pad_id=0, shared=shared)
+    assert packed.shared_spans == [(2, 4), (0, 3)] and packed.spans == [[(4, 6), (6, 7)], [(3, 6), (6, 7)]]
+    with torch.inference_mode():
+        out, _ = kv_cache.forward(model, cache, input_ids=packed.input_ids, attention_mask=packed.mask,
+                                  position_ids=packed.positions)
+    for r in range(2):
+        start, stop = packed.shared_spans[r]
+        want = _logits_alone(model, chats[r] + shared[r])[len(chats[r]) :]
+        assert torch.allclose(out.logits[r, start:stop].float(), want, atol=1e-4)
+        for tail, (start, stop) in zip(tails[r], packed.spans[r], strict=True):
+            want = _logits_alone(model, chats[r] + shared[r] + tail)[-len(tail) :]
+            assert torch.allclose(out.logits[r, start:stop].float(), want, atol=1e-4)
