@@ -153,6 +153,8 @@ class PolicyOptions(OptionGroup):
         require(self.anti_loop >= 0, f"`anti_loop` must be >= 0, got {self.anti_loop}")
         require(not self.anti_loop or self.actions == "admissible",
                 "--anti-loop masks admissible commands: use it with --action-space admissible")
+        require(not self.logprob_weight or self.actions == "admissible",
+                "--logprob-weight weighs the policy's log-prob of admissible commands: use --action-space admissible")
         if self.best_of is not None:
             require(self.best_of >= 1, f"--best-of must be >= 1, got {self.best_of}")
             require(self.policy in MODEL_POLICIES,

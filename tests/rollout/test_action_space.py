@@ -129,6 +129,8 @@ def test_anti_loop_masks_a_command_that_changed_nothing_for_the_window(tmp_path,
     assert masked_steps > 0
     with pytest.raises(ConfigError, match="--anti-loop masks admissible commands"):
         _cfg(tmp_path, anti_loop=2)
+    with pytest.raises(ConfigError, match="--logprob-weight weighs the policy's log-prob of admissible commands"):
+        _cfg(tmp_path, logprob_weight=0.5)
 
 
 def test_anti_loop_window_and_the_all_masked_fallback():
