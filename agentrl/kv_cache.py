@@ -12,10 +12,10 @@ candidate's tail on top of its cache (``agentrl.policies.scoring.CriticScorer``)
    ``[pad .. cached_i][pad .. new_i]`` with an attention mask that is 0 on pads and position ids from the mask's
    cumulative sum, so every real token keeps the position it would have without padding (cached keys already carry
    their rotary positions).
-3. **Pack several continuations of one row** -- :func:`packed_tails` puts all candidate tails of a row side by
-   side after its cache under a block-diagonal 4D mask (each tail sees the row's real cached tokens and its own
-   earlier tokens only; positions restart where the cache ends), so every tail is computed exactly as if it were
-   alone, without a copy of the cache per candidate.
+3. **Pack several continuations of one row** -- :func:`packed_tails` puts all candidate tails of a row after its
+   cache as a token tree under a 4D mask (each tail token sees the row's real cached tokens and its own earlier
+   tokens only; tails with a common prefix share its tokens; positions continue where the cache ends), so every
+   tail is computed exactly as if it were alone, without a copy of the cache per candidate.
 4. **Keep the real columns** -- :func:`row_prefixes` cuts each row's pads out of a batched cache, and
    :func:`crop` drops trailing columns.
 
@@ -69,14 +69,15 @@ class Tails:
         input_ids: ``[R, Q]`` tail tokens, right-aligned; pads before them.
         positions: ``[R, Q]`` each tail's positions restart at the row's number of cached real tokens.
         mask: ``[R, 1, Q, P + Q]`` bool: query ``q`` may attend to key ``k``.
-        spans: ``spans[r][j] = (start, stop)``: tail ``j`` of row ``r`` occupies ``input_ids[r, start:stop]``.
+        paths: ``paths[r][j]``: the query indices of the tokens of tail ``j`` of row ``r``, in order (tails with a
+            common prefix share its queries).
         shared_spans: ``(start, stop)`` of row ``r``'s shared segment (empty when it has none).
     """
 
     input_ids: Any
     positions: Any
     mask: Any
-    spans: list[list[tuple[int, int]]]
+    paths: list[list[list[int]]]
     shared_spans: list[tuple[int, int]]
 
 
@@ -239,14 +240,15 @@ def packed_tails(
     pad_id: int,
     shared: Sequence[Sequence[int]] | None = None,
 ) -> Tails:
-    """All tails of row ``r`` side by side after its cached columns, each computed as if it were alone.
+    """All tails of row ``r`` packed after its cached columns as a token tree, each computed as if it were alone.
 
-    Row ``r`` is ``[pad .. shared_r tail_r1 tail_r2 ...]`` (right-aligned). The optional ``shared_r`` segment
-    (tokens every tail continues, e.g. the part of a prompt the cache lacks) is read once: its queries see the
-    row's real cached columns (``past_mask[r]``) and its own earlier tokens. A tail's query sees the cached
-    columns, all of ``shared_r``, and the earlier tokens of its own tail (block-diagonal, causal); pad queries see
-    themselves only (keeps them finite). Positions continue from the row's number of real cached tokens
-    (``shared_r`` first, then each tail restarting where ``shared_r`` ends).
+    Row ``r`` is ``[pad .. shared_r nodes_r]`` (right-aligned). The optional ``shared_r`` segment (tokens every
+    tail continues, e.g. the part of a prompt the cache lacks) is read once; its queries see the row's real cached
+    columns (``past_mask[r]``) and its own earlier tokens. The tails are merged into a trie (``go to cabinet 1`` and
+    ``go to cabinet 2`` share the nodes of ``go to cabinet``), one query per node: a node sees the cached columns,
+    all of ``shared_r`` and its ancestors (tree attention), so each tail's tokens are computed exactly as if that
+    tail were alone after the cache and ``shared_r``. Pad queries see themselves only (keeps them finite). A node's
+    position is the row's number of real cached tokens, plus ``len(shared_r)``, plus its depth.
 
     Args:
         past_mask: ``[R, P]`` 1/True where the cache holds a real token of row ``r``.
@@ -259,39 +261,61 @@ def packed_tails(
     device = past_mask.device
     rows, plen = past_mask.shape
     heads = [list(h) for h in shared] if shared is not None else [[] for _ in tails]
-    totals = [len(h) + sum(len(t) for t in group) for h, group in zip(heads, tails, strict=True)]
+    trees = [_trie(group) for group in tails]  # (tokens, parents, depths, paths) per row
+    totals = [len(h) + len(tree[0]) for h, tree in zip(heads, trees, strict=True)]
     qlen = max(totals)
     ids = torch.full((rows, qlen), pad_id, dtype=torch.long)
     positions = torch.zeros((rows, qlen), dtype=torch.long)
     mask = torch.zeros((rows, 1, qlen, plen + qlen), dtype=torch.bool)
     seen = past_mask.bool().cpu()
-    spans: list[list[tuple[int, int]]] = []
+    paths: list[list[list[int]]] = []
     shared_spans: list[tuple[int, int]] = []
-    for r, (head, group) in enumerate(zip(heads, tails, strict=True)):
+    for r, (head, (tokens, parents, depths, tree_paths)) in enumerate(zip(heads, trees, strict=True)):
         cached = int(seen[r].sum())
         start = qlen - totals[r]
         for q in range(start):
             mask[r, 0, q, plen + q] = True
-        head_stop = start + len(head)
+        base = start + len(head)  # query index of node 0
         if head:
-            ids[r, start:head_stop] = torch.tensor(head)
-            positions[r, start:head_stop] = torch.arange(cached, cached + len(head))
-            mask[r, 0, start:head_stop, :plen] = seen[r]
-            mask[r, 0, start:head_stop, plen + start : plen + head_stop] = _causal(len(head))
-        shared_spans.append((start, head_stop))
-        spans.append([])
-        begin = head_stop
-        for tail in group:
-            stop = begin + len(tail)
-            ids[r, begin:stop] = torch.tensor(list(tail))
-            positions[r, begin:stop] = torch.arange(cached + len(head), cached + len(head) + len(tail))
-            mask[r, 0, begin:stop, :plen] = seen[r]
-            mask[r, 0, begin:stop, plen + start : plen + head_stop] = True
-            mask[r, 0, begin:stop, plen + begin : plen + stop] = _causal(len(tail))
-            spans[-1].append((begin, stop))
-            begin = stop
-    return Tails(input_ids=ids.to(device), positions=positions.to(device), mask=mask.to(device), spans=spans,
+            ids[r, start:base] = torch.tensor(head)
+            positions[r, start:base] = torch.arange(cached, cached + len(head))
+            mask[r, 0, start:base, plen + start : plen + base] = _causal(len(head))
+        shared_spans.append((start, base))
+        ids[r, base : base + len(tokens)] = torch.tensor(tokens)
+        positions[r, base : base + len(tokens)] = cached + len(head) + torch.tensor(depths)
+        mask[r, 0, start : base + len(tokens), :plen] = seen[r]
+        mask[r, 0, base : base + len(tokens), plen + start : plen + base] = True
+        for node, parent in enumerate(parents):  # a node sees its parent's ancestors and itself
+            if parent >= 0:
+                mask[r, 0, base + node, plen + base : plen + base + node] = mask[
+                    r, 0, base + parent, plen + base : plen + base + node
+                ]
+            mask[r, 0, base + node, plen + base + node] = True
+        paths.append([[base + node for node in path] for path in tree_paths])
+    return Tails(input_ids=ids.to(device), positions=positions.to(device), mask=mask.to(device), paths=paths,
                  shared_spans=shared_spans)  # fmt: skip
+
+
+def _trie(tails: Sequence[Sequence[int]]) -> tuple[list[int], list[int], list[int], list[list[int]]]:
+    """Tails merged into a token trie: node tokens, parent node (-1: root), depth, and each tail's node path."""
+    tokens: list[int] = []
+    parents: list[int] = []
+    depths: list[int] = []
+    children: dict[tuple[int, int], int] = {}
+    paths = []
+    for tail in tails:
+        node, path = -1, []
+        for depth, token in enumerate(tail):
+            key = (node, int(token))
+            if key not in children:
+                children[key] = len(tokens)
+                tokens.append(int(token))
+                parents.append(node)
+                depths.append(depth)
+            node = children[key]
+            path.append(node)
+        paths.append(path)
+    return tokens, parents, depths, paths
 
 
 def _causal(n: int) -> Any:

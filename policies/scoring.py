@@ -235,7 +235,7 @@ class CriticScorer:
         )
         values = self._values(hidden)  # [E, Q]
         self.fed_tokens += sum(len(t) for group in tails for t in group)
-        return [[float(values[r, stop - 1]) for _, stop in spans] for r, spans in enumerate(packed.spans)]
+        return [[float(values[r, path[-1]]) for path in paths] for r, paths in enumerate(packed.paths)]
 
     def _extend(
         self, pasts: list[tuple[CachedPrefix | None, int]], new: list[list[int]]

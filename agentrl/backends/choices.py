@@ -6,8 +6,9 @@ Row ``r`` of that forward holds, after the cached prefix the conversation alread
 1. the rest of the tokens that the prompt and all its choices share (an agent's new observation, or the few
    tokens after a thought that was just generated), read once (:func:`agentrl.kv_cache.packed_tails`'s shared
    segment); its last position predicts each choice's first token;
-2. every choice's own tail (its remaining tokens and the end-of-turn token), packed side by side under a
-   block-diagonal mask, so each is computed as if it were alone, without a copy of the cache per choice.
+2. every choice's own tail (its remaining tokens and the end-of-turn token), packed as a token tree (choices that
+   start alike share those tokens) under a tree-attention mask, so each is computed as if it were alone, without a
+   copy of the cache per choice.
 
 A choice's log-prob is then exact -- the sum of ``log p(token | chat, earlier tokens)`` over its tokens and the
 end-of-turn token, the same numbers a separate full forward over the chat and that choice gives -- and the
@@ -176,13 +177,12 @@ def _tail_logprobs(backend: Any, cache: Any, packed: Any, tails: list[list[list[
             position_ids=packed.positions,
         )
         result = []
-        for r, (group, spans) in enumerate(zip(tails, packed.spans, strict=True)):
+        for r, (group, paths) in enumerate(zip(tails, packed.paths, strict=True)):
             row = out.logits[r].float().log_softmax(-1)  # [Q, V]
-            ids = packed.input_ids[r]
             last = packed.shared_spans[r][1] - 1
             values = []
-            for tail, (start, stop) in zip(group, spans, strict=True):
-                rest = row[start : stop - 1].gather(1, ids[start + 1 : stop, None])[:, 0].tolist()
-                values.append([float(row[last, tail[0]]), *rest])
+            for tail, path in zip(group, paths, strict=True):
+                before = [last, *path[:-1]]  # token i is predicted at the query of token i - 1
+                values.append(row[before, list(tail)].tolist())
             result.append(values)
     return result

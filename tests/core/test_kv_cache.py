@@ -97,7 +97,7 @@ def test_packed_tails_equal_each_tail_read_alone(tiny_model):
     cache = kv_cache.stack([(_prefix(model, c), len(c)) for c in chats], width, "cpu")
     past_mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 0, 1, 1]], dtype=torch.bool)
     packed = kv_cache.packed_tails(past_mask, tails, pad_id=0)
-    assert packed.spans == [[(0, 2), (2, 3), (3, 6)], [(3, 6)]]
+    assert packed.paths == [[[0, 1], [2], [3, 4, 5]], [[3, 4, 5]]]
     with torch.inference_mode():
         out, _ = kv_cache.forward(
             model,
@@ -107,9 +107,9 @@ def test_packed_tails_equal_each_tail_read_alone(tiny_model):
             position_ids=packed.positions,
         )
     for r, (chat, group) in enumerate(zip(chats, tails, strict=True)):
-        for tail, (start, stop) in zip(group, packed.spans[r], strict=True):
+        for tail, path in zip(group, packed.paths[r], strict=True):
             want = _logits_alone(model, chat + tail)[len(chat) :]
-            assert torch.allclose(out.logits[r, start:stop].float(), want, atol=1e-4)
+            assert torch.allclose(out.logits[r, path].float(), want, atol=1e-4)
 
 
 def test_prefix_store_lookup_own_entry_then_longest_donor():
@@ -144,7 +144,7 @@ def test_a_shared_segment_is_read_once_and_every_tail_continues_it(tiny_model):
     cache = kv_cache.stack([(_prefix(model, chats[0]), 5), (None, 0)], 5, "cpu")
     past_mask = torch.tensor([[1] * 5, [0] * 5], dtype=torch.bool)
     packed = kv_cache.packed_tails(past_mask, tails, pad_id=0, shared=shared)
-    assert packed.shared_spans == [(2, 4), (0, 3)] and packed.spans == [[(4, 6), (6, 7)], [(3, 6), (6, 7)]]
+    assert packed.shared_spans == [(2, 4), (0, 3)] and packed.paths == [[[4, 5], [6]], [[3, 4, 5], [6]]]
     with torch.inference_mode():
         out, _ = kv_cache.forward(model, cache, input_ids=packed.input_ids, attention_mask=packed.mask,
                                   position_ids=packed.positions)
@@ -152,6 +152,23 @@ def test_a_shared_segment_is_read_once_and_every_tail_continues_it(tiny_model):
         start, stop = packed.shared_spans[r]
         want = _logits_alone(model, chats[r] + shared[r])[len(chats[r]) :]
         assert torch.allclose(out.logits[r, start:stop].float(), want, atol=1e-4)
-        for tail, (start, stop) in zip(tails[r], packed.spans[r], strict=True):
+        for tail, path in zip(tails[r], packed.paths[r], strict=True):
             want = _logits_alone(model, chats[r] + shared[r] + tail)[-len(tail) :]
-            assert torch.allclose(out.logits[r, start:stop].float(), want, atol=1e-4)
+            assert torch.allclose(out.logits[r, path].float(), want, atol=1e-4)
+
+
+def test_tails_with_a_common_prefix_share_its_tokens(tiny_model):
+    """go-to-like tails [7, 8, 1], [7, 8, 2], [7, 9] and a repeat: 5 tree nodes instead of 11 tokens, exact."""
+    model, _ = tiny_model
+    chat = [11, 12, 13]
+    tails = [[[7, 8, 1], [7, 8, 2], [7, 9], [7, 8, 1]]]
+    cache = kv_cache.stack([(_prefix(model, chat), 3)], 3, "cpu")
+    packed = kv_cache.packed_tails(torch.ones((1, 3), dtype=torch.bool), tails, pad_id=0)
+    assert packed.input_ids.tolist() == [[7, 8, 1, 2, 9]]
+    assert packed.paths == [[[0, 1, 2], [0, 1, 3], [0, 4], [0, 1, 2]]]
+    assert packed.positions.tolist() == [[3, 4, 5, 5, 4]]
+    with torch.inference_mode():
+        out, _ = kv_cache.forward(model, cache, input_ids=packed.input_ids, attention_mask=packed.mask,
+                                  position_ids=packed.positions)
+    for tail, path in zip(tails[0], packed.paths[0], strict=True):
+        assert torch.allclose(out.logits[0, path].float(), _logits_alone(model, chat + tail)[3:], atol=1e-4)
