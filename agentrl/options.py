@@ -7,8 +7,8 @@ them under their group's title. Each group checks its own fields in ``__post_ini
 composed config. Where a new option goes:
 
 * :class:`EnvOptions`: which environment, split and data; step cap; parallel envs.
-* :class:`PolicyOptions`: how the agent chooses: policy, prompt (history, in-context example), critic, best-of-K
-  (action-space and thought options belong here too).
+* :class:`PolicyOptions`: how the agent chooses: policy, critic, best-of-K.
+* :class:`PromptOptions`: how its turns read: history window, in-context example, thoughts, action space.
 * :class:`ModelOptions`: which model and how it is run (backend, device, dtype, KV cache).
 * :class:`SamplingOptions`: decoding (temperature, top-p, token cap) and the seed.
 * :class:`OutputOptions`: where results go, resume, progress and the live view.
@@ -119,13 +119,11 @@ class EnvOptions(OptionGroup):
 
 
 @dataclasses.dataclass
-class PolicyOptions(OptionGroup):
-    """How the agent chooses its actions: policy, prompt, critic and best-of-K."""
+class PromptOptions(OptionGroup):
+    """How the agent's turns read and are written: prompt window, in-context example, thoughts, action space."""
 
-    title: ClassVar[str] = "policy"
+    title: ClassVar[str] = "prompt"
 
-    policy: str = option("react", help="policy: react (LLM), expert, random, best_of_k (react + critic; "
-                         "--best-of K selects it too)")
     history: int | None = option(None, help="prompt keeps only the last N turns (default: full history)")
     example: bool = option(True, help="put the in-context example in the system prompt")
     thoughts: str = option("on", help="on: turns are `Think: ...` + `Action: ...`; off: thought-free `Action: ...` turns")
@@ -133,18 +131,41 @@ class PolicyOptions(OptionGroup):
                                       "chosen among the env's admissible ones (best-of-K: the top-K distinct ones; "
                                       "default: free)")
     choice_score: str = option("mean", help="admissible: rank commands by mean (length-normalised) or sum log-prob")
-    critic: str | None = option(None, help="critic folder (OUT/critic of `agentrl learn`) for best-of-K and beams")
-    best_of: int | None = option(None, help="best-of-K: sample K actions per step and act on the critic's best "
-                                 f"(--policy best_of_k alone: K={DEFAULT_BEST_OF})")
 
     def __post_init__(self) -> None:
-        require(self.policy in POLICIES, f"`policy` must be one of {', '.join(POLICIES)}, got {self.policy!r}")
         require(self.history is None or self.history >= 0, f"`history` must be >= 0, got {self.history}")
         self.thoughts = on_off(self.thoughts, "thoughts")
         require(self.action_space is None or self.action_space in ACTION_SPACES,
                 f"`action_space` must be one of {', '.join(ACTION_SPACES)}, got {self.action_space!r}")
         require(self.choice_score in CHOICE_SCORES,
                 f"`choice_score` must be one of {', '.join(CHOICE_SCORES)}, got {self.choice_score!r}")
+        super().__post_init__()
+
+    @property
+    def actions(self) -> str:
+        """The action space in force: ``free`` or ``admissible``."""
+        return self.action_space or "free"
+
+    @property
+    def with_thoughts(self) -> bool:
+        """Assistant turns carry a ``Think:`` line (``--thoughts on``)."""
+        return self.thoughts == "on"
+
+
+@dataclasses.dataclass
+class PolicyOptions(OptionGroup):
+    """How the agent chooses its actions: policy, critic and best-of-K."""
+
+    title: ClassVar[str] = "policy"
+
+    policy: str = option("react", help="policy: react (LLM), expert, random, best_of_k (react + critic; "
+                         "--best-of K selects it too)")
+    critic: str | None = option(None, help="critic folder (OUT/critic of `agentrl learn`) for best-of-K and beams")
+    best_of: int | None = option(None, help="best-of-K: sample K actions per step and act on the critic's best "
+                                 f"(--policy best_of_k alone: K={DEFAULT_BEST_OF})")
+
+    def __post_init__(self) -> None:
+        require(self.policy in POLICIES, f"`policy` must be one of {', '.join(POLICIES)}, got {self.policy!r}")
         if self.best_of is not None:
             require(self.best_of >= 1, f"--best-of must be >= 1, got {self.best_of}")
             require(self.policy in MODEL_POLICIES,
@@ -159,16 +180,6 @@ class PolicyOptions(OptionGroup):
         """``flag`` (best-of-K, beam search) scores candidates with a critic: ``critic`` must be a folder."""
         require(self.critic is not None, f"{flag} needs --critic DIR (a critic written by `agentrl learn`)")
         require(Path(str(self.critic)).is_dir(), f"--critic: no such folder: {self.critic}")
-
-    @property
-    def actions(self) -> str:
-        """The action space in force: ``free`` or ``admissible``."""
-        return self.action_space or "free"
-
-    @property
-    def with_thoughts(self) -> bool:
-        """Assistant turns carry a ``Think:`` line (``--thoughts on``)."""
-        return self.thoughts == "on"
 
     @property
     def uses_model(self) -> bool:
@@ -235,8 +246,8 @@ class OutputOptions(OptionGroup):
 
 
 @dataclasses.dataclass
-class AgentOptions(PolicyOptions, ModelOptions, SamplingOptions):
-    """The agent: a policy, its model and its decoding (what :func:`agentrl.build.build_policy` builds)."""
+class AgentOptions(PolicyOptions, PromptOptions, ModelOptions, SamplingOptions):
+    """The agent: a policy, its prompt, its model and its decoding (what :func:`agentrl.build.build_policy` builds)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
