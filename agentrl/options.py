@@ -69,8 +69,8 @@ class EnvOptions(OptionGroup):
         require(self.env in SPECS, f"`env` must be one of {', '.join(SPECS)}, got {self.env!r}")
         spec = self.env_spec
         for name, hint in spec.required.items():
-            require(getattr(self, name) is not None, f"{self.env} needs `{name}`: {hint}")
-        if self.data is not None and self.env == "alfworld":
+            require(getattr(self, name) is not None or self.makes_data(), f"{self.env} needs `{name}`: {hint}")
+        if self.data is not None and self.env == "alfworld" and not self.makes_data():
             require(Path(self.data).is_dir(), f"`data`: no such folder: {self.data}")
         if self.games is not None and self.env == "textworld":
             require(Path(self.games).exists(), f"`games`: no such file or folder: {self.games}")
@@ -96,6 +96,10 @@ class EnvOptions(OptionGroup):
         require(self.num_envs >= 1, f"`num_envs` must be >= 1, got {self.num_envs}")
         require(self.step_timeout > 0, f"`step_timeout` must be > 0, got {self.step_timeout}")
         super().__post_init__()
+
+    def makes_data(self) -> bool:
+        """Whether the config creates its env's data itself (a recipe that generates tasks); then none is needed."""
+        return False
 
     @property
     def env_spec(self) -> EnvSpec:
@@ -296,6 +300,7 @@ class TinyModelOptions(OptionGroup):
     num_heads: int = option(4, help="tiny model: attention heads")
     vocab_size: int = option(1024, help="tiny model: vocabulary fitted to the demonstrations (word: a cap, rarer "
                              "words become <|unk|>)")
+    split_digits: bool = option(False, help="tiny model, bpe: one token per digit (numbers never merge into pieces)")
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "num_heads", "vocab_size"):
@@ -307,7 +312,7 @@ class TinyModelOptions(OptionGroup):
 
     def tiny_sizes(self) -> dict[str, Any]:
         """Keywords of :func:`agentrl.models.tiny_model_from_trajectories`."""
-        names = ("tokenizer", "hidden_size", "num_layers", "num_heads", "vocab_size")
+        names = ("tokenizer", "hidden_size", "num_layers", "num_heads", "vocab_size", "split_digits")
         return {name: getattr(self, name) for name in names}
 
 

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from agentrl.config import option, require
-from agentrl.options import EnvOptions, ModelOptions, SamplingOptions, values
+from agentrl.options import EnvOptions, ModelOptions, PromptOptions, SamplingOptions, values
+from agentrl.recipes import RecipeConfig, run_recipe
+from agentrl.recipes.config import EvalSpec, RolloutsSpec
 
 
 @dataclass
-class Config(EnvOptions, ModelOptions, SamplingOptions):
-    """Options of `agentrl iterate`; round r lives in OUT/round-r/ (rollouts.jsonl, oreo/, eval.json)."""
+class Config(EnvOptions, PromptOptions, ModelOptions, SamplingOptions):
+    """Options of `agentrl iterate` (the offline-RL recipe with R rounds, from a given policy, one seed)."""
 
     out: str = option("", help="output folder; a rerun skips finished stages of finished rounds")
     rounds: int = option(2, help="number of rounds R")
     model: str = option("", help="initial policy (e.g. OUT/policy of an SFT run)")
     split: str | None = option(None, help="split the rollouts are collected on (default: the env's train split)")
-    eval_split: str | None = option(None, help="split each round's policy is evaluated on (default: the env's "
-                                    "evaluation split)")
+    eval_split: str | None = option(None, help="alfworld: split each round's policy is evaluated on (default: the "
+                                    "env's evaluation split); math: the dataset's evaluation split")
     num_envs: int = option(2, help="parallel environments")
     temperature: float | None = option(1.0, help="rollout sampling temperature (evaluations are greedy)")
     extra_data: list[str] = option([], help="trajectory files added to every round's training data (e.g. expert demos)")
@@ -39,38 +40,24 @@ class Config(EnvOptions, ModelOptions, SamplingOptions):
         require(bool(self.model), "`model` is required: the initial policy")
         require(self.rounds >= 1, f"`rounds` must be >= 1, got {self.rounds}")
         super().__post_init__()
-        self.eval_split = self.eval_split or self.env_spec.eval_split
+
+    def recipe(self) -> RecipeConfig:
+        """The recipe this command runs: no demonstrations or SFT, an OREO learner per round, one evaluation."""
+        learner = {"algo": "oreo", "level": self.level, "lr": self.lr, "beta": self.beta, "epochs": self.epochs,
+                   "batch_size": self.batch_size, "lora": self.lora,
+                   "train_on": ["all_rollouts" if self.accumulate else "rollouts"], "extra_data": self.extra_data}
+        if self.critic_lr is not None:
+            learner["critic_lr"] = self.critic_lr
+        eval_on = [str(self.dataset)] if self.env == "math" else [self.eval_split or self.env_spec.eval_split]
+        return RecipeConfig(
+            **values(self, EnvOptions, PromptOptions, ModelOptions, SamplingOptions), name="iterate", out=self.out,
+            seeds=[self.seed], demonstrations=None, sft=None, rounds=self.rounds, next_policy="OREO",
+            rollouts=RolloutsSpec(samples_per_task=self.samples_per_task, episodes=self.episodes),
+            learners={"OREO": learner}, evaluations={"OREO": EvalSpec(policy="OREO")}, eval_on=eval_on,
+            eval_episodes=self.eval_episodes,
+        )
 
 
 def run(cfg: Config) -> int:
-    from agentrl import pipeline
-    from agentrl.pipeline import Stages
-
-    out = Path(cfg.out)
-    stages = Stages(out)
-    # Every round runs in the same env with the same model options; only the policy (model) and split change.
-    env = {k: v for k, v in values(cfg, EnvOptions, ModelOptions).items() if k not in ("split", "model")}
-    policy = cfg.model
-    data: list[str] = list(cfg.extra_data)
-    results = []
-    learn_kwargs = {} if cfg.critic_lr is None else {"critic_lr": cfg.critic_lr}
-    for r in range(1, cfg.rounds + 1):
-        folder = out / f"round-{r}"
-        rollouts = folder / "rollouts.jsonl"
-        stages.run(f"round {r}: rollouts", pipeline.finished(rollouts), pipeline.rollout,
-                   **{**env, **values(cfg, SamplingOptions), "seed": cfg.seed + r}, split=cfg.split, policy="react",
-                   model=policy, samples_per_task=cfg.samples_per_task, episodes=cfg.episodes, out=str(rollouts))
-        data = [*data, str(rollouts)] if cfg.accumulate else [*cfg.extra_data, str(rollouts)]
-        learned = folder / "oreo"
-        stages.run(f"round {r}: OREO", learned / "critic", pipeline.learn, algo="oreo", data=data, model=policy,
-                   out=str(learned), level=cfg.level, lr=cfg.lr, beta=cfg.beta, epochs=cfg.epochs,
-                   batch_size=cfg.batch_size, lora=cfg.lora, seed=cfg.seed + r, **learn_kwargs)
-        policy = str(learned / "policy")
-        result = folder / "eval.json"
-        stages.run(f"round {r}: evaluate", result, pipeline.evaluate, **env, split=cfg.eval_split, policy="react",
-                   model=policy, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
-                   episodes=cfg.eval_episodes, method=f"OREO round {r}", out=str(result),
-                   trajectories=str(result.with_suffix(".jsonl")))
-        results.append(result)
-    pipeline.compare(results)
+    run_recipe(cfg.recipe())
     return 0
