@@ -192,8 +192,7 @@ class SeedRun:
     def _learn_stage(self, label: str, learned: Path, options: dict[str, Any], model: str, data: list[str]) -> None:
         lcfg = from_dict(LearnConfig, {"seed": self.seed, **options, "data": data, "model": model,
                                        "out": str(learned)}, where=label)
-        if self.stages.run(label, finished(learned), run_learning, lcfg) == 0:
-            finished(learned).touch()
+        self.stages.run(label, finished(learned), run_learning, lcfg)
 
     def _evaluate_fixed(self) -> None:
         """Evaluations of policies that do not change over rounds (``base``, ``sft``)."""

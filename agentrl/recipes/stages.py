@@ -119,9 +119,11 @@ def run_evaluation(cfg: EvalConfig) -> dict[str, Any]:
 
 
 def run_learning(cfg: LearnConfig) -> None:
-    """:func:`agentrl.learn_config.learn` with resume: a stage that died part-way continues from its checkpoint."""
+    """:func:`agentrl.learn_config.learn` with resume (a stage that died part-way continues from its checkpoint),
+    then the marker :func:`finished` of ``cfg.out``: policy and critic are both written by then."""
     cfg.resume = True
     learn(cfg)
+    finished(cfg.out).touch()
 
 
 def make_tiny_model(data: Path, out: Path, seed: int, **sizes: Any) -> Path:

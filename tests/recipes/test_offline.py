@@ -131,3 +131,25 @@ def test_recipe_config_errors_name_the_key(tmp_path: Path, yaml_text: str, messa
     assert main(["recipe", "--config", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_generated_tasks_reach_every_split_with_their_seeds(tmp_path: Path, monkeypatch) -> None:
+    """small.yaml's room size and task types reach train and both evaluation splits (seeds: seed, +2, +1)."""
+    from agentrl.config import parse_config
+    from agentrl.recipes import RecipeConfig, offline
+    from agentrl.recipes.stages import Stages
+
+    calls = []
+
+    def gen_tasks(root, split, n, seed, **kwargs):
+        calls.append((split, n, seed, kwargs["room_size"], kwargs["task_types"]))
+        (Path(root) / "json_2.1.1" / split).mkdir(parents=True)
+
+    monkeypatch.setattr(offline, "gen_tasks", gen_tasks)
+    config = ROOT / "bench" / "alfworld_mini" / "small.yaml"
+    cfg = parse_config(RecipeConfig, ["--config", str(config), "--out", str(tmp_path / "small"), "--seed", "5"],
+                       prog="agentrl recipe")
+    assert offline._prepare_data(cfg, Stages(tmp_path)) == str(tmp_path / "small" / "data")
+    types = ["pick_and_place_simple", "look_at_obj_in_light"]
+    assert calls == [("train", 400, 5, "small", types), ("valid_unseen", 100, 7, "small", types),
+                     ("valid_seen", 100, 6, "small", types)]
