@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentrl.agent_format import FULL_HISTORY, AgentFormat, AgentFormatError
 from agentrl.config import ConfigError, on_off, option, require
 from agentrl.types import Episode, Step, episode_id
 
@@ -53,9 +54,15 @@ class RolloutConfig:
     temperature: float = option(0.0, help="sampling temperature (0 = greedy)")
     top_p: float = option(1.0, help="nucleus sampling mass")
     max_new_tokens: int = option(128, help="token cap per assistant turn")
-    history: int | None = option(None, help="prompt keeps only the last N turns (default: full history)")
-    example: bool = option(True, help="put the in-context example in the system prompt")
-    thoughts: str = option("on", help="on: turns are `Think: ...` + `Action: ...`; off: thought-free `Action: ...` turns")
+    history: int | None = option(
+        None, help="prompt keeps only the last N turns; -1: the whole chat (default: the model's agent_config.json, else the whole chat)"
+    )
+    example: bool | None = option(
+        None, help="put the in-context example in the system prompt (default: the model's agent_config.json, else on)"
+    )
+    thoughts: str | None = option(
+        None, help="on: `Think: ...` + `Action: ...` turns; off: thought-free `Action: ...` turns (default: the model's agent_config.json, else on)"
+    )
     seed: int = option(0, help="seed for env resets and sampling")
     resume: bool = option(False, help="append to --out, skipping episode ids already in it")
     device: str = option("cpu", help="transformers backend: torch device (cpu, cuda)")
@@ -83,8 +90,12 @@ class RolloutConfig:
         require(self.temperature >= 0, f"`temperature` must be >= 0, got {self.temperature}")
         require(0 < self.top_p <= 1, f"`top_p` must be in (0, 1], got {self.top_p}")
         require(self.max_new_tokens >= 1, f"`max_new_tokens` must be >= 1, got {self.max_new_tokens}")
-        require(self.history is None or self.history >= 0, f"`history` must be >= 0, got {self.history}")
-        self.thoughts = on_off(self.thoughts, "thoughts")
+        require(
+            self.history is None or self.history >= FULL_HISTORY,
+            f"`history` must be >= 0 (or -1: the whole chat), got {self.history}",
+        )
+        if self.thoughts is not None:
+            self.thoughts = on_off(self.thoughts, "thoughts")
         require(self.step_timeout > 0, f"`step_timeout` must be > 0, got {self.step_timeout}")
         require(
             self.dtype in ("float32", "bfloat16", "float16"),
@@ -117,6 +128,13 @@ class RolloutConfig:
             from agentrl.backends.vllm_backend import INSTALL_HINT
 
             require(importlib.util.find_spec("vllm") is not None, INSTALL_HINT)
+        if self.uses_model and Path(self.model).expanduser().is_dir():
+            from agentrl import agent_format
+
+            try:
+                agent_format.load(self.model)  # a damaged agent_config.json fails here, naming file and key
+            except AgentFormatError as err:
+                raise ConfigError(str(err)) from None
         if self.backend == "openai" and self.policy in ("react", "best_of_k"):
             require(
                 self.base_url is not None,
@@ -127,10 +145,6 @@ class RolloutConfig:
     def uses_model(self) -> bool:
         return self.policy in ("react", "best_of_k")
 
-    @property
-    def with_thoughts(self) -> bool:
-        """Assistant turns carry a ``Think:`` line (``--thoughts on``)."""
-        return self.thoughts == "on"
 
     def env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``gymnasium.make(ENV_IDS[env], ...)``."""
@@ -197,9 +211,9 @@ def make_pool(cfg: RolloutConfig) -> Any:
     return EnvPool(ENV_IDS[cfg.env], cfg.env_kwargs(), cfg.num_envs, step_timeout=cfg.step_timeout)
 
 
-def _meta(cfg: RolloutConfig, sample: int, generator: Any) -> dict[str, Any]:
+def _meta(cfg: RolloutConfig, sample: int, fmt: AgentFormat) -> dict[str, Any]:
     meta: dict[str, Any] = {"sample": sample, "seed": cfg.seed, "max_steps": cfg.max_steps,
-                            "thoughts": cfg.with_thoughts}
+                            "agent": fmt.to_dict()}
     if cfg.uses_model:
         meta.update(
             model=cfg.model,
@@ -209,8 +223,8 @@ def _meta(cfg: RolloutConfig, sample: int, generator: Any) -> dict[str, Any]:
                 "top_p": cfg.top_p,
                 "max_new_tokens": cfg.max_new_tokens,
             },
-            history=cfg.history,
-            example=cfg.example,
+            history=fmt.history,
+            example=fmt.example,
         )
         if cfg.backend == "transformers":
             meta.update(device=cfg.device, dtype=cfg.dtype)
@@ -242,6 +256,7 @@ def rollout(
         ConfigError: the output exists and is non-empty without ``resume``; more episodes than tasks x samples;
             the policy cannot run in this env (e.g. no expert actions).
     """
+    from agentrl import agent_format
     from agentrl.policies import make_policy
     from agentrl.trajectory import TrajectoryError, TrajectoryWriter, finished_ids
 
@@ -264,9 +279,14 @@ def rollout(
             for i, (task, s) in enumerate(plan)
             if episode_id(cfg.env, cfg.split, task, s) not in done_ids
         )
+        if policy is None and cfg.uses_model and generator is None:
+            generator = make_generator(cfg)
+        try:
+            fmt, warnings = agent_format.of_run(cfg, generator)
+        except AgentFormatError as err:  # a served model's format that does not parse
+            raise ConfigError(str(err)) from None
+        agent_format.report(warnings)
         if policy is None:
-            if cfg.uses_model and generator is None:
-                generator = make_generator(cfg)
             from agentrl.backends.base import Sampling
 
             sampling = Sampling(
@@ -276,13 +296,13 @@ def rollout(
                 cfg.policy,
                 generator=generator,
                 sampling=sampling,
-                history=cfg.history,
-                example=cfg.example,
-                thoughts=cfg.with_thoughts,
+                history=fmt.history,
+                example=fmt.example,
+                thoughts=fmt.thoughts,
                 seed=cfg.seed,
             )
         run = _Run(
-            cfg, pool, policy, writer, generator, on_step, total=len(plan), skipped=len(plan) - len(todo)
+            cfg, pool, policy, writer, fmt, on_step, total=len(plan), skipped=len(plan) - len(todo)
         )
         run.loop(todo)
         summary = run.summary()
@@ -294,9 +314,9 @@ def rollout(
 class _Run:
     """State of one rollout run (kept out of ``rollout`` so the loop reads top to bottom)."""
 
-    def __init__(self, cfg, pool, policy, writer, generator, on_step, total: int, skipped: int):
+    def __init__(self, cfg, pool, policy, writer, fmt, on_step, total: int, skipped: int):
         self.cfg, self.pool, self.policy, self.writer = cfg, pool, policy, writer
-        self.generator, self.on_step = generator, on_step
+        self.fmt, self.on_step = fmt, on_step
         self.total, self.skipped = total, skipped
         self.written = self.successes = self.errors = self.env_steps = self.tokens = 0
         self.by_type: Counter[str] = Counter()
@@ -387,7 +407,7 @@ class _Run:
 
     def _finish(self, episode: _Active, error: str | None = None, truncated: bool = False) -> None:
         info = episode.info
-        meta = _meta(self.cfg, episode.sample, self.generator)
+        meta = _meta(self.cfg, episode.sample, self.fmt)
         meta.update(truncated=truncated, seconds=round(time.perf_counter() - episode.started, 3))
         if episode.steps:
             meta["invalid_steps"] = sum(not s.valid for s in episode.steps)

@@ -168,6 +168,7 @@ def beam_evaluate(cfg: Any, path: str) -> None:
     import gymnasium
 
     import agentrl.envs  # noqa: F401 - registers the agentrl/* envs
+    from agentrl import agent_format
     from agentrl.backends.base import Sampling
     from agentrl.config import ConfigError
     from agentrl.policies.best_of_k import CriticScorer
@@ -191,11 +192,14 @@ def beam_evaluate(cfg: Any, path: str) -> None:
     tasks = plan_episodes(sorted(env.unwrapped.task_ids), 1, cfg.episodes)
     rcfg = RolloutConfig(env=cfg.env, out=path, policy="react", dataset=kwargs["dataset"], split=cfg.split,
                          model=cfg.model, backend=cfg.backend, base_url=cfg.base_url,
-                         device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
+                         device=cfg.device, dtype=cfg.dtype, seed=cfg.seed, history=cfg.history,
+                         example=cfg.example, thoughts=cfg.thoughts)
     generator = make_generator(rcfg)
     sampling = Sampling(temperature=float(cfg.temperature), top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                         seed=cfg.seed)
-    policy = ReActPolicy(generator, sampling, history=cfg.history, example=cfg.example)
+    fmt, warnings = agent_format.of_run(rcfg, generator)
+    agent_format.report(warnings)
+    policy = ReActPolicy(generator, sampling, history=fmt.history, example=fmt.example, thoughts=fmt.thoughts)
     scorer = CriticScorer.from_pretrained(str(cfg.critic), getattr(generator, "tokenizer", None), device=cfg.device,
                                           dtype=cfg.dtype)
     from rich.progress import Progress
@@ -220,7 +224,7 @@ def beam_evaluate(cfg: Any, path: str) -> None:
                 messages=list(best.context.messages),
                 meta={"model": cfg.model, "critic": cfg.critic, "beam": cfg.beam, "finished_beams": result.finished,
                       "expansions": result.expansions, "search_steps": result.search_steps, "seed": cfg.seed,
-                      "temperature": cfg.temperature, "value": best.value},
+                      "temperature": cfg.temperature, "value": best.value, "agent": fmt.to_dict()},
             )
             writer.write(episode)
             if cfg.live:  # a search has no single env to follow: show each task's chosen beam when it is done

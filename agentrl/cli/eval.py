@@ -34,9 +34,15 @@ class Config:
     temperature: float | None = option(None, help="sampling temperature (default: 1.0 with --best-of/--beam, else 0)")
     top_p: float = option(1.0, help="nucleus sampling mass")
     max_new_tokens: int = option(128, help="token cap per assistant turn")
-    history: int | None = option(None, help="prompt keeps only the last N turns (default: full history)")
-    example: bool = option(True, help="put the in-context example in the system prompt")
-    thoughts: str = option("on", help="on: turns are `Think: ...` + `Action: ...`; off: thought-free `Action: ...` turns")
+    history: int | None = option(
+        None, help="prompt keeps only the last N turns; -1: the whole chat (default: the model's agent_config.json, else the whole chat)"
+    )
+    example: bool | None = option(
+        None, help="put the in-context example in the system prompt (default: the model's agent_config.json, else on)"
+    )
+    thoughts: str | None = option(
+        None, help="on: `Think: ...` + `Action: ...` turns; off: thought-free `Action: ...` turns (default: the model's agent_config.json, else on)"
+    )
     backend: str = option("transformers", help="generation backend: transformers, openai, vllm")
     base_url: str | None = option(None, help="openai backend: endpoint")
     device: str = option("cpu", help="torch device for the policy and the critic")
@@ -55,7 +61,8 @@ class Config:
             return
         require(self.env in ENVS, f"`env` must be one of {', '.join(ENVS)}, got {self.env!r}")
         require(self.policy in ("react", "expert", "random"), f"`policy` must be react, expert or random, got {self.policy!r}")
-        self.thoughts = on_off(self.thoughts, "thoughts")
+        if self.thoughts is not None:
+            self.thoughts = on_off(self.thoughts, "thoughts")
         require(bool(self.out), "give --out results.json (or --compare a.json b.json ...)")
         require(self.best_of is None or self.beam is None, "give --best-of K or --beam B, not both")
         for name in ("best_of", "beam"):
@@ -130,14 +137,16 @@ def evaluate(cfg: Config, pool: Any = None, policy: Any = None, generator: Any =
 
             rcfg = rollout_config(cfg, path)
             if policy is None and cfg.best_of is not None:
+                from agentrl import agent_format
                 from agentrl.backends.base import Sampling
                 from agentrl.policies.best_of_k import make
 
                 generator = generator or make_generator(rcfg)
                 sampling = Sampling(temperature=float(cfg.temperature or 0.0), top_p=cfg.top_p,
                                     max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-                policy = make(generator=generator, sampling=sampling, history=rcfg.history, example=rcfg.example,
-                              thoughts=rcfg.with_thoughts, critic=str(cfg.critic), k=cfg.best_of,
+                fmt, _ = agent_format.of_run(rcfg, generator)  # rollout() reports its warnings
+                policy = make(generator=generator, sampling=sampling, history=fmt.history, example=fmt.example,
+                              thoughts=fmt.thoughts, critic=str(cfg.critic), k=cfg.best_of,
                               device=cfg.device, dtype=cfg.dtype)
             on_step = None
             if cfg.live:

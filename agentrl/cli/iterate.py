@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentrl.config import option, require
+from agentrl.config import on_off, option, require
 
 
 @dataclass
@@ -36,6 +36,9 @@ class Config:
     epochs: float = option(1.0, help="passes over each round's data")
     batch_size: int = option(8, help="episodes per optimizer step")
     lora: bool = option(False, help="policy as LoRA adapter")
+    thoughts: str | None = option(None, help="on|off: turns with or without `Think:` (default: the model's agent_config.json)")
+    history: int | None = option(None, help="prompt keeps the last N turns, -1: all (default: the model's agent_config.json)")
+    example: bool | None = option(None, help="in-context example in the prompt (default: the model's agent_config.json)")
     device: str = option("cpu", help="torch device for generation (learning picks its own: --device auto)")
     seed: int = option(0, help="seed; round r uses seed + r")
 
@@ -43,6 +46,8 @@ class Config:
         require(bool(self.out), "`out` is required")
         require(bool(self.model), "`model` is required: the initial policy")
         require(self.rounds >= 1, f"`rounds` must be >= 1, got {self.rounds}")
+        if self.thoughts is not None:
+            self.thoughts = on_off(self.thoughts, "thoughts")
 
 
 def run(cfg: Config) -> int:
@@ -52,7 +57,8 @@ def run(cfg: Config) -> int:
     out = Path(cfg.out)
     stages = Stages(out)
     env = {"env": cfg.env, "data": cfg.data, "dataset": cfg.dataset, "games": cfg.games,
-           "max_steps": cfg.max_steps, "num_envs": cfg.num_envs, "device": cfg.device}  # fmt: skip
+           "max_steps": cfg.max_steps, "num_envs": cfg.num_envs, "device": cfg.device,
+           "thoughts": cfg.thoughts, "history": cfg.history, "example": cfg.example}  # fmt: skip
     policy = cfg.model
     data: list[str] = list(cfg.extra_data)
     results = []

@@ -113,6 +113,7 @@ class Config:
 def run(cfg: Config) -> int:
     from pathlib import Path
 
+    from agentrl.agent_format import AgentFormatError, write_for_training
     from agentrl.config import ConfigError
     from agentrl.data import DataError
     from agentrl.learner import train
@@ -127,6 +128,8 @@ def run(cfg: Config) -> int:
             raise ConfigError(f"`data`: no such file: {path}")
     try:
         train(cfg)
-    except (DataError, TrajectoryError, ModelError) as err:
+        # the policy talks the way its training episodes do (thought-free, prompt variant, ...)
+        write_for_training([out / "policy", out / "policy_lora"], cfg.data, cfg.model)
+    except (DataError, TrajectoryError, ModelError, AgentFormatError) as err:
         raise ConfigError(str(err)) from None
     return 0

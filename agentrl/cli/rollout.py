@@ -42,6 +42,7 @@ def run(cfg: Config) -> int:
     try:
         policy = generator = None
         if cfg.policy == "best_of_k":
+            from agentrl import agent_format
             from agentrl.backends.base import Sampling
             from agentrl.policies.best_of_k import make
             from agentrl.rollout import make_generator
@@ -49,8 +50,9 @@ def run(cfg: Config) -> int:
             generator = make_generator(cfg)
             sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                 seed=cfg.seed)
-            policy = make(generator=generator, sampling=sampling, history=cfg.history, example=cfg.example,
-                          thoughts=cfg.with_thoughts, critic=str(cfg.critic), k=cfg.best_of, device=cfg.device,
+            fmt, _ = agent_format.of_run(cfg, generator)  # rollout() reports its warnings
+            policy = make(generator=generator, sampling=sampling, history=fmt.history, example=fmt.example,
+                          thoughts=fmt.thoughts, critic=str(cfg.critic), k=cfg.best_of, device=cfg.device,
                           dtype=cfg.dtype)
         summary = rollout(cfg, on_step, policy=policy, generator=generator)
     except ModelError as err:

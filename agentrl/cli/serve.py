@@ -34,11 +34,18 @@ class Config:
 
 
 def run(cfg: Config) -> int:
+    from pathlib import Path
+
+    from agentrl import agent_format
     from agentrl.backends.transformers_backend import TransformersBackend
     from agentrl.config import ConfigError
     from agentrl.models import ModelError
     from agentrl.serve import ChatServer
 
+    try:
+        fmt = agent_format.load(cfg.model) if Path(cfg.model).expanduser().is_dir() else None
+    except agent_format.AgentFormatError as err:
+        raise ConfigError(str(err)) from None
     try:
         backend = TransformersBackend.from_pretrained(
             cfg.model,
@@ -55,6 +62,7 @@ def run(cfg: Config) -> int:
         port=cfg.port,
         batch_window=cfg.batch_window,
         max_new_tokens=cfg.max_new_tokens,
+        agent_config=None if fmt is None else fmt.to_dict(),
     )
     print(f"agentrl serve: listening on {server.url}", flush=True)
     try:

@@ -53,7 +53,7 @@ def test_expert_rollout_with_thoughts_off_writes_action_only_turns(tmp_path):
     episodes = read_episodes(cfg.out)
     assert len(episodes) == 3
     for ep in episodes:
-        assert ep.success and ep.meta["thoughts"] is False
+        assert ep.success and ep.meta["agent"]["thoughts"] is False
         assistant = [m["content"] for m in ep.messages if m["role"] == "assistant"]
         assert assistant == [f"Action: {s.action}" for s in ep.steps]
         assert all(ACTION_ONLY.fullmatch(a) for a in assistant)
@@ -63,7 +63,7 @@ def test_expert_rollout_with_thoughts_off_writes_action_only_turns(tmp_path):
     on = _cfg(tmp_path, out=str(tmp_path / "on.jsonl"))
     rollout(on, pool=FakePool(num_tasks=3))
     first = read_episodes(on.out)[0]
-    assert first.meta["thoughts"] is True and first.messages[2]["content"].startswith("Think: ")
+    assert first.meta["agent"]["thoughts"] is True and first.messages[2]["content"].startswith("Think: ")
     assert first.steps[0].thought
 
 
@@ -139,7 +139,7 @@ def test_thoughts_switch_reads_on_off_from_flags_and_yaml(tmp_path, capsys):
     from agentrl.config import parse_config
 
     cfg = parse_config(eval_cmd.Config, ["--config", str(yaml_file)], prog="agentrl eval")
-    assert cfg.thoughts == "off" and eval_cmd.rollout_config(cfg, "x.jsonl").with_thoughts is False
+    assert cfg.thoughts == "off" and eval_cmd.rollout_config(cfg, "x.jsonl").thoughts == "off"
 
 
 def test_word_level_tiny_model_from_thought_free_demonstrations(tmp_path, capsys):
