@@ -27,7 +27,7 @@ from agentrl.types import Episode, Step, episode_id
 
 ENV_IDS = {"alfworld": "agentrl/ALFWorld-v0", "textworld": "agentrl/TextWorld-v0", "math": "agentrl/Math-v0"}
 BACKENDS = ("transformers", "openai", "vllm")
-POLICY_CHOICES = ("react", "expert", "random", "best_of_k")
+POLICY_CHOICES = ("react", "expert", "random", "best_of_k", "dagger")
 
 OnStep = Callable[[int, Any, Any, Any], None]
 
@@ -38,7 +38,7 @@ class RolloutConfig:
 
     env: str = option("alfworld", help="environment: alfworld, textworld or math")
     out: str = option("", help="output trajectory file (JSONL); must be new or empty unless --resume")
-    policy: str = option("react", help="policy: react (LLM), expert, random")
+    policy: str = option("react", help="policy: react (LLM), expert, random, dagger (LLM acts, expert labels)")
     data: str | None = option(None, help="alfworld: data root holding json_2.1.1/<split>/...")
     split: str = option("train", help="alfworld/math: split (train, valid_seen, valid_unseen / train, test)")
     dataset: str | None = option(None, help="math: dataset name (gsm8k-test-100, gsm-symbolic, chain-sum, jsonl:PATH)")
@@ -63,6 +63,10 @@ class RolloutConfig:
     thoughts: str | None = option(
         None, help="on: `Think: ...` + `Action: ...` turns; off: thought-free `Action: ...` turns (default: the model's agent_config.json, else on)"
     )
+    beta_schedule: str = option(
+        "0", help="policy dagger: the expert's share of the steps by round: B, linear:N (1 - r/N), exp:D (D^r)"
+    )
+    dagger_round: int = option(1, help="policy dagger: the round r the beta schedule is read at (1 = first)")
     seed: int = option(0, help="seed for env resets and sampling")
     resume: bool = option(False, help="append to --out, skipping episode ids already in it")
     device: str = option("cpu", help="transformers backend: torch device (cpu, cuda)")
@@ -118,6 +122,11 @@ class RolloutConfig:
             require(self.problems >= 1, f"`problems` must be >= 1, got {self.problems}")
             if self.dataset.startswith("jsonl:"):
                 require(Path(self.dataset[6:]).is_file(), f"`dataset`: no such file: {self.dataset[6:]}")
+        require(self.dagger_round >= 0, f"`dagger_round` must be >= 0, got {self.dagger_round}")
+        try:
+            self.beta  # noqa: B018 - checks the schedule
+        except ValueError as err:
+            raise ConfigError(f"`beta_schedule`: {err}") from None
         if self.policy == "random":
             require(
                 self.env != "math", "the random policy needs admissible actions, which math problems lack"
@@ -135,15 +144,22 @@ class RolloutConfig:
                 agent_format.load(self.model)  # a damaged agent_config.json fails here, naming file and key
             except AgentFormatError as err:
                 raise ConfigError(str(err)) from None
-        if self.backend == "openai" and self.policy in ("react", "best_of_k"):
+        if self.backend == "openai" and self.uses_model:
             require(
                 self.base_url is not None,
                 "the openai backend needs `base_url` (e.g. http://127.0.0.1:8000/v1)",
             )
 
     @property
+    def beta(self) -> float:
+        """Policy dagger: the probability that the expert acts at a step (the schedule at ``dagger_round``)."""
+        from agentrl.policies.dagger import beta_at
+
+        return beta_at(self.beta_schedule, self.dagger_round)
+
+    @property
     def uses_model(self) -> bool:
-        return self.policy in ("react", "best_of_k")
+        return self.policy in ("react", "best_of_k", "dagger")
 
 
     def env_kwargs(self) -> dict[str, Any]:
@@ -231,6 +247,17 @@ def _meta(cfg: RolloutConfig, sample: int, fmt: AgentFormat) -> dict[str, Any]:
     return meta
 
 
+def build_policy(cfg: RolloutConfig, fmt: AgentFormat, generator: Any) -> Any:
+    """The policy ``cfg.policy`` in the agent format ``fmt`` (see :func:`agentrl.agent_format.of_run`)."""
+    from agentrl.backends.base import Sampling
+    from agentrl.policies import make_policy
+
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    extra = {"beta": cfg.beta} if cfg.policy == "dagger" else {}
+    return make_policy(cfg.policy, generator=generator, sampling=sampling, history=fmt.history, example=fmt.example,
+                       thoughts=fmt.thoughts, seed=cfg.seed, **extra)
+
+
 def rollout(
     cfg: RolloutConfig,
     on_step: OnStep | None = None,
@@ -257,7 +284,6 @@ def rollout(
             the policy cannot run in this env (e.g. no expert actions).
     """
     from agentrl import agent_format
-    from agentrl.policies import make_policy
     from agentrl.trajectory import TrajectoryError, TrajectoryWriter, finished_ids
 
     out = Path(cfg.out)
@@ -286,21 +312,7 @@ def rollout(
         except AgentFormatError as err:  # a served model's format that does not parse
             raise ConfigError(str(err)) from None
         agent_format.report(warnings)
-        if policy is None:
-            from agentrl.backends.base import Sampling
-
-            sampling = Sampling(
-                temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed
-            )
-            policy = make_policy(
-                cfg.policy,
-                generator=generator,
-                sampling=sampling,
-                history=fmt.history,
-                example=fmt.example,
-                thoughts=fmt.thoughts,
-                seed=cfg.seed,
-            )
+        policy = policy if policy is not None else build_policy(cfg, fmt, generator)
         run = _Run(
             cfg, pool, policy, writer, fmt, on_step, total=len(plan), skipped=len(plan) - len(todo)
         )
@@ -386,6 +398,7 @@ class _Run:
                             value=decision.value,
                             candidates=decision.candidates,
                             valid=decision.valid,
+                            label=decision.label,
                         )
                     )
                     episode.reward += float(reward)
@@ -411,6 +424,9 @@ class _Run:
         meta.update(truncated=truncated, seconds=round(time.perf_counter() - episode.started, 3))
         if episode.steps:
             meta["invalid_steps"] = sum(not s.valid for s in episode.steps)
+        episode_meta = getattr(self.policy, "episode_meta", None)  # e.g. DAgger's label counts
+        if episode_meta is not None and episode.context is not None:
+            meta.update(episode_meta(episode.context))
         task_type = str(info.get("task_type") or "unknown")
         record = Episode(
             episode_id=episode.eid,

@@ -39,7 +39,8 @@ class Decision:
     """A policy's answer for one context.
 
     ``raw`` is the assistant message exactly as produced (recorded in ``messages``); ``action`` is what the
-    env receives. ``valid`` is False when no action could be parsed (the raw text is sent instead).
+    env receives. ``valid`` is False when no action could be parsed (the raw text is sent instead). ``label``
+    is the expert's action for the state when a DAgger policy records one.
     """
 
     action: str
@@ -49,6 +50,7 @@ class Decision:
     value: float | None = None
     candidates: list[Candidate] | None = None
     new_tokens: int = 0
+    label: str | None = None
 
 
 @runtime_checkable

@@ -1,4 +1,4 @@
-"""Iterative OREO: roll out the current policy, learn from the data, evaluate; repeat for R rounds."""
+"""Iterate: roll out the current policy, learn from the data, evaluate; repeat for R rounds (OREO or DAgger + SFT)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from agentrl.config import on_off, option, require
 
 @dataclass
 class Config:
-    """Options of `agentrl iterate`; round r lives in OUT/round-r/ (rollouts.jsonl, oreo/, eval.json)."""
+    """Options of `agentrl iterate`; round r lives in OUT/round-r/ (rollouts.jsonl, oreo/ or sft/, eval.json)."""
 
     out: str = option("", help="output folder; a rerun skips finished stages of finished rounds")
     rounds: int = option(2, help="number of rounds R")
+    algo: str = option("oreo", help="round shape: oreo (rollouts -> OREO) | dagger (the policy acts, the expert "
+                       "labels every state -> SFT on the labels of rounds 1..r and --extra-data)")
+    beta_schedule: str = option("0", help="dagger: the expert's share of the steps in round r: B, linear:N, exp:D")
     model: str = option("", help="initial policy (e.g. OUT/policy of an SFT run)")
     env: str = option("alfworld", help="environment: alfworld, textworld or math")
     data: str | None = option(None, help="alfworld: data root (agentrl gen alfworld)")
@@ -46,6 +49,7 @@ class Config:
         require(bool(self.out), "`out` is required")
         require(bool(self.model), "`model` is required: the initial policy")
         require(self.rounds >= 1, f"`rounds` must be >= 1, got {self.rounds}")
+        require(self.algo in ("oreo", "dagger"), f"`algo` must be oreo or dagger, got {self.algo!r}")
         if self.thoughts is not None:
             self.thoughts = on_off(self.thoughts, "thoughts")
 
@@ -66,18 +70,26 @@ def run(cfg: Config) -> int:
     for r in range(1, cfg.rounds + 1):
         folder = out / f"round-{r}"
         rollouts = folder / "rollouts.jsonl"
+        dagger = {"policy": "dagger", "beta_schedule": cfg.beta_schedule, "dagger_round": r}
         stages.run(f"round {r}: rollouts", pipeline.finished(rollouts), pipeline.rollout, **env,
-                   split=cfg.train_split, policy="react", model=policy, temperature=cfg.temperature, samples_per_task=cfg.samples_per_task,
+                   split=cfg.train_split, **(dagger if cfg.algo == "dagger" else {"policy": "react"}), model=policy,
+                   temperature=cfg.temperature, samples_per_task=cfg.samples_per_task,
                    episodes=cfg.episodes, seed=cfg.seed + r, out=str(rollouts))
         data = [*data, str(rollouts)] if cfg.accumulate else [*cfg.extra_data, str(rollouts)]
-        learned = folder / "oreo"
-        stages.run(f"round {r}: OREO", learned / "critic", pipeline.learn, algo="oreo", data=data, model=policy,
-                   out=str(learned), level=cfg.level, lr=cfg.lr, beta=cfg.beta, epochs=cfg.epochs,
-                   batch_size=cfg.batch_size, lora=cfg.lora, seed=cfg.seed + r, **learn_kwargs)
+        if cfg.algo == "dagger":  # DAgger's aggregated dataset: every label so far (the chats hold them)
+            learned, name = folder / "sft", "DAgger"
+            stages.run(f"round {r}: SFT on the labels", learned / "policy" / "config.json", pipeline.learn,
+                       algo="sft", data=data, model=policy, out=str(learned), lr=cfg.lr, epochs=cfg.epochs,
+                       batch_size=cfg.batch_size, lora=cfg.lora, seed=cfg.seed + r)
+        else:
+            learned, name = folder / "oreo", "OREO"
+            stages.run(f"round {r}: OREO", learned / "critic", pipeline.learn, algo="oreo", data=data, model=policy,
+                       out=str(learned), level=cfg.level, lr=cfg.lr, beta=cfg.beta, epochs=cfg.epochs,
+                       batch_size=cfg.batch_size, lora=cfg.lora, seed=cfg.seed + r, **learn_kwargs)
         policy = str(learned / "policy")
         result = folder / "eval.json"
         stages.run(f"round {r}: evaluate", result, pipeline.evaluate, **env, split=cfg.eval_split, policy="react",
-                   model=policy, episodes=cfg.eval_episodes, method=f"OREO round {r}", out=str(result),
+                   model=policy, episodes=cfg.eval_episodes, method=f"{name} round {r}", out=str(result),
                    trajectories=str(result.with_suffix(".jsonl")))
         results.append(result)
     pipeline.compare(results)
