@@ -67,6 +67,10 @@ class RolloutConfig:
         "0", help="policy dagger: the expert's share of the steps by round: B, linear:N (1 - r/N), exp:D (D^r)"
     )
     dagger_round: int = option(1, help="policy dagger: the round r the beta schedule is read at (1 = first)")
+    action_space: str | None = option(
+        None, help="free: the model writes its command; admissible: the command is chosen among the env's admissible ones (default: the model's agent_config.json, else free)"
+    )
+    choice_score: str = option("mean", help="admissible: rank commands by mean (length-normalised) or sum log-prob")
     seed: int = option(0, help="seed for env resets and sampling")
     resume: bool = option(False, help="append to --out, skipping episode ids already in it")
     device: str = option("cpu", help="transformers backend: torch device (cpu, cuda)")
@@ -100,6 +104,7 @@ class RolloutConfig:
         )
         if self.thoughts is not None:
             self.thoughts = on_off(self.thoughts, "thoughts")
+        check_action_options(self.action_space, self.choice_score, self.env)
         require(self.step_timeout > 0, f"`step_timeout` must be > 0, got {self.step_timeout}")
         require(
             self.dtype in ("float32", "bfloat16", "float16"),
@@ -161,6 +166,14 @@ class RolloutConfig:
     def uses_model(self) -> bool:
         return self.policy in ("react", "best_of_k", "dagger")
 
+    @property
+    def actions(self) -> str:
+        """The action space in force: ``--action-space``, else the model folder's ``agent_config.json``, else
+        ``free`` (a served model's format is read later, in :func:`rollout`)."""
+        from agentrl import agent_format
+
+        return self.action_space or agent_format.of_run(self)[0].action_space
+
 
     def env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``gymnasium.make(ENV_IDS[env], ...)``."""
@@ -172,6 +185,22 @@ class RolloutConfig:
         else:
             kwargs.update(dataset=self.dataset, split=self.split, size=self.problems)
         return kwargs
+
+
+def check_action_options(action_space: str | None, choice_score: str, env: str) -> None:
+    """Config check of ``--action-space`` / ``--choice-score`` (shared by rollout and eval).
+
+    Raises:
+        ConfigError: an unknown value, or ``admissible`` on math (problems list no admissible commands).
+    """
+    from agentrl.backends.base import CHOICE_SCORES
+    from agentrl.policies.action_space import ACTION_SPACES
+
+    require(action_space is None or action_space in ACTION_SPACES,
+            f"`action_space` must be one of {', '.join(ACTION_SPACES)}, got {action_space!r}")
+    require(choice_score in CHOICE_SCORES, f"`choice_score` must be one of {', '.join(CHOICE_SCORES)}, got {choice_score!r}")
+    require(not (action_space == "admissible" and env == "math"),
+            "math problems list no admissible commands: use --action-space free")
 
 
 @dataclass
@@ -229,7 +258,9 @@ def make_pool(cfg: RolloutConfig) -> Any:
 
 def _meta(cfg: RolloutConfig, sample: int, fmt: AgentFormat) -> dict[str, Any]:
     meta: dict[str, Any] = {"sample": sample, "seed": cfg.seed, "max_steps": cfg.max_steps,
-                            "agent": fmt.to_dict()}
+                            "agent": fmt.to_dict(), "action_space": fmt.action_space}
+    if fmt.action_space == "admissible":
+        meta["choice_score"] = cfg.choice_score
     if cfg.uses_model:
         meta.update(
             model=cfg.model,
@@ -252,10 +283,11 @@ def build_policy(cfg: RolloutConfig, fmt: AgentFormat, generator: Any) -> Any:
     from agentrl.backends.base import Sampling
     from agentrl.policies import make_policy
 
-    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                        choice_score=cfg.choice_score)
     extra = {"beta": cfg.beta} if cfg.policy == "dagger" else {}
     return make_policy(cfg.policy, generator=generator, sampling=sampling, history=fmt.history, example=fmt.example,
-                       thoughts=fmt.thoughts, seed=cfg.seed, **extra)
+                       thoughts=fmt.thoughts, action_space=fmt.action_space, seed=cfg.seed, **extra)
 
 
 def rollout(

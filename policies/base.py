@@ -39,8 +39,10 @@ class Decision:
     """A policy's answer for one context.
 
     ``raw`` is the assistant message exactly as produced (recorded in ``messages``); ``action`` is what the
-    env receives. ``valid`` is False when no action could be parsed (the raw text is sent instead). ``label``
-    is the expert's action for the state when a DAgger policy records one.
+    env receives. ``valid`` is False when no action could be parsed (the raw text is sent instead).
+    ``logprob`` is the policy's summed log-prob of a chosen command over its ``logprob_tokens`` tokens (the
+    command and the end of the turn), where the action space is constrained; else None. ``label`` is the
+    expert's action for the state when a DAgger policy records one.
     """
 
     action: str
@@ -50,6 +52,8 @@ class Decision:
     value: float | None = None
     candidates: list[Candidate] | None = None
     new_tokens: int = 0
+    logprob: float | None = None
+    logprob_tokens: int = 0
     label: str | None = None
 
 

@@ -156,14 +156,17 @@ def make(
     history: int | None = None,
     example: bool = True,
     thoughts: bool = True,
+    action_space: str = "free",
     beta: float | None = None,
     seed: int = 0,
     **kwargs: Any,
 ) -> DAggerPolicy:
-    """``make_policy("dagger", ...)``: a ReAct learner on ``generator``, the expert acting with prob. ``beta``."""
+    """``make_policy("dagger", ...)``: a ReAct learner on ``generator`` (free text or choosing among the
+    admissible commands, per ``action_space``), the expert acting with probability ``beta``."""
     from agentrl.policies.react import ReActPolicy
 
     if beta is None:
         raise ValueError("policy dagger needs beta (the expert's share of the steps; --beta-schedule)")
-    learner = ReActPolicy(generator, sampling, history=history, example=example, thoughts=thoughts, **kwargs)
+    learner = ReActPolicy(generator, sampling, history=history, example=example, thoughts=thoughts,
+                          action_space=action_space, **kwargs)
     return DAggerPolicy(learner, beta, seed=seed, example=example, thoughts=thoughts)

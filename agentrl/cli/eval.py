@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from agentrl.config import ConfigError, on_off, option, require
+from agentrl.rollout import check_action_options
 
 ENVS = ("alfworld", "textworld", "math")
 DEFAULT_MAX_STEPS = {"alfworld": 40, "textworld": 40, "math": 20}
@@ -43,6 +44,8 @@ class Config:
     thoughts: str | None = option(
         None, help="on: `Think: ...` + `Action: ...` turns; off: thought-free `Action: ...` turns (default: the model's agent_config.json, else on)"
     )
+    action_space: str | None = option(None, help="free: the model writes its command; admissible: the command is chosen among the env's admissible ones (best-of-K: the top-K distinct ones; default: the model's agent_config.json, else free)")
+    choice_score: str = option("mean", help="admissible: rank commands by mean (length-normalised) or sum log-prob")
     backend: str = option("transformers", help="generation backend: transformers, openai, vllm")
     base_url: str | None = option(None, help="openai backend: endpoint")
     device: str = option("cpu", help="torch device for the policy and the critic")
@@ -63,6 +66,7 @@ class Config:
         require(self.policy in ("react", "expert", "random"), f"`policy` must be react, expert or random, got {self.policy!r}")
         if self.thoughts is not None:
             self.thoughts = on_off(self.thoughts, "thoughts")
+        check_action_options(self.action_space, self.choice_score, self.env)
         require(bool(self.out), "give --out results.json (or --compare a.json b.json ...)")
         require(self.best_of is None or self.beam is None, "give --best-of K or --beam B, not both")
         for name in ("best_of", "beam"):
@@ -79,11 +83,24 @@ class Config:
             self.max_steps = DEFAULT_MAX_STEPS[self.env]
         require(self.max_steps >= 1, f"--max-steps must be >= 1, got {self.max_steps}")
         if self.temperature is None:
-            self.temperature = 1.0 if (self.best_of or 1) > 1 or self.beam else 0.0
+            sampled = ((self.best_of or 1) > 1 and self.resolved_action_space() != "admissible") or self.beam
+            self.temperature = 1.0 if sampled else 0.0
         require(self.temperature >= 0, f"--temperature must be >= 0, got {self.temperature}")
         require(self.live_slot >= 0, f"--live-slot must be >= 0, got {self.live_slot}")
         require(self.live_slot < self.num_envs, f"--live-slot {self.live_slot} but only {self.num_envs} env(s)")
         require(not self.resume or self.trajectories is not None, "--resume needs --trajectories FILE.jsonl")
+
+    def resolved_action_space(self) -> str:
+        """``--action-space``, else the policy folder's ``agent_config.json``, else ``free``."""
+        from agentrl import agent_format
+
+        if self.action_space is not None or self.policy != "react" or not Path(self.model).expanduser().is_dir():
+            return self.action_space or "free"
+        try:
+            recorded = agent_format.load(self.model)
+        except agent_format.AgentFormatError as err:
+            raise ConfigError(str(err)) from None
+        return recorded.action_space if recorded is not None else "free"
 
     @property
     def method_name(self) -> str:
@@ -110,7 +127,7 @@ def rollout_config(cfg: Config, out: str) -> Any:
         backend=cfg.backend, base_url=cfg.base_url, episodes=cfg.episodes, samples_per_task=1, num_envs=cfg.num_envs,
         max_steps=int(cfg.max_steps or 40), temperature=float(cfg.temperature or 0.0), top_p=cfg.top_p,
         max_new_tokens=cfg.max_new_tokens, history=cfg.history, example=cfg.example, thoughts=cfg.thoughts,
-        seed=cfg.seed,
+        action_space=cfg.action_space, choice_score=cfg.choice_score, seed=cfg.seed,
         resume=cfg.resume, device=cfg.device, dtype=cfg.dtype, progress=cfg.progress,
     )
 
@@ -143,10 +160,10 @@ def evaluate(cfg: Config, pool: Any = None, policy: Any = None, generator: Any =
 
                 generator = generator or make_generator(rcfg)
                 sampling = Sampling(temperature=float(cfg.temperature or 0.0), top_p=cfg.top_p,
-                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, choice_score=cfg.choice_score)
                 fmt, _ = agent_format.of_run(rcfg, generator)  # rollout() reports its warnings
                 policy = make(generator=generator, sampling=sampling, history=fmt.history, example=fmt.example,
-                              thoughts=fmt.thoughts, critic=str(cfg.critic), k=cfg.best_of,
+                              thoughts=fmt.thoughts, action_space=fmt.action_space, critic=str(cfg.critic), k=cfg.best_of,
                               device=cfg.device, dtype=cfg.dtype)
             on_step = None
             if cfg.live:
