@@ -14,9 +14,10 @@ class Config:
 
     out: str = option("", help="output folder; a rerun skips finished stages of finished rounds")
     rounds: int = option(2, help="number of rounds R")
-    algo: str = option("oreo", help="round shape: oreo (rollouts -> OREO) | dagger (the policy acts, the expert "
-                       "labels every state -> SFT on the labels of rounds 1..r and --extra-data)")
-    beta_schedule: str = option("0", help="dagger: the expert's share of the steps in round r: B, linear:N, exp:D")
+    policy: str = option("react", help="who collects a round's data: react (the policy samples -> OREO) | dagger "
+                         "(the policy acts, the expert labels every state -> SFT on the labels of rounds 1..r and "
+                         "--extra-data)")
+    beta_schedule: str = option("0", help="policy dagger: the expert's share of the steps in round r: B, linear:N, exp:D")
     model: str = option("", help="initial policy (e.g. OUT/policy of an SFT run)")
     env: str = option("alfworld", help="environment: alfworld, textworld or math")
     data: str | None = option(None, help="alfworld: data root (agentrl gen alfworld)")
@@ -49,7 +50,7 @@ class Config:
         require(bool(self.out), "`out` is required")
         require(bool(self.model), "`model` is required: the initial policy")
         require(self.rounds >= 1, f"`rounds` must be >= 1, got {self.rounds}")
-        require(self.algo in ("oreo", "dagger"), f"`algo` must be oreo or dagger, got {self.algo!r}")
+        require(self.policy in ("react", "dagger"), f"`policy` must be react or dagger, got {self.policy!r}")
         if self.thoughts is not None:
             self.thoughts = on_off(self.thoughts, "thoughts")
 
@@ -72,11 +73,11 @@ def run(cfg: Config) -> int:
         rollouts = folder / "rollouts.jsonl"
         dagger = {"policy": "dagger", "beta_schedule": cfg.beta_schedule, "dagger_round": r}
         stages.run(f"round {r}: rollouts", pipeline.finished(rollouts), pipeline.rollout, **env,
-                   split=cfg.train_split, **(dagger if cfg.algo == "dagger" else {"policy": "react"}), model=policy,
+                   split=cfg.train_split, **(dagger if cfg.policy == "dagger" else {"policy": "react"}), model=policy,
                    temperature=cfg.temperature, samples_per_task=cfg.samples_per_task,
                    episodes=cfg.episodes, seed=cfg.seed + r, out=str(rollouts))
         data = [*data, str(rollouts)] if cfg.accumulate else [*cfg.extra_data, str(rollouts)]
-        if cfg.algo == "dagger":  # DAgger's aggregated dataset: every label so far (the chats hold them)
+        if cfg.policy == "dagger":  # DAgger's aggregated dataset: every label so far (the chats hold them)
             learned, name = folder / "sft", "DAgger"
             stages.run(f"round {r}: SFT on the labels", learned / "policy" / "config.json", pipeline.learn,
                        algo="sft", data=data, model=policy, out=str(learned), lr=cfg.lr, epochs=cfg.epochs,
