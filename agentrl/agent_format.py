@@ -33,13 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentrl.errors import AgentRLError
+
 FILENAME = "agent_config.json"
 FORMAT_VERSION = 1
 ACTION_SPACES = ("free", "admissible")
 FULL_HISTORY = -1  # a run config's explicit "whole chat" (None there means "as the model records")
 
 
-class AgentFormatError(ValueError):
+class AgentFormatError(AgentRLError, ValueError):
     """An ``agent_config.json`` is unreadable or holds a bad value; the message names file and key."""
 
 
@@ -150,8 +152,8 @@ def of_run(cfg: Any, generator: Any = None) -> tuple[AgentFormat, list[str]]:
     given = {f.name: getattr(cfg, f.name, None) for f in dataclasses.fields(AgentFormat)}
     recorded, source = None, "the model"
     if getattr(cfg, "uses_model", False):
-        model = str(getattr(cfg, "model", ""))
-        if Path(model).expanduser().is_dir():
+        model = str(getattr(cfg, "model", "") or "")
+        if model and Path(model).expanduser().is_dir():
             recorded, source = load(model), f"{model} ({FILENAME})"
         if recorded is None and generator is not None and hasattr(generator, "agent_format"):
             recorded, source = generator.agent_format(), f"the served model {model}"

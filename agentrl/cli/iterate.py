@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentrl.config import on_off, option, require
+from agentrl.config import option, require
+from agentrl.options import EnvOptions, ModelOptions, SamplingOptions, values
 
 
 @dataclass
-class Config:
+class Config(EnvOptions, ModelOptions, SamplingOptions):
     """Options of `agentrl iterate`; round r lives in OUT/round-r/ (rollouts.jsonl, oreo/ or sft/, eval.json)."""
 
     out: str = option("", help="output folder; a rerun skips finished stages of finished rounds")
@@ -17,22 +18,26 @@ class Config:
     policy: str = option("react", help="who collects a round's data: react (the policy samples -> OREO) | dagger "
                          "(the policy acts, the expert labels every state -> SFT on the labels of rounds 1..r and "
                          "--extra-data)")
-    beta_schedule: str = option("0", help="policy dagger: the expert's share of the steps in round r: B, linear:N, exp:D")
+    beta_schedule: str = option("0", help="policy dagger: the expert's share of the steps in round r: B, linear:N, "
+                                "exp:D")
+    thoughts: str | None = option(None, help="on|off: turns with or without `Think:` (default: the model's "
+                                  "agent_config.json)")
+    history: int | None = option(None, help="prompt keeps the last N turns, -1: all (default: the model's "
+                                 "agent_config.json)")
+    example: bool | None = option(None, help="in-context example in the prompt (default: the model's "
+                                  "agent_config.json)")
+    action_space: str | None = option(None, help="free | admissible (default: the model's agent_config.json)")
     model: str = option("", help="initial policy (e.g. OUT/policy of an SFT run)")
-    env: str = option("alfworld", help="environment: alfworld, textworld or math")
-    data: str | None = option(None, help="alfworld: data root (agentrl gen alfworld)")
-    dataset: str | None = option(None, help="math: dataset name")
-    games: str | None = option(None, help="textworld: game file or folder")
-    train_split: str = option("train", help="split the rollouts are collected on")
-    eval_split: str = option("valid_unseen", help="split each round's policy is evaluated on")
+    split: str | None = option(None, help="split the rollouts are collected on (default: the env's train split)")
+    eval_split: str | None = option(None, help="split each round's policy is evaluated on (default: the env's "
+                                    "evaluation split)")
+    num_envs: int = option(2, help="parallel environments")
+    temperature: float | None = option(1.0, help="rollout sampling temperature (evaluations are greedy)")
     extra_data: list[str] = option([], help="trajectory files added to every round's training data (e.g. expert demos)")
     accumulate: bool = option(True, help="train round r on the rollouts of rounds 1..r (else only round r)")
     samples_per_task: int = option(5, help="rollouts per training task (the paper: 5)")
     episodes: int | None = option(None, help="cap on rollout episodes per round")
     eval_episodes: int | None = option(None, help="cap on evaluation episodes")
-    temperature: float = option(1.0, help="rollout sampling temperature")
-    max_steps: int = option(40, help="step cap per episode")
-    num_envs: int = option(2, help="parallel environments")
     level: str = option("token", help="OREO level: token | step | response")
     lr: float = option(5e-6, help="policy learning rate")
     critic_lr: float | None = option(None, help="critic learning rate (default: the learner's)")
@@ -40,19 +45,14 @@ class Config:
     epochs: float = option(1.0, help="passes over each round's data")
     batch_size: int = option(8, help="episodes per optimizer step")
     lora: bool = option(False, help="policy as LoRA adapter")
-    thoughts: str | None = option(None, help="on|off: turns with or without `Think:` (default: the model's agent_config.json)")
-    history: int | None = option(None, help="prompt keeps the last N turns, -1: all (default: the model's agent_config.json)")
-    example: bool | None = option(None, help="in-context example in the prompt (default: the model's agent_config.json)")
-    device: str = option("cpu", help="torch device for generation (learning picks its own: --device auto)")
-    seed: int = option(0, help="seed; round r uses seed + r")
 
     def __post_init__(self) -> None:
         require(bool(self.out), "`out` is required")
         require(bool(self.model), "`model` is required: the initial policy")
         require(self.rounds >= 1, f"`rounds` must be >= 1, got {self.rounds}")
         require(self.policy in ("react", "dagger"), f"`policy` must be react or dagger, got {self.policy!r}")
-        if self.thoughts is not None:
-            self.thoughts = on_off(self.thoughts, "thoughts")
+        super().__post_init__()
+        self.eval_split = self.eval_split or self.env_spec.eval_split
 
 
 def run(cfg: Config) -> int:
@@ -61,9 +61,9 @@ def run(cfg: Config) -> int:
 
     out = Path(cfg.out)
     stages = Stages(out)
-    env = {"env": cfg.env, "data": cfg.data, "dataset": cfg.dataset, "games": cfg.games,
-           "max_steps": cfg.max_steps, "num_envs": cfg.num_envs, "device": cfg.device,
-           "thoughts": cfg.thoughts, "history": cfg.history, "example": cfg.example}  # fmt: skip
+    # Every round runs in the same env with the same model options; only the policy (model) and split change.
+    env = {k: v for k, v in values(cfg, EnvOptions, ModelOptions).items() if k not in ("split", "model")}
+    env.update(thoughts=cfg.thoughts, history=cfg.history, example=cfg.example, action_space=cfg.action_space)
     policy = cfg.model
     data: list[str] = list(cfg.extra_data)
     results = []
@@ -71,11 +71,11 @@ def run(cfg: Config) -> int:
     for r in range(1, cfg.rounds + 1):
         folder = out / f"round-{r}"
         rollouts = folder / "rollouts.jsonl"
-        dagger = {"policy": "dagger", "beta_schedule": cfg.beta_schedule, "dagger_round": r}
-        stages.run(f"round {r}: rollouts", pipeline.finished(rollouts), pipeline.rollout, **env,
-                   split=cfg.train_split, **(dagger if cfg.policy == "dagger" else {"policy": "react"}), model=policy,
-                   temperature=cfg.temperature, samples_per_task=cfg.samples_per_task,
-                   episodes=cfg.episodes, seed=cfg.seed + r, out=str(rollouts))
+        collect = {"policy": "dagger", "beta_schedule": cfg.beta_schedule, "dagger_round": r} \
+            if cfg.policy == "dagger" else {"policy": "react"}
+        stages.run(f"round {r}: rollouts", pipeline.finished(rollouts), pipeline.rollout,
+                   **{**env, **values(cfg, SamplingOptions), "seed": cfg.seed + r}, split=cfg.split, **collect,
+                   model=policy, samples_per_task=cfg.samples_per_task, episodes=cfg.episodes, out=str(rollouts))
         data = [*data, str(rollouts)] if cfg.accumulate else [*cfg.extra_data, str(rollouts)]
         if cfg.policy == "dagger":  # DAgger's aggregated dataset: every label so far (the chats hold them)
             learned, name = folder / "sft", "DAgger"
@@ -90,7 +90,8 @@ def run(cfg: Config) -> int:
         policy = str(learned / "policy")
         result = folder / "eval.json"
         stages.run(f"round {r}: evaluate", result, pipeline.evaluate, **env, split=cfg.eval_split, policy="react",
-                   model=policy, episodes=cfg.eval_episodes, method=f"{name} round {r}", out=str(result),
+                   model=policy, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                   episodes=cfg.eval_episodes, method=f"{name} round {r}", out=str(result),
                    trajectories=str(result.with_suffix(".jsonl")))
         results.append(result)
     pipeline.compare(results)

@@ -38,24 +38,12 @@ def run(cfg: Config) -> int:
 
     from agentrl import agent_format
     from agentrl.backends.transformers_backend import TransformersBackend
-    from agentrl.config import ConfigError
-    from agentrl.models import ModelError
     from agentrl.serve import ChatServer
 
-    try:
-        fmt = agent_format.load(cfg.model) if Path(cfg.model).expanduser().is_dir() else None
-    except agent_format.AgentFormatError as err:
-        raise ConfigError(str(err)) from None
-    try:
-        backend = TransformersBackend.from_pretrained(
-            cfg.model,
-            device=cfg.device,
-            dtype=cfg.dtype,
-            carry_cache=cfg.prefix_cache > 0,
-            keyless_cache=cfg.prefix_cache,
-        )
-    except ModelError as err:
-        raise ConfigError(str(err)) from None
+    # the model folder's agent format, listed in /v1/models (a bad file fails here, before the model loads)
+    fmt = agent_format.load(cfg.model) if Path(cfg.model).expanduser().is_dir() else None
+    backend = TransformersBackend.from_pretrained(cfg.model, device=cfg.device, dtype=cfg.dtype,
+                                                  carry_cache=cfg.prefix_cache > 0, keyless_cache=cfg.prefix_cache)
     server = ChatServer(
         backend,
         cfg.name or cfg.model,

@@ -20,7 +20,7 @@ def test_iterate_two_rounds_then_rerun_skips(tmp_path: Path, tiny_model_dir: Pat
     data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
     out = tmp_path / "iter"
     argv = ["iterate", "--out", str(out), "--rounds", "2", "--model", str(tiny_model_dir), "--env", "math",
-            "--dataset", f"jsonl:{data}", "--train-split", "test", "--eval-split", "test",
+            "--dataset", f"jsonl:{data}", "--split", "test", "--eval-split", "test",
             "--samples-per-task", "2", "--max-steps", "3", "--num-envs", "1", "--lr", "1e-3", "--batch-size", "2"]
     assert main(argv) == 0
     for r in (1, 2):
@@ -45,7 +45,7 @@ def test_iterate_dagger_rounds_label_the_policys_states_and_train_sft_on_all_lab
     data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
     out = tmp_path / "dagger"
     argv = ["iterate", "--policy", "dagger", "--beta-schedule", "linear:4", "--out", str(out), "--rounds", "2",
-            "--model", str(tiny_model_dir), "--env", "math", "--dataset", f"jsonl:{data}", "--train-split", "test",
+            "--model", str(tiny_model_dir), "--env", "math", "--dataset", f"jsonl:{data}", "--split", "test",
             "--eval-split", "test", "--samples-per-task", "1", "--max-steps", "3", "--num-envs", "1",
             "--temperature", "0", "--lr", "1e-3", "--batch-size", "2"]
     assert main(argv) == 0

@@ -159,7 +159,7 @@ def test_serve_publishes_the_format_and_an_openai_client_adopts_it(tmp_path, tin
         assert client.agent_format() == fmt
         assert OpenAIBackend(without.url, "plain", max_retries=0).agent_format() is None
         assert OpenAIBackend(with_format.url, "other", max_retries=0).agent_format() is None
-        cfg = _cfg(tmp_path, env="math", dataset="fake", policy="react", backend="openai", base_url=with_format.url,
+        cfg = _cfg(tmp_path, env="math", dataset="chain-sum", policy="react", backend="openai", base_url=with_format.url,
                    model="m", episodes=1, max_steps=1, max_new_tokens=2)
         rollout(cfg, pool=FakePool(num_tasks=1))
         assert read_episodes(cfg.out)[0].meta["agent"] == fmt.to_dict()
@@ -175,18 +175,16 @@ def test_serve_publishes_the_format_and_an_openai_client_adopts_it(tmp_path, tin
 def test_eval_prompts_the_model_as_its_agent_config_says(tmp_path, tiny_model_dir, capsys):
     import shutil
 
-    from agentrl.backends.transformers_backend import TransformersBackend
-    from agentrl.cli import eval as eval_cmd
+    from agentrl.evaluate import EvalConfig, evaluate
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
     AgentFormat(thoughts=False, example=False).save(model)
-    backend = TransformersBackend.from_pretrained(str(model))
     for name, extra in (("a", {}), ("b", {"thoughts": "on"})):
-        cfg = eval_cmd.Config(env="alfworld", data=str(tmp_path), model=str(model), out=str(tmp_path / f"{name}.json"),
-                              trajectories=str(tmp_path / f"{name}.jsonl"), max_steps=1, max_new_tokens=2,
-                              progress=False, **extra)
-        eval_cmd.evaluate(cfg, pool=FakePool(num_tasks=1), generator=backend)
+        cfg = EvalConfig(env="alfworld", data=str(tmp_path), model=str(model), out=str(tmp_path / f"{name}.json"),
+                         trajectories=str(tmp_path / f"{name}.jsonl"), max_steps=1, max_new_tokens=2,
+                         progress=False, **extra)
+        evaluate(cfg, pool=FakePool(num_tasks=1))
     (a,) = read_episodes(tmp_path / "a.jsonl")
     (b,) = read_episodes(tmp_path / "b.jsonl")
     assert a.meta["agent"]["thoughts"] is False and "Think" not in a.messages[0]["content"]
