@@ -79,9 +79,9 @@ def build_policy(opts: AgentOptions, generator: Any = None) -> Policy:
     agent_format.report(warnings)
     extra: dict[str, Any] = {}
     if opts.policy == "best_of_k":
-        extra = {"critic": build_scorer(opts, generator), "k": opts.best_of}
+        extra = {"critic": build_scorer(opts, generator), "k": opts.best_of, "logprob_weight": opts.logprob_weight}
     if opts.policy == "dagger":
         extra = {"beta": opts.beta}
     return make_policy(opts.policy, generator=generator, sampling=opts.sampling(), history=fmt.history,
-                       example=fmt.example, thoughts=fmt.thoughts, action_space=fmt.action_space, seed=opts.seed,
-                       **extra)
+                       example=fmt.example, thoughts=fmt.thoughts, action_space=fmt.action_space,
+                       anti_loop=opts.anti_loop, seed=opts.seed, **extra)

@@ -55,6 +55,7 @@ class Decision:
     logprob: float | None = None
     logprob_tokens: int = 0
     label: str | None = None
+    masked: list[str] | None = None  # admissible commands the anti-loop option excluded at this step
 
 
 @runtime_checkable

@@ -192,14 +192,14 @@ def test_eval_prompts_the_model_as_its_agent_config_says(tmp_path, tiny_model_di
     assert capsys.readouterr().err.count("was trained with thoughts off; this run uses thoughts on") == 1
 
 
-def test_a_model_recorded_as_admissible_chooses_among_the_envs_commands(tmp_path, tiny_model_dir):
+def test_a_model_recorded_as_admissible_and_listing_gets_both(tmp_path, tiny_model_dir):
     import shutil
 
     from agentrl.backends.transformers_backend import TransformersBackend
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
-    AgentFormat(thoughts=False, action_space="admissible").save(model)
+    AgentFormat(thoughts=False, action_space="admissible", list_admissible=True).save(model)
     run = _cfg(tmp_path, policy="react", model=str(model), max_steps=2, episodes=1)
     assert run.actions == "admissible"  # the folder's format, before any model is loaded
     rollout(run, pool=FakePool(num_tasks=1), generator=TransformersBackend.from_pretrained(str(model)))
@@ -207,3 +207,5 @@ def test_a_model_recorded_as_admissible_chooses_among_the_envs_commands(tmp_path
     admissible = {"open door", "look", *[f"go to room {r}" for r in range(4)]}
     assert ep.meta["action_space"] == "admissible" and ep.meta["agent"]["action_space"] == "admissible"
     assert all(s.action in admissible and s.valid for s in ep.steps)
+    assert ep.meta["agent"]["list_admissible"] is True
+    assert all("\nAdmissible commands: open door" in m["content"] for m in ep.messages[1::2])  # every user turn
