@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentrl.agent_format import write_for_training
 from agentrl.config import ConfigError, option, require
 
 ALGOS = ("oreo", "sft", "rs", "dpo")
@@ -141,3 +142,5 @@ def learn(cfg: LearnConfig) -> None:
     from agentrl.learner import train  # torch and transformers: only when a run trains
 
     train(cfg)
+    # the policy talks the way its training episodes do (thought-free, prompt variant, ...)
+    write_for_training([out / "policy", out / "policy_lora"], cfg.data, cfg.model)

@@ -1,4 +1,4 @@
-"""Iterative OREO: roll out the current policy, learn from the data, evaluate; repeat for R rounds."""
+"""Iterate: roll out the current policy, learn from the data, evaluate; repeat for R rounds (OREO or DAgger + SFT)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ class Config(EnvOptions, PromptOptions, ModelOptions, SamplingOptions):
 
     out: str = option("", help="output folder; a rerun skips finished stages of finished rounds")
     rounds: int = option(2, help="number of rounds R")
+    policy: str = option("react", help="who collects a round's data: react (the policy samples -> OREO) | dagger "
+                         "(the policy acts, the expert labels every state -> SFT on the labels of rounds 1..r and "
+                         "--extra-data)")
+    beta_schedule: str = option("0", help="policy dagger: the expert's share of the steps in round r: B, linear:N, "
+                                "exp:D")
     model: str = option("", help="initial policy (e.g. OUT/policy of an SFT run)")
     split: str | None = option(None, help="split the rollouts are collected on (default: the env's train split)")
     eval_split: str | None = option(None, help="alfworld: split each round's policy is evaluated on (default: the "
@@ -39,24 +44,32 @@ class Config(EnvOptions, PromptOptions, ModelOptions, SamplingOptions):
         require(bool(self.out), "`out` is required")
         require(bool(self.model), "`model` is required: the initial policy")
         require(self.rounds >= 1, f"`rounds` must be >= 1, got {self.rounds}")
+        require(self.policy in ("react", "dagger"), f"`policy` must be react or dagger, got {self.policy!r}")
         super().__post_init__()
 
     def recipe(self) -> RecipeConfig:
-        """The recipe this command runs: no demonstrations or SFT, an OREO learner per round, one evaluation."""
-        learner = {"algo": "oreo", "level": self.level, "lr": self.lr, "beta": self.beta, "epochs": self.epochs,
-                   "batch_size": self.batch_size, "lora": self.lora,
-                   "train_on": ["all_rollouts" if self.accumulate else "rollouts"], "extra_data": self.extra_data}
-        if self.critic_lr is not None:
-            learner["critic_lr"] = self.critic_lr
+        """The recipe this command runs: no demonstrations or SFT stage; per round the policy's rollouts, one
+        learner (OREO; with --policy dagger: SFT on every label so far), one evaluation."""
+        common = {"lr": self.lr, "epochs": self.epochs, "batch_size": self.batch_size, "lora": self.lora,
+                  "extra_data": self.extra_data}
+        if self.policy == "dagger":  # DAgger's aggregated dataset: every label so far (the chats hold them)
+            name, learner = "DAgger", {"algo": "sft", **common, "train_on": ["all_rollouts"]}
+            collect = RolloutsSpec(samples_per_task=self.samples_per_task, episodes=self.episodes, policy="dagger",
+                                   options={"beta_schedule": self.beta_schedule, "dagger_round": "{round}"})
+        else:
+            name = "OREO"
+            learner = {"algo": "oreo", "level": self.level, "beta": self.beta, **common,
+                       "train_on": ["all_rollouts" if self.accumulate else "rollouts"]}
+            if self.critic_lr is not None:
+                learner["critic_lr"] = self.critic_lr
+            collect = RolloutsSpec(samples_per_task=self.samples_per_task, episodes=self.episodes)
         eval_on = [str(self.dataset)] if self.env == "math" else [self.eval_split or self.env_spec.eval_split]
         return RecipeConfig(
             **values(self, EnvOptions, PromptOptions, ModelOptions, SamplingOptions), name="iterate", out=self.out,
-            seeds=[self.seed], demonstrations=None, sft=None, rounds=self.rounds, next_policy="OREO",
-            rollouts=RolloutsSpec(samples_per_task=self.samples_per_task, episodes=self.episodes),
-            learners={"OREO": learner}, evaluations={"OREO": EvalSpec(policy="OREO")}, eval_on=eval_on,
+            seeds=[self.seed], demonstrations=None, sft=None, rounds=self.rounds, next_policy=name, rollouts=collect,
+            learners={name: learner}, evaluations={name: EvalSpec(policy=name)}, eval_on=eval_on,
             eval_episodes=self.eval_episodes,
         )
-
 
 def run(cfg: Config) -> int:
     run_recipe(cfg.recipe())

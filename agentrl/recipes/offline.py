@@ -167,9 +167,10 @@ class SeedRun:
             return None
         path = self.round_folder(round_) / "rollouts.jsonl"
         extra = {k: v.format(round=round_) if isinstance(v, str) else v for k, v in spec.options.items()}
-        rcfg = RolloutConfig(**{**agent_options(self.cfg, self.data), "policy": spec.policy, "model": start,
-                                "samples_per_task": spec.samples_per_task, "episodes": spec.episodes,
-                                "seed": self.seed + round_ - 1, "out": str(path), **extra})
+        rcfg = from_dict(RolloutConfig, {**agent_options(self.cfg, self.data), "policy": spec.policy, "model": start,
+                                         "samples_per_task": spec.samples_per_task, "episodes": spec.episodes,
+                                         "seed": self.seed + round_ - 1, "out": str(path), **extra},
+                         where=f"rollouts of round {round_}")  # from_dict: "{round}" -> 2 becomes an int
         self.stages.run(self.label("rollouts", round_), finished(path), run_rollout, rcfg)
         return path
 
