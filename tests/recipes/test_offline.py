@@ -103,6 +103,37 @@ def test_iterate_two_rounds_then_rerun_skips(tmp_path: Path, tiny_model_dir: Pat
     assert capsys.readouterr().out.count("done already") == 6
 
 
+def test_iterate_dagger_rounds_label_the_policys_states_and_train_sft_on_all_labels(tmp_path: Path,
+                                                                                     tiny_model_dir: Path,
+                                                                                     capsys) -> None:
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    out = tmp_path / "dagger"
+    argv = ["iterate", "--policy", "dagger", "--beta-schedule", "linear:4", "--out", str(out), "--rounds", "2",
+            "--model", str(tiny_model_dir), "--env", "math", "--dataset", f"jsonl:{data}", "--split", "test",
+            "--samples-per-task", "1", "--max-steps", "3", "--num-envs", "1", "--temperature", "0", "--lr", "1e-3",
+            "--batch-size", "2"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "data: {'read': 2," in printed and "data: {'read': 4," in printed  # round 2: both rounds' labels
+    seed = out / "seed0"
+    for r, beta in ((1, 0.75), (2, 0.5)):  # linear:4 -> 1 - r/4
+        folder = seed / f"round-{r}"
+        rows = [json.loads(x) for x in (folder / "rollouts.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 and all(row["policy"] == "dagger" for row in rows)
+        assert all(row["meta"]["dagger"]["beta"] == beta for row in rows)
+        for row in rows:  # math's expert labels while the episode follows the reference; the chat ends there
+            labels = [step["label"] for step in row["steps"]]
+            labelled = labels.index(None) if None in labels else len(labels)
+            turns = [m["content"] for m in row["messages"] if m["role"] == "assistant"]
+            assert labelled >= 1 and turns == labels[:labelled]
+        assert (folder / "DAgger" / "policy" / "config.json").is_file() and not (folder / "DAgger" / "critic").exists()
+        result = json.loads((seed / "results" / f"jsonl:{data}" / f"DAgger_round_{r}.json").read_text())
+        assert result["method"] == f"DAgger round {r}"
+    log = (seed / "round-2" / "DAgger" / "metrics.jsonl").read_text().splitlines()
+    assert log and "loss" in json.loads(log[0])
+
+
 @pytest.mark.parametrize("path", sorted(ROOT.glob("bench/*/*.yaml")) + [ROOT / "configs" / "demo.yaml"],
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_shipped_recipe_loads(path: Path) -> None:
