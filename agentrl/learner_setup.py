@@ -160,6 +160,47 @@ def compute_reference_cache(
     )
 
 
+# ------------------------------------------------------------------------------------------------ data
+
+
+def oreal_items(
+    episodes: list[TokenizedEpisode], seed: int, pairs: bool
+) -> tuple[list[int], list[float], dict[str, int]]:
+    """OREAL's training items: groups of samples of one task, their RLOO advantages, mixed groups only.
+
+    Each task's episodes form a group (``rollout --samples-per-task K``); its advantages are leave-one-out over
+    the whole group on the episodes' (mapped) rewards. Groups whose pass rate is 0 or 1 carry no signal and are
+    dropped. ``pairs`` keeps one success and one failure per group, drawn with ``seed`` (the authors' code).
+
+    Returns:
+        ``items`` (episode indices, in task order), ``advantages`` (one per episode, 0 where not kept) and counts
+        ``{"groups", "mixed_groups", "all_success", "all_failure"}``.
+    """
+    from agentrl.losses_oreal import rloo_advantages
+
+    tasks: dict[str, list[int]] = {}
+    for i, episode in enumerate(episodes):
+        tasks.setdefault(episode.task_id, []).append(i)
+    group = torch.empty(len(episodes), dtype=torch.long)
+    for g, members in enumerate(tasks.values()):
+        group[members] = g
+    reward = torch.tensor([e.reward for e in episodes], dtype=torch.float32)
+    advantages = rloo_advantages(reward, group).tolist() if episodes else []
+    rng = random.Random(seed)
+    items: list[int] = []
+    counts = {"groups": len(tasks), "mixed_groups": 0, "all_success": 0, "all_failure": 0}
+    for task in sorted(tasks):
+        wins = [i for i in tasks[task] if episodes[i].success]
+        fails = [i for i in tasks[task] if not episodes[i].success]
+        if not fails or not wins:
+            counts["all_success" if wins else "all_failure"] += 1
+            continue
+        counts["mixed_groups"] += 1
+        items += [rng.choice(wins), rng.choice(fails)] if pairs else sorted(tasks[task])
+    kept = set(items)
+    return items, [a if i in kept else 0.0 for i, a in enumerate(advantages)], counts
+
+
 # ------------------------------------------------------------------------------------------ distributed
 
 

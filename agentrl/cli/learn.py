@@ -1,12 +1,15 @@
-"""Train a policy offline from trajectories: OREO (policy + critic), SFT, rejection sampling or DPO."""
+"""Train a policy from trajectories: OREO or DQO (policy + critic), OREAL (policy + token reward model), SFT,
+rejection sampling or DPO."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from agentrl.config import option, require
 
-ALGOS = ("oreo", "sft", "rs", "dpo")
+ALGOS = ("oreo", "dqo", "oreal", "sft", "rs", "dpo")
+DQO_WEIGHTS = ("both", "policy", "value", "none")
 
 
 @dataclass
@@ -14,7 +17,9 @@ class Config:
     """Options of `agentrl learn` (paper defaults: beta 0.03, alpha 0.01/0.1/0.3 by level, lr 5e-6)."""
 
     algo: str = option(
-        "oreo", help="oreo | sft | rs (SFT on successful episodes) | dpo (success vs failure pairs)"
+        "oreo",
+        help="oreo | dqo | oreal (groups of samples per task, on-policy per round) | sft | rs (SFT on successful "
+        "episodes) | dpo (success vs failure pairs)",
     )
     data: list[str] = option([], help="trajectory JSONL file(s), comma-separated")
     model: str = option("default", help="model folder, hub name, or `default` (SmolLM2-135M-Instruct)")
@@ -34,7 +39,23 @@ class Config:
         0.03, help="KL coefficient beta of the soft Bellman equation (DPO: its inverse temperature)"
     )
     alpha: float | None = option(
-        None, help="KL regulariser weight (default by level: token 0.01, step 0.1, response 0.3)"
+        None,
+        help="KL regulariser weight (OREO default by level: token 0.01, step 0.1, response 0.3; DQO: 0, none; "
+        "OREAL: 0.01 on its k3 estimate)",
+    )
+    dqo_lambda: float = option(1.0, help="DQO: lambda of the lambda-return targets (1: Monte Carlo, 0: one-step)")
+    dqo_clip: float = option(math.e, help="DQO: clip c of the trajectory importance weight min(pi/pi_ref, c)")
+    dqo_weight: str = option(
+        "both", help="DQO: which losses the importance weight multiplies: both | policy | value | none"
+    )
+    oreal_eta: float = option(0.5, help="OREAL: weight of the failed samples' policy-gradient term")
+    oreal_rm_warmup: int = option(
+        10, help="OREAL: optimizer steps at the start in which only the token reward model trains"
+    )
+    oreal_pairs: bool = option(
+        True,
+        help="OREAL: train on one success and one failure per task (the authors' code); off: every sample of "
+        "each task with both outcomes",
     )
     lr: float = option(5e-6, help="policy learning rate (LoRA usually wants ~1e-4)")
     critic_lr: float | None = option(
@@ -52,7 +73,8 @@ class Config:
     group_by_length: bool | None = option(
         None,
         help="batch episodes of similar length together: less padding, batch order stays random (default: on, "
-        "except OREO, whose successes and failures differ in length, so grouped batches would be all one outcome)",
+        "except OREO/DQO/OREAL, whose successes and failures differ in length, so grouped batches would be all "
+        "one outcome)",
     )
     reward_map: str = option(
         "0:-1,1:1", help="raw:mapped terminal rewards (paper: {0,1}->{-1,1}); `none` = raw"
@@ -65,7 +87,7 @@ class Config:
     warmup_steps: int = option(0, help="linear warmup steps")
     weight_decay: float = option(0.0, help="AdamW weight decay")
     low_memory: bool = option(
-        False, help="OREO: one autograd graph at a time (the critic runs once more, without gradients)"
+        False, help="OREO/DQO: one autograd graph at a time (the critic runs once more, without gradients)"
     )
     gradient_checkpointing: bool = option(
         False, help="recompute layer activations in backward (less memory, ~1 forward more)"
@@ -104,8 +126,18 @@ class Config:
             self.chunk_size >= 1 and self.log_every >= 1 and self.save_every >= 0,
             "bad chunk_size/log_every/save_every",
         )
+        require(0.0 <= self.dqo_lambda <= 1.0, f"`dqo_lambda` must be in [0, 1], got {self.dqo_lambda}")
+        require(self.dqo_clip > 0, f"`dqo_clip` must be > 0, got {self.dqo_clip}")
+        require(self.dqo_weight in DQO_WEIGHTS, f"`dqo_weight`: {'|'.join(DQO_WEIGHTS)}, got {self.dqo_weight!r}")
+        require(self.oreal_eta >= 0 and self.oreal_rm_warmup >= 0, "`oreal_eta`, `oreal_rm_warmup` must be >= 0")
+        require(
+            self.algo != "oreal" or self.level == "token",
+            f"OREAL weighs single tokens: `level` must be token, got {self.level!r}",
+        )
+        require(self.alpha is None or self.alpha >= 0, f"`alpha` must be >= 0, got {self.alpha}")
         if self.alpha is None:
-            self.alpha = {"token": 0.01, "step": 0.1, "response": 0.3}[self.level]
+            by_algo = {"dqo": 0.0, "oreal": 0.01}
+            self.alpha = by_algo.get(self.algo, {"token": 0.01, "step": 0.1, "response": 0.3}[self.level])
         if self.critic_lr is None:
             self.critic_lr = 1e-4 if self.critic_lora else self.lr
 
