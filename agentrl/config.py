@@ -205,6 +205,24 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
 
 
+_ON = {"on", "true", "yes", "1"}
+_OFF = {"off", "false", "no", "0"}
+
+
+def on_off(value: Any, key: str) -> str:
+    """A switch option (``--thoughts on|off``) as ``"on"`` or ``"off"``; YAML's ``off`` arrives as ``False``.
+
+    Raises:
+        ConfigError: the value is neither (naming ``key``).
+    """
+    text = str(value).strip().lower()
+    if text in _ON:
+        return "on"
+    if text in _OFF:
+        return "off"
+    raise ConfigError(f"`{key}` must be on or off, got {value!r}")
+
+
 def require(condition: bool, message: str) -> None:
     """``__post_init__`` helper: raise :class:`ConfigError` with ``message`` unless ``condition``."""
     if not condition:

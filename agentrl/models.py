@@ -4,8 +4,10 @@
 converted once into a plain Hugging Face checkpoint under the user cache dir (``$AGENTRL_CACHE`` or
 ``~/.cache/agentrl``) and reused; nothing is ever downloaded at run time.
 
-``build_tiny_model`` makes the few-million-parameter Llama models (with a byte-level BPE tokenizer trained on
-the task's own text and a ChatML chat template) that CPU experiments, the demo and the tests use.
+``build_tiny_model`` makes the few-million-parameter Llama models (with a tokenizer trained on the task's own
+text and a ChatML chat template) that CPU experiments, the demo and the tests use. The tokenizer is byte-level
+BPE (``bpe``) or word-level (``word``: every word, number and punctuation run of the corpus is one token, so
+``mug 12`` is two tokens; words the corpus lacks become ``<|unk|>``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+WORD_UNK = "<|unk|>"
+TOKENIZER_KINDS = ("bpe", "word")
 
 
 class ModelError(ValueError):
@@ -149,14 +153,26 @@ def load_causal_lm(name: str | Path, dtype: Any = None, device: str | None = Non
     return model
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, split_digits: bool = False) -> Any:
-    """A byte-level BPE tokenizer trained on ``texts`` with ChatML special tokens and chat template.
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int = 2048, split_digits: bool = False, kind: str = "bpe"
+) -> Any:
+    """A tokenizer trained on ``texts`` with ChatML special tokens and chat template.
 
-    ``split_digits`` makes every digit its own token (numbers never merge into multi-digit BPE pieces), the usual
-    choice for arithmetic; the default keeps plain byte-level BPE.
+    Args:
+        texts: the training corpus (rendered chats).
+        vocab_size: the vocabulary cap (``word``: the most frequent words are kept, the rest become
+            ``<|unk|>``).
+        split_digits: ``bpe`` only: every digit is its own token (numbers never merge into multi-digit BPE
+            pieces), the usual choice for arithmetic; the default keeps plain byte-level BPE.
+        kind: ``bpe`` (byte-level BPE) or ``word`` (see :func:`train_word_tokenizer`).
     """
+    if kind not in TOKENIZER_KINDS:
+        raise ModelError(f"tokenizer must be one of {', '.join(TOKENIZER_KINDS)}, got {kind!r}")
+    if kind == "word":
+        if split_digits:
+            raise ModelError("split_digits is a BPE option; the word tokenizer keeps each number whole")
+        return train_word_tokenizer(texts, vocab_size)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -173,12 +189,47 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, split_digits: 
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    return _chatml_tokenizer(tok, unk="<|endoftext|>")
+
+
+def train_word_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> Any:
+    """A word-level tokenizer: each piece of the GPT-2 split (a word or number with its leading space, a
+    punctuation run, a whitespace run) is one token.
+
+    Object names and numbers stay whole (``" mug"``, ``" 12"``), so an ALFWorld turn costs a handful of tokens.
+    The byte-level pre-tokenizer and decoder make ``decode(encode(text)) == text`` for every text made of known
+    words (spaces and newlines included); an unknown piece encodes as ``<|unk|>`` (a special token, so decoding
+    with ``skip_special_tokens`` drops it). The special tokens are taken out of the corpus before training so
+    that their fragments (``<|``, ``im``) do not fill the vocabulary.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    specials = [*TINY_SPECIAL_TOKENS, WORD_UNK]
+
+    def plain(corpus: Iterable[str]) -> Iterable[str]:
+        for text in corpus:
+            for special in specials:
+                text = text.replace(special, "\n")
+            yield text
+
+    tok = Tokenizer(models.WordLevel(unk_token=WORD_UNK))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator(plain(texts), trainer=trainer)
+    return _chatml_tokenizer(tok, unk=WORD_UNK)
+
+
+def _chatml_tokenizer(tok: Any, unk: str) -> Any:
+    """Wraps a trained ``tokenizers.Tokenizer`` as a transformers tokenizer with the ChatML template."""
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|im_start|>",
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
+        unk_token=unk,
     )
     tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
@@ -194,33 +245,34 @@ def build_tiny_model(
     max_positions: int = 4096,
     seed: int = 0,
     split_digits: bool = False,
+    tokenizer: str = "bpe",
 ) -> tuple[Any, Any]:
     """A from-scratch Llama model and a tokenizer trained on ``texts`` (no download, seconds on CPU).
 
-    ``split_digits``: one token per digit (see :func:`train_tokenizer`).
+    ``split_digits``: one token per digit; ``tokenizer``: ``bpe`` or ``word`` (see :func:`train_tokenizer`).
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = train_tokenizer(texts, vocab_size, split_digits=split_digits)
+    tok = train_tokenizer(texts, vocab_size, split_digits=split_digits, kind=tokenizer)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=len(tok),
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 4,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_heads,
         max_position_embeddings=max_positions,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return model, tokenizer
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    return model, tok
 
 
 def tiny_model_from_trajectories(data: str, out: str | Path, **sizes: Any) -> Path:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentrl.config import ConfigError, option, require
+from agentrl.config import ConfigError, on_off, option, require
 from agentrl.types import Episode, Step, episode_id
 
 ENV_IDS = {"alfworld": "agentrl/ALFWorld-v0", "textworld": "agentrl/TextWorld-v0", "math": "agentrl/Math-v0"}
@@ -55,6 +55,7 @@ class RolloutConfig:
     max_new_tokens: int = option(128, help="token cap per assistant turn")
     history: int | None = option(None, help="prompt keeps only the last N turns (default: full history)")
     example: bool = option(True, help="put the in-context example in the system prompt")
+    thoughts: str = option("on", help="on: turns are `Think: ...` + `Action: ...`; off: thought-free `Action: ...` turns")
     seed: int = option(0, help="seed for env resets and sampling")
     resume: bool = option(False, help="append to --out, skipping episode ids already in it")
     device: str = option("cpu", help="transformers backend: torch device (cpu, cuda)")
@@ -83,6 +84,7 @@ class RolloutConfig:
         require(0 < self.top_p <= 1, f"`top_p` must be in (0, 1], got {self.top_p}")
         require(self.max_new_tokens >= 1, f"`max_new_tokens` must be >= 1, got {self.max_new_tokens}")
         require(self.history is None or self.history >= 0, f"`history` must be >= 0, got {self.history}")
+        self.thoughts = on_off(self.thoughts, "thoughts")
         require(self.step_timeout > 0, f"`step_timeout` must be > 0, got {self.step_timeout}")
         require(
             self.dtype in ("float32", "bfloat16", "float16"),
@@ -124,6 +126,11 @@ class RolloutConfig:
     @property
     def uses_model(self) -> bool:
         return self.policy in ("react", "best_of_k")
+
+    @property
+    def with_thoughts(self) -> bool:
+        """Assistant turns carry a ``Think:`` line (``--thoughts on``)."""
+        return self.thoughts == "on"
 
     def env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``gymnasium.make(ENV_IDS[env], ...)``."""
@@ -191,7 +198,8 @@ def make_pool(cfg: RolloutConfig) -> Any:
 
 
 def _meta(cfg: RolloutConfig, sample: int, generator: Any) -> dict[str, Any]:
-    meta: dict[str, Any] = {"sample": sample, "seed": cfg.seed, "max_steps": cfg.max_steps}
+    meta: dict[str, Any] = {"sample": sample, "seed": cfg.seed, "max_steps": cfg.max_steps,
+                            "thoughts": cfg.with_thoughts}
     if cfg.uses_model:
         meta.update(
             model=cfg.model,
@@ -270,6 +278,7 @@ def rollout(
                 sampling=sampling,
                 history=cfg.history,
                 example=cfg.example,
+                thoughts=cfg.with_thoughts,
                 seed=cfg.seed,
             )
         run = _Run(

@@ -21,6 +21,7 @@ def make_policy(
     sampling: Any = None,
     history: int | None = None,
     example: bool = True,
+    thoughts: bool = True,
     seed: int = 0,
     **kwargs: Any,
 ) -> Policy:
@@ -32,6 +33,7 @@ def make_policy(
         sampling: decoding parameters for model-backed policies.
         history: ``None`` for the full chat, else the number of last turns the prompt keeps.
         example: put the in-context example in the system prompt.
+        thoughts: ``Think: ... / Action: ...`` turns; ``False``: thought-free ``Action: ...`` turns.
         seed: seed of the random policy.
         **kwargs: passed on to the policy (e.g. ``critic``/``k`` for ``best_of_k``).
     """
@@ -46,17 +48,19 @@ def make_policy(
     if name == "react":
         from agentrl.policies.react import ReActPolicy
 
-        return ReActPolicy(generator, sampling, history=history, example=example, **kwargs)
+        return ReActPolicy(generator, sampling, history=history, example=example, thoughts=thoughts, **kwargs)
     if name == "expert":
         from agentrl.policies.expert import ExpertPolicy
 
-        return ExpertPolicy(example=example, **kwargs)
+        return ExpertPolicy(example=example, thoughts=thoughts, **kwargs)
     if name == "random":
         from agentrl.policies.random import RandomPolicy
 
-        return RandomPolicy(seed=seed, example=example, **kwargs)
+        return RandomPolicy(seed=seed, example=example, thoughts=thoughts, **kwargs)
     module = importlib.import_module("agentrl.policies.best_of_k")
-    return module.make(generator=generator, sampling=sampling, history=history, example=example, **kwargs)
+    return module.make(
+        generator=generator, sampling=sampling, history=history, example=example, thoughts=thoughts, **kwargs
+    )
 
 
 __all__ = ["POLICIES", "Context", "Decision", "Policy", "make_policy"]

@@ -150,6 +150,7 @@ def make(
     sampling: Any = None,
     history: int | None = None,
     example: bool = True,
+    thoughts: bool = True,
     critic: str | ActionScorer | None = None,
     k: int = 5,
     tokenizer: Any = None,
@@ -165,6 +166,7 @@ def make(
         sampling: its decoding parameters (K > 1 needs ``temperature > 0``, else all samples are equal).
         history: prompt window of the ReAct policy.
         example: in-context example in the system prompt.
+        thoughts: ``Think:``/``Action:`` turns, or thought-free ``Action:`` turns.
         critic: a critic folder or an :class:`ActionScorer`.
         k: candidates per step.
         tokenizer: the tokenizer the critic reads chats with (default: the generator's).
@@ -188,5 +190,5 @@ def make(
             dtype=dtype,
             **kwargs,
         )
-    policy = ReActPolicy(generator, sampling, history=history, example=example)
+    policy = ReActPolicy(generator, sampling, history=history, example=example, thoughts=thoughts)
     return BestOfK(policy, critic, k=k)

@@ -2,7 +2,8 @@
 
 The env supplies the action (ALFWorld's hand-coded expert, a TextWorld game's walkthrough, a math problem's
 reference solution split into steps); this policy only adds a short templated thought that says why, in the
-same ``Think: ... / Action: ...`` format the ReAct agent is trained to produce.
+same ``Think: ... / Action: ...`` format the ReAct agent is trained to produce. The templated thoughts carry no
+information the action does not, so ``thoughts=False`` writes thought-free ``Action: ...`` turns instead.
 """
 
 from __future__ import annotations
@@ -49,12 +50,18 @@ def expert_thought(action: str, info: dict[str, Any], first: bool) -> str:
 
 
 class ExpertPolicy:
-    """Plays ``info["expert_action"]`` (a demonstration); writes the same message format as ReAct."""
+    """Plays ``info["expert_action"]`` (a demonstration); writes the same message format as ReAct.
+
+    Args:
+        example: put the in-context example in the system prompt.
+        thoughts: write ``Think: ...`` lines (templated); ``False``: ``Action: ...`` turns only.
+    """
 
     name = "expert"
 
-    def __init__(self, example: bool = True):
+    def __init__(self, example: bool = True, thoughts: bool = True):
         self.example = example
+        self.thoughts = thoughts
 
     def begin(self, slot: int, observation: str, info: dict[str, Any], env_kind: str) -> Context:
         check_env_kind(env_kind)
@@ -63,7 +70,7 @@ class ExpertPolicy:
                 f"the {env_kind} env gives no info['expert_action'] for task {info.get('task_id')!r}; "
                 "use --policy react or random"
             )
-        messages = initial_messages(env_kind, observation, info, self.example)
+        messages = initial_messages(env_kind, observation, info, self.example, self.thoughts)
         return Context(slot=slot, messages=messages, observation=observation, info=info, env_kind=env_kind)
 
     def act(self, contexts: list[Context]) -> list[Decision]:
@@ -72,14 +79,14 @@ class ExpertPolicy:
             action = ctx.info.get("expert_action")
             first = len(ctx.messages) <= 2
             if not action:  # the expert has nothing to say (e.g. the task is already done): a harmless look
-                raw = format_react("I am not sure what to do next.", "look", ctx.env_kind)
+                raw = format_react("I am not sure what to do next.", "look", ctx.env_kind, self.thoughts)
                 decisions.append(Decision(action="look", raw=raw, thought="", valid=False))
                 continue
             action = str(action)
-            thought = "" if ctx.env_kind == "math" else expert_thought(action, ctx.info, first)
-            decisions.append(
-                Decision(action=action, raw=format_react(thought, action, ctx.env_kind), thought=thought)
-            )
+            thinks = self.thoughts and ctx.env_kind != "math"
+            thought = expert_thought(action, ctx.info, first) if thinks else ""
+            raw = format_react(thought, action, ctx.env_kind, self.thoughts)
+            decisions.append(Decision(action=action, raw=raw, thought=thought))
         return decisions
 
     def observe(self, context: Context, decision: Decision, observation: str, info: dict[str, Any]) -> None:

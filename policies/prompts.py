@@ -3,7 +3,9 @@
 Every policy (LLM, expert, random) writes its assistant turns in one format so that any episode is training
 data for the ReAct agent:
 
-* ``alfworld`` / ``textworld``: ``"Think: <reasoning>\\nAction: <command>"``. The command is what the env gets.
+* ``alfworld`` / ``textworld``: ``"Think: <reasoning>\\nAction: <command>"``, or with thoughts off just
+  ``"Action: <command>"`` (thought-free turns: the system prompt and its example ask for that one line). The
+  command is what the env gets.
 * ``math``: one reasoning step per assistant turn (a single line); the final step contains ``#### <answer>``.
 
 :func:`parse_react` is deliberately forgiving about case, markdown and quotes, but never guesses: a reply with no
@@ -31,13 +33,11 @@ ALFWORLD_COMMANDS = """\
   look
   inventory"""
 
-ALFWORLD_SYSTEM = f"""\
+ALFWORLD_SYSTEM = """\
 You are an agent in a household. You interact with the rooms only through text commands to complete a task.
-Each turn, answer with exactly two lines:
-Think: <one short sentence of reasoning>
-Action: <one command>
+{answer}
 Commands (use object and receptacle names exactly as the observations write them, with their numbers):
-{ALFWORLD_COMMANDS}
+{commands}
 You can hold one object at a time. Look inside closed receptacles by opening them first."""
 
 ALFWORLD_EXAMPLE = """\
@@ -64,9 +64,7 @@ Action: move mug 1 to coffeemachine 1"""
 
 TEXTWORLD_SYSTEM = """\
 You are playing a text adventure game. You act only through text commands to reach the goal.
-Each turn, answer with exactly two lines:
-Think: <one short sentence of reasoning>
-Action: <one command>
+{answer}
 Typical commands: go north/south/east/west, look, inventory, examine X, take X, take X from Y, drop X,
 put X on Y, insert X into Y, open X, close X, unlock X with Y, lock X with Y, eat X."""
 
@@ -93,7 +91,16 @@ Assistant: #### 10"""
 MATH_NEXT = "Next step."
 TURN_STOPS = ("\nUser:", "\nObservation:")  # a reply that goes on to write the env's turn stops there
 
+ANSWER_WITH_THOUGHTS = """\
+Each turn, answer with exactly two lines:
+Think: <one short sentence of reasoning>
+Action: <one command>"""
+ANSWER_THOUGHT_FREE = """\
+Each turn, answer with exactly one line:
+Action: <one command>"""
+
 _SYSTEM = {"alfworld": ALFWORLD_SYSTEM, "textworld": TEXTWORLD_SYSTEM, "math": MATH_SYSTEM}
+_THINK_LINE = re.compile(r"(?<=Assistant: )Think: [^\n]*\n")
 _EXAMPLE = {"alfworld": ALFWORLD_EXAMPLE, "textworld": TEXTWORLD_EXAMPLE, "math": MATH_EXAMPLE}
 
 
@@ -103,10 +110,19 @@ def check_env_kind(env_kind: str) -> str:
     return env_kind
 
 
-def system_prompt(env_kind: str, example: bool = True) -> str:
-    """The system instruction for ``env_kind`` (action syntax), optionally with an in-context example."""
-    text = _SYSTEM[check_env_kind(env_kind)]
-    return f"{text}\n\n{_EXAMPLE[env_kind]}" if example else text
+def system_prompt(env_kind: str, example: bool = True, thoughts: bool = True) -> str:
+    """The system instruction for ``env_kind`` (action syntax), optionally with an in-context example.
+
+    ``thoughts=False`` asks for thought-free turns (``Action: <command>`` alone) and drops the ``Think:`` lines
+    from the example; math turns are reasoning steps either way, so it does not change the math prompt.
+    """
+    check_env_kind(env_kind)
+    answer = ANSWER_WITH_THOUGHTS if thoughts else ANSWER_THOUGHT_FREE
+    text = _SYSTEM[env_kind].format(answer=answer, commands=ALFWORLD_COMMANDS)
+    if not example:
+        return text
+    shown = _EXAMPLE[env_kind] if thoughts else _THINK_LINE.sub("", _EXAMPLE[env_kind])
+    return f"{text}\n\n{shown}"
 
 
 def first_user_turn(env_kind: str, observation: str, info: dict[str, Any]) -> str:
@@ -128,10 +144,11 @@ def next_user_turn(env_kind: str, observation: str) -> str:
 
 
 def initial_messages(
-    env_kind: str, observation: str, info: dict[str, Any], example: bool = True
+    env_kind: str, observation: str, info: dict[str, Any], example: bool = True, thoughts: bool = True
 ) -> list[dict[str, str]]:
+    """System instruction (see :func:`system_prompt`) and the opening user turn of an episode."""
     return [
-        {"role": "system", "content": system_prompt(env_kind, example)},
+        {"role": "system", "content": system_prompt(env_kind, example, thoughts)},
         {"role": "user", "content": first_user_turn(env_kind, observation, info)},
     ]
 
@@ -149,10 +166,15 @@ def window(messages: list[dict[str, str]], last_turns: int | None) -> list[dict[
     return list(messages[:head]) + (list(rest[-keep:]) if keep > 0 else [])
 
 
-def format_react(thought: str, action: str, env_kind: str) -> str:
-    """An assistant turn in the shared format (experts and random policies write these)."""
+def format_react(thought: str, action: str, env_kind: str, thoughts: bool = True) -> str:
+    """An assistant turn in the shared format (experts and random policies write these).
+
+    ``thoughts=False`` writes the thought-free turn ``Action: <command>`` (``thought`` is ignored).
+    """
     if env_kind == "math":
         return action.strip()
+    if not thoughts:
+        return f"Action: {action.strip()}"
     return f"Think: {thought.strip()}\nAction: {action.strip()}"
 
 

@@ -15,18 +15,20 @@ class RandomPolicy:
 
     The generator is seeded from ``seed`` and the episode id the rollout puts in ``context.memory``
     (``"episode_id"``), so an episode's actions do not depend on how many envs run in parallel.
+    ``thoughts=False`` writes thought-free ``Action: ...`` turns.
     """
 
     name = "random"
 
-    def __init__(self, seed: int = 0, example: bool = True):
+    def __init__(self, seed: int = 0, example: bool = True, thoughts: bool = True):
         self.seed = seed
         self.example = example
+        self.thoughts = thoughts
         self._episodes = 0
 
     def begin(self, slot: int, observation: str, info: dict[str, Any], env_kind: str) -> Context:
         check_env_kind(env_kind)
-        messages = initial_messages(env_kind, observation, info, self.example)
+        messages = initial_messages(env_kind, observation, info, self.example, self.thoughts)
         self._episodes += 1
         return Context(slot=slot, messages=messages, observation=observation, info=info, env_kind=env_kind)
 
@@ -46,10 +48,9 @@ class RandomPolicy:
                     f"(task {ctx.info.get('task_id')!r}); use --policy expert or react"
                 )
             action = self._rng(ctx).choice(sorted(actions))
-            thought = "I try an action at random."
-            decisions.append(
-                Decision(action=action, raw=format_react(thought, action, ctx.env_kind), thought=thought)
-            )
+            thought = "I try an action at random." if self.thoughts else ""
+            raw = format_react(thought, action, ctx.env_kind, self.thoughts)
+            decisions.append(Decision(action=action, raw=raw, thought=thought))
         return decisions
 
     def observe(self, context: Context, decision: Decision, observation: str, info: dict[str, Any]) -> None:

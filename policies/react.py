@@ -29,6 +29,8 @@ class ReActPolicy:
         sampling: decoding parameters; for math a newline stop is added (one reasoning step per action).
         history: ``None`` sends the full chat; ``k`` sends system + task + the last ``k`` turns.
         example: include the in-context example in the system instruction.
+        thoughts: ask for ``Think: ... / Action: ...`` turns; ``False``: thought-free ``Action: ...`` turns
+            (the parser reads both).
     """
 
     name = "react"
@@ -40,6 +42,7 @@ class ReActPolicy:
         *,
         history: int | None = None,
         example: bool = True,
+        thoughts: bool = True,
     ):
         if history is not None and history < 0:
             raise ValueError(f"history must be None (full) or >= 0 turns, got {history}")
@@ -47,6 +50,7 @@ class ReActPolicy:
         self.sampling = sampling or Sampling()
         self.history = history
         self.example = example
+        self.thoughts = thoughts
         self._keys = itertools.count()
         self._calls = itertools.count()
 
@@ -54,7 +58,7 @@ class ReActPolicy:
         check_env_kind(env_kind)
         ctx = Context(
             slot=slot,
-            messages=initial_messages(env_kind, observation, info, self.example),
+            messages=initial_messages(env_kind, observation, info, self.example, self.thoughts),
             observation=observation,
             info=info,
             env_kind=env_kind,

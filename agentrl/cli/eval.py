@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentrl.config import ConfigError, option, require
+from agentrl.config import ConfigError, on_off, option, require
 
 ENVS = ("alfworld", "textworld", "math")
 DEFAULT_MAX_STEPS = {"alfworld": 40, "textworld": 40, "math": 20}
@@ -36,6 +36,7 @@ class Config:
     max_new_tokens: int = option(128, help="token cap per assistant turn")
     history: int | None = option(None, help="prompt keeps only the last N turns (default: full history)")
     example: bool = option(True, help="put the in-context example in the system prompt")
+    thoughts: str = option("on", help="on: turns are `Think: ...` + `Action: ...`; off: thought-free `Action: ...` turns")
     backend: str = option("transformers", help="generation backend: transformers, openai, vllm")
     base_url: str | None = option(None, help="openai backend: endpoint")
     device: str = option("cpu", help="torch device for the policy and the critic")
@@ -54,6 +55,7 @@ class Config:
             return
         require(self.env in ENVS, f"`env` must be one of {', '.join(ENVS)}, got {self.env!r}")
         require(self.policy in ("react", "expert", "random"), f"`policy` must be react, expert or random, got {self.policy!r}")
+        self.thoughts = on_off(self.thoughts, "thoughts")
         require(bool(self.out), "give --out results.json (or --compare a.json b.json ...)")
         require(self.best_of is None or self.beam is None, "give --best-of K or --beam B, not both")
         for name in ("best_of", "beam"):
@@ -100,7 +102,8 @@ def rollout_config(cfg: Config, out: str) -> Any:
         split=cfg.split, dataset=cfg.dataset, problems=cfg.problems, games=cfg.games, model=cfg.model,
         backend=cfg.backend, base_url=cfg.base_url, episodes=cfg.episodes, samples_per_task=1, num_envs=cfg.num_envs,
         max_steps=int(cfg.max_steps or 40), temperature=float(cfg.temperature or 0.0), top_p=cfg.top_p,
-        max_new_tokens=cfg.max_new_tokens, history=cfg.history, example=cfg.example, seed=cfg.seed,
+        max_new_tokens=cfg.max_new_tokens, history=cfg.history, example=cfg.example, thoughts=cfg.thoughts,
+        seed=cfg.seed,
         resume=cfg.resume, device=cfg.device, dtype=cfg.dtype, progress=cfg.progress,
     )
 
@@ -133,8 +136,9 @@ def evaluate(cfg: Config, pool: Any = None, policy: Any = None, generator: Any =
                 generator = generator or make_generator(rcfg)
                 sampling = Sampling(temperature=float(cfg.temperature or 0.0), top_p=cfg.top_p,
                                     max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-                policy = make(generator=generator, sampling=sampling, history=cfg.history, example=cfg.example,
-                              critic=str(cfg.critic), k=cfg.best_of, device=cfg.device, dtype=cfg.dtype)
+                policy = make(generator=generator, sampling=sampling, history=rcfg.history, example=rcfg.example,
+                              thoughts=rcfg.with_thoughts, critic=str(cfg.critic), k=cfg.best_of,
+                              device=cfg.device, dtype=cfg.dtype)
             on_step = None
             if cfg.live:
                 from agentrl.replay import LiveView

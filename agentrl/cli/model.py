@@ -18,7 +18,8 @@ class Config:
     )
     data: str | None = option(None, help="tiny: trajectory JSONL file(s), comma-separated, whose text trains the tokenizer")
     out: str | None = option(None, help="tiny: output folder")
-    vocab_size: int = option(2048, help="tiny: BPE vocabulary size")
+    tokenizer: str = option("bpe", help="tiny: `bpe` (byte-level BPE) or `word` (one token per word or number)")
+    vocab_size: int = option(2048, help="tiny: vocabulary cap (word: rarer words become <|unk|>)")
     hidden_size: int = option(256, help="tiny: hidden size")
     num_layers: int = option(6, help="tiny: transformer layers")
     num_heads: int = option(4, help="tiny: attention heads")
@@ -31,6 +32,7 @@ class Config:
         if self.name == "tiny":
             require(bool(self.data and self.out), "`agentrl model tiny` needs --data and --out")
         require(self.hidden_size % self.num_heads == 0, "hidden_size must be a multiple of num_heads")
+        require(self.tokenizer in ("bpe", "word"), f"`tokenizer` must be bpe or word, got {self.tokenizer!r}")
 
 
 def run(cfg: Config) -> int:
@@ -44,6 +46,7 @@ def run(cfg: Config) -> int:
                 cfg.data,
                 cfg.out,
                 vocab_size=cfg.vocab_size,
+                tokenizer=cfg.tokenizer,
                 hidden_size=cfg.hidden_size,
                 num_layers=cfg.num_layers,
                 num_heads=cfg.num_heads,

@@ -50,7 +50,8 @@ def run(cfg: Config) -> int:
             sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                 seed=cfg.seed)
             policy = make(generator=generator, sampling=sampling, history=cfg.history, example=cfg.example,
-                          critic=str(cfg.critic), k=cfg.best_of, device=cfg.device, dtype=cfg.dtype)
+                          thoughts=cfg.with_thoughts, critic=str(cfg.critic), k=cfg.best_of, device=cfg.device,
+                          dtype=cfg.dtype)
         summary = rollout(cfg, on_step, policy=policy, generator=generator)
     except ModelError as err:
         from agentrl.config import ConfigError
