@@ -336,6 +336,8 @@ def _same_model(a: str, b: str) -> bool:
 def data_source_warnings(cfg: Any, model_path: str, passes: float) -> list[str]:
     """What makes the data wrong for DQO's importance weight or OREAL's on-policy update (empty: nothing).
 
+    ``passes``: how many passes over the data the policy's updates make (OREAL's warm-up steps not counted).
+
     DQO's ``w = pi / pi_ref`` assumes the episodes were sampled from ``pi_ref``, the model training starts from;
     OREAL's update assumes they were sampled from the current policy (one round, one pass). Demonstrations (an
     ``expert`` policy) and rollouts of another model break both; a second pass breaks OREAL's.
@@ -362,7 +364,7 @@ def data_source_warnings(cfg: Any, model_path: str, passes: float) -> list[str]:
     if others:
         found.append(f"{others} episode(s) sampled from another model than {model_path}")
     if cfg.algo == "oreal" and passes > 1:
-        found.append(f"{passes:.3g} passes over the data (stale after the first)")
+        found.append(f"{passes:.3g} policy passes over the data (stale after the first)")
     return [f"{assumption}; the data has {', '.join(found)}"] if found else []
 
 
@@ -425,8 +427,10 @@ def train(cfg: Any, save: bool = True) -> dict[str, Any]:
         )
     lengths = _grouping_lengths(cfg.algo, cfg.group_by_length, [len(e.input_ids) for e in episodes], items)
     per_epoch = max(1, len(items) // (cfg.batch_size * world)) // cfg.grad_accum
-    total = cfg.max_steps or max(1, int(cfg.epochs * per_epoch))
-    for warning in data_source_warnings(cfg, model_path, total / per_epoch):
+    # OREAL's reward-model warm-up comes on top of the policy's epochs
+    warmup = cfg.oreal_rm_warmup if cfg.algo == "oreal" else 0
+    total = cfg.max_steps or max(1, int(cfg.epochs * per_epoch)) + warmup
+    for warning in data_source_warnings(cfg, model_path, max(0, total - warmup) / per_epoch):
         console.print(f"[yellow]warning: {warning}[/]")
 
     # ---- models: policy (+ critic); the reference is the initial policy, cached before any update
@@ -434,6 +438,8 @@ def train(cfg: Any, save: bool = True) -> dict[str, Any]:
     critic = None
     if cfg.algo in CRITIC_ALGOS:
         critic = setup.build_critic(policy, model_path, cfg.critic_lora, cfg.lora_r, cfg.lora_alpha, device)
+        if cfg.critic_init:
+            setup.load_critic_weights(critic, cfg.critic_init)
     if cfg.gradient_checkpointing:
         setup.enable_gradient_checkpointing(policy, *([critic.backbone] if critic is not None else []))
     ref_cache = None

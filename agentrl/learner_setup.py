@@ -16,6 +16,7 @@ from torch import nn
 
 from agentrl.critic import CRITIC_ADAPTER, ValueModel, active_adapter, adapters_disabled, decoder_of, is_peft
 from agentrl.data import ReferenceCache, TokenizedEpisode, collate
+from agentrl.models import ModelError
 
 POLICY_ADAPTER = "default"
 
@@ -71,6 +72,34 @@ def build_critic(
         return ValueModel(backbone, hidden, adapter=CRITIC_ADAPTER, base=model_path).to(device)
     backbone = AutoModel.from_pretrained(model_path, dtype=torch.float32)
     return ValueModel(backbone, hidden, base=model_path).to(device)
+
+
+def load_critic_weights(critic: ValueModel, folder: str | Path) -> None:
+    """Starts ``critic`` from a critic saved by an earlier run (``OUT/critic``): its value head and its adapter
+    (LoRA) or backbone (full), e.g. to carry OREAL's token reward model from one ``iterate`` round to the next.
+
+    Raises:
+        ModelError: ``folder`` is not a critic, or its layout (full / LoRA) differs from ``critic``'s.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    meta_path = folder / "value_model.json"
+    if not meta_path.is_file():
+        raise ModelError(f"critic_init: {folder} is not a critic folder (no value_model.json)")
+    kind = json.loads(meta_path.read_text()).get("kind")
+    if kind != critic.kind:
+        raise ModelError(f"critic_init: {folder} holds a {kind} critic, this run builds a {critic.kind} one")
+    critic.value_head.load_state_dict(load_file(str(folder / "value_head.safetensors")))
+    if critic.adapter:
+        from peft import set_peft_model_state_dict
+
+        tensors = load_file(str(folder / "adapter" / "adapter_model.safetensors"))
+        set_peft_model_state_dict(critic.backbone, tensors, adapter_name=critic.adapter)
+    else:
+        from transformers import AutoModel
+
+        critic.backbone.load_state_dict(AutoModel.from_pretrained(folder, dtype=torch.float32).state_dict())
 
 
 def policy_parameters(policy: nn.Module) -> list[nn.Parameter]:

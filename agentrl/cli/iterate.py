@@ -1,4 +1,4 @@
-"""Iterative OREO: roll out the current policy, learn from the data, evaluate; repeat for R rounds."""
+"""Iterative OREO (or DQO, OREAL): roll out the current policy, learn from the data, evaluate; repeat for R rounds."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from agentrl.config import option, require
 
 @dataclass
 class Config:
-    """Options of `agentrl iterate`; round r lives in OUT/round-r/ (rollouts.jsonl, oreo/, eval.json)."""
+    """Options of `agentrl iterate`; round r lives in OUT/round-r/ (rollouts.jsonl, ALGO/, eval.json)."""
 
     out: str = option("", help="output folder; a rerun skips finished stages of finished rounds")
     rounds: int = option(2, help="number of rounds R")
@@ -21,8 +21,11 @@ class Config:
     games: str | None = option(None, help="textworld: game file or folder")
     train_split: str = option("train", help="split the rollouts are collected on")
     eval_split: str = option("valid_unseen", help="split each round's policy is evaluated on")
+    algo: str = option("oreo", help="learner of each round: oreo | dqo | oreal (on-policy: one round, one pass)")
     extra_data: list[str] = option([], help="trajectory files added to every round's training data (e.g. expert demos)")
-    accumulate: bool = option(True, help="train round r on the rollouts of rounds 1..r (else only round r)")
+    accumulate: bool | None = option(
+        None, help="train round r on the rollouts of rounds 1..r, else only round r (default: on, off for oreal)"
+    )
     samples_per_task: int = option(5, help="rollouts per training task (the paper: 5)")
     episodes: int | None = option(None, help="cap on rollout episodes per round")
     eval_episodes: int | None = option(None, help="cap on evaluation episodes")
@@ -35,6 +38,10 @@ class Config:
     beta: float = option(0.03, help="OREO KL coefficient")
     epochs: float = option(1.0, help="passes over each round's data")
     batch_size: int = option(8, help="episodes per optimizer step")
+    oreal_rm_warmup: int = option(
+        10, help="oreal: steps of round 1 in which only the token reward model trains (later rounds start from "
+        "the previous round's reward model, without warm-up)",
+    )
     lora: bool = option(False, help="policy as LoRA adapter")
     device: str = option("cpu", help="torch device for generation (learning picks its own: --device auto)")
     seed: int = option(0, help="seed; round r uses seed + r")
@@ -43,6 +50,9 @@ class Config:
         require(bool(self.out), "`out` is required")
         require(bool(self.model), "`model` is required: the initial policy")
         require(self.rounds >= 1, f"`rounds` must be >= 1, got {self.rounds}")
+        require(self.algo in ("oreo", "dqo", "oreal"), f"`algo` must be oreo, dqo or oreal, got {self.algo!r}")
+        if self.accumulate is None:
+            self.accumulate = self.algo != "oreal"  # OREAL learns on the current policy's samples only
 
 
 def run(cfg: Config) -> int:
@@ -64,14 +74,19 @@ def run(cfg: Config) -> int:
                    split=cfg.train_split, policy="react", model=policy, temperature=cfg.temperature, samples_per_task=cfg.samples_per_task,
                    episodes=cfg.episodes, seed=cfg.seed + r, out=str(rollouts))
         data = [*data, str(rollouts)] if cfg.accumulate else [*cfg.extra_data, str(rollouts)]
-        learned = folder / "oreo"
-        stages.run(f"round {r}: OREO", learned / "critic", pipeline.learn, algo="oreo", data=data, model=policy,
+        learned = folder / cfg.algo
+        name = cfg.algo.upper()
+        if cfg.algo == "oreal":  # the token reward model carries over: it trains alone in round 1 only
+            previous = out / f"round-{r - 1}" / "oreal" / "critic"
+            learn_kwargs.update(oreal_rm_warmup=cfg.oreal_rm_warmup if r == 1 else 0,
+                                critic_init=str(previous) if r > 1 else None)  # fmt: skip
+        stages.run(f"round {r}: {name}", learned / "critic", pipeline.learn, algo=cfg.algo, data=data, model=policy,
                    out=str(learned), level=cfg.level, lr=cfg.lr, beta=cfg.beta, epochs=cfg.epochs,
                    batch_size=cfg.batch_size, lora=cfg.lora, seed=cfg.seed + r, **learn_kwargs)
         policy = str(learned / "policy")
         result = folder / "eval.json"
         stages.run(f"round {r}: evaluate", result, pipeline.evaluate, **env, split=cfg.eval_split, policy="react",
-                   model=policy, episodes=cfg.eval_episodes, method=f"OREO round {r}", out=str(result),
+                   model=policy, episodes=cfg.eval_episodes, method=f"{name} round {r}", out=str(result),
                    trajectories=str(result.with_suffix(".jsonl")))
         results.append(result)
     pipeline.compare(results)

@@ -33,6 +33,11 @@ class Config:
     critic_lora: bool = option(
         False, help="critic as a LoRA adapter (with --lora: on the policy's frozen base)"
     )
+    critic_init: str | None = option(
+        None,
+        help="start the critic (OREAL: the token reward model) from this critic folder of an earlier run, "
+        "e.g. the previous iterate round's OUT/critic (same layout: full or LoRA)",
+    )
     lora_r: int = option(64, help="LoRA rank (paper: 64)")
     lora_alpha: int = option(64, help="LoRA alpha (paper: 64)")
     beta: float = option(
@@ -50,7 +55,9 @@ class Config:
     )
     oreal_eta: float = option(0.5, help="OREAL: weight of the failed samples' policy-gradient term")
     oreal_rm_warmup: int = option(
-        10, help="OREAL: optimizer steps at the start in which only the token reward model trains"
+        10,
+        help="OREAL: optimizer steps at the start in which only the token reward model trains (with --epochs they "
+        "come on top of the epochs' steps)",
     )
     oreal_pairs: bool = option(
         True,
@@ -64,7 +71,9 @@ class Config:
     batch_size: int = option(8, help="episodes per micro-batch (DPO: pairs)")
     grad_accum: int = option(1, help="micro-batches per optimizer step")
     max_steps: int | None = option(None, help="optimizer steps (overrides --epochs)")
-    epochs: float = option(1.0, help="passes over the data when --max-steps is not given")
+    epochs: float = option(
+        1.0, help="passes over the data when --max-steps is not given (OREAL: the policy's passes)"
+    )
     stop_after: int | None = option(None, help="stop (with a checkpoint) after this step, as if interrupted")
     save_every: int = option(0, help="checkpoint every N steps (0: only at the end)")
     seed: int = option(0, help="seed of initialisation and data order")
@@ -134,6 +143,10 @@ class Config:
             self.algo != "oreal" or self.level == "token",
             f"OREAL weighs single tokens: `level` must be token, got {self.level!r}",
         )
+        require(
+            not self.critic_init or self.algo in ("oreo", "dqo", "oreal"),
+            f"`critic_init`: {self.algo} trains no critic",
+        )
         require(self.alpha is None or self.alpha >= 0, f"`alpha` must be >= 0, got {self.alpha}")
         if self.alpha is None:
             by_algo = {"dqo": 0.0, "oreal": 0.01}
@@ -157,6 +170,8 @@ def run(cfg: Config) -> int:
     for path in cfg.data:
         if not Path(path).is_file():
             raise ConfigError(f"`data`: no such file: {path}")
+    if cfg.critic_init and not (Path(cfg.critic_init) / "value_model.json").is_file():
+        raise ConfigError(f"`critic_init`: {cfg.critic_init} is not a critic folder (no value_model.json)")
     try:
         train(cfg)
     except (DataError, TrajectoryError, ModelError) as err:

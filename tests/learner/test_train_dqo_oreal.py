@@ -66,7 +66,8 @@ def test_trains_a_foreign_model_and_its_outputs_load(name, request, tmp_path, ca
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
     out = capsys.readouterr().out
     assert "expert" not in out and "another model" not in out  # the data are this model's own samples
-    assert ("6 passes over the data" in out) == (kwargs["algo"] == "oreal")  # 8 OREAL items, batch 8, 6 steps
+    # 8 OREAL items in batches of 8: 2 warm-up steps, then 4 policy steps are 4 passes
+    assert ("4 policy passes over the data" in out) == (kwargs["algo"] == "oreal")
     if kwargs["algo"] == "dqo":
         # the weighted losses grow with w; their unweighted errors must fall
         assert metrics[-1]["value_mse"] < metrics[0]["value_mse"]
@@ -142,6 +143,15 @@ def test_oreal_gradient_accumulation_equals_one_batch(qwen2_dir, tmp_path):
             assert a.get(key) == pytest.approx(b.get(key), abs=1e-6), (a["step"], key)
 
 
+def test_oreal_epochs_count_policy_passes_after_the_warmup(qwen2_dir, tmp_path, capsys):
+    """8 items (one pair per mixed task), batch 4: one policy pass is 2 steps, after 3 warm-up steps: 5 steps, and
+    no stale-data warning (the policy's 2 steps see each item once)."""
+    data = write_groups(tmp_path / "r.jsonl", qwen2_dir)
+    metrics = _run(qwen2_dir, tmp_path / "o", data, algo="oreal", batch_size=4, epochs=1.0, oreal_rm_warmup=3)
+    assert [m["policy_loss"] is None for m in metrics] == [True, True, True, False, False]
+    assert "warning" not in capsys.readouterr().out
+
+
 def _tokenized(task: str, success: bool, reward: float) -> TokenizedEpisode:
     return TokenizedEpisode(input_ids=[1, 2], action_mask=[False, True], segments=[-1, 0], state_positions=[0],
                             turn_ends=[1], reward=reward, success=success, task_id=task, episode_id="e")  # fmt: skip
@@ -175,7 +185,7 @@ def test_data_source_warnings(tiny_model_dir, tmp_path):
     assert "24 expert demonstration(s)" in warnings("dqo", demos) and "importance weight" in warnings("dqo", demos)
     assert warnings("dqo", demos, dqo_weight="none") == ""  # no weight, no assumption
     assert "another model" in warnings("oreal", other) and "on-policy" in warnings("oreal", other)
-    assert "2 passes" in warnings("oreal", own, passes=2.0)
+    assert "2 policy passes" in warnings("oreal", own, passes=2.0)
     assert warnings("oreo", demos) == "" and warnings("dqo", own, passes=2.0) == ""
 
 
@@ -189,5 +199,38 @@ def test_cli_checks(tiny_model_dir, tmp_path, capsys):
     assert main([*args, "--algo", "dqo", "--dqo-lambda", "1.5", "--out", str(tmp_path / "c")]) == 2
     assert main([*args, "--algo", "oreal", "--out", str(tmp_path / "d")]) == 2  # no task has both outcomes
     assert "both a success and a failure" in capsys.readouterr().err
+    assert main([*args, "--algo", "sft", "--critic-init", str(tmp_path), "--out", str(tmp_path / "e")]) == 2
+    assert "trains no critic" in capsys.readouterr().err
+    assert main([*args, "--algo", "oreal", "--critic-init", str(tmp_path), "--out", str(tmp_path / "f")]) == 2
+    assert "not a critic folder" in capsys.readouterr().err
     assert Config(algo="dqo", data=["x"], out="o").alpha == 0.0  # no OREO KL term by default
     assert Config(algo="oreal", data=["x"], out="o").alpha == 0.01
+
+
+@pytest.mark.parametrize("layout", ["full", "lora-on-policy-base"])
+def test_critic_init_starts_from_a_saved_critic(layout, qwen2_dir, tmp_path):
+    """A critic saved by one run and loaded into a freshly built one (value head + backbone or adapter) gives the
+    same values; a critic of the other layout is refused by name."""
+    from agentrl.learner_setup import build_critic, build_policy, load_critic_weights
+    from agentrl.models import ModelError
+
+    lora = layout != "full"
+
+    def fresh():
+        policy = build_policy(str(qwen2_dir), lora, 4, 8, "cpu")
+        return build_critic(policy, str(qwen2_dir), lora, 4, 8, "cpu")
+
+    torch.manual_seed(0)
+    trained = fresh()
+    with torch.no_grad():  # stands in for training: every trainable tensor moves away from its initial value
+        for p in trained.trainable_parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    trained.save_pretrained(tmp_path / "critic")
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    critic = fresh()
+    assert not torch.allclose(critic.values(ids), trained.values(ids))
+    load_critic_weights(critic, tmp_path / "critic")
+    assert torch.allclose(critic.values(ids), trained.values(ids), atol=1e-6)
+    other = build_critic(build_policy(str(qwen2_dir), not lora, 4, 8, "cpu"), str(qwen2_dir), not lora, 4, 8, "cpu")
+    with pytest.raises(ModelError, match="critic_init"):
+        load_critic_weights(other, tmp_path / "critic")
