@@ -56,6 +56,8 @@ class RolloutConfig:
     history: int | None = option(None, help="prompt keeps only the last N turns (default: full history)")
     example: bool = option(True, help="put the in-context example in the system prompt")
     thoughts: str = option("on", help="on: turns are `Think: ...` + `Action: ...`; off: thought-free `Action: ...` turns")
+    action_space: str | None = option(None, help="free: the model writes its command; admissible: the command is chosen among the env's admissible ones (default: free)")
+    choice_score: str = option("mean", help="admissible: rank commands by mean (length-normalised) or sum log-prob")
     seed: int = option(0, help="seed for env resets and sampling")
     resume: bool = option(False, help="append to --out, skipping episode ids already in it")
     device: str = option("cpu", help="transformers backend: torch device (cpu, cuda)")
@@ -85,6 +87,7 @@ class RolloutConfig:
         require(self.max_new_tokens >= 1, f"`max_new_tokens` must be >= 1, got {self.max_new_tokens}")
         require(self.history is None or self.history >= 0, f"`history` must be >= 0, got {self.history}")
         self.thoughts = on_off(self.thoughts, "thoughts")
+        check_action_options(self.action_space, self.choice_score, self.env)
         require(self.step_timeout > 0, f"`step_timeout` must be > 0, got {self.step_timeout}")
         require(
             self.dtype in ("float32", "bfloat16", "float16"),
@@ -128,6 +131,11 @@ class RolloutConfig:
         return self.policy in ("react", "best_of_k")
 
     @property
+    def actions(self) -> str:
+        """The action space in force: ``free`` or ``admissible``."""
+        return self.action_space or "free"
+
+    @property
     def with_thoughts(self) -> bool:
         """Assistant turns carry a ``Think:`` line (``--thoughts on``)."""
         return self.thoughts == "on"
@@ -142,6 +150,22 @@ class RolloutConfig:
         else:
             kwargs.update(dataset=self.dataset, split=self.split, size=self.problems)
         return kwargs
+
+
+def check_action_options(action_space: str | None, choice_score: str, env: str) -> None:
+    """Config check of ``--action-space`` / ``--choice-score`` (shared by rollout and eval).
+
+    Raises:
+        ConfigError: an unknown value, or ``admissible`` on math (problems list no admissible commands).
+    """
+    from agentrl.backends.base import CHOICE_SCORES
+    from agentrl.policies.action_space import ACTION_SPACES
+
+    require(action_space is None or action_space in ACTION_SPACES,
+            f"`action_space` must be one of {', '.join(ACTION_SPACES)}, got {action_space!r}")
+    require(choice_score in CHOICE_SCORES, f"`choice_score` must be one of {', '.join(CHOICE_SCORES)}, got {choice_score!r}")
+    require(not (action_space == "admissible" and env == "math"),
+            "math problems list no admissible commands: use --action-space free")
 
 
 @dataclass
@@ -199,7 +223,9 @@ def make_pool(cfg: RolloutConfig) -> Any:
 
 def _meta(cfg: RolloutConfig, sample: int, generator: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {"sample": sample, "seed": cfg.seed, "max_steps": cfg.max_steps,
-                            "thoughts": cfg.with_thoughts}
+                            "thoughts": cfg.with_thoughts, "action_space": cfg.actions}
+    if cfg.actions == "admissible":
+        meta["choice_score"] = cfg.choice_score
     if cfg.uses_model:
         meta.update(
             model=cfg.model,
@@ -270,7 +296,8 @@ def rollout(
             from agentrl.backends.base import Sampling
 
             sampling = Sampling(
-                temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed
+                temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                choice_score=cfg.choice_score,
             )
             policy = make_policy(
                 cfg.policy,
@@ -279,6 +306,7 @@ def rollout(
                 history=cfg.history,
                 example=cfg.example,
                 thoughts=cfg.with_thoughts,
+                action_space=cfg.actions,
                 seed=cfg.seed,
             )
         run = _Run(

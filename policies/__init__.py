@@ -22,6 +22,7 @@ def make_policy(
     history: int | None = None,
     example: bool = True,
     thoughts: bool = True,
+    action_space: str = "free",
     seed: int = 0,
     **kwargs: Any,
 ) -> Policy:
@@ -34,6 +35,7 @@ def make_policy(
         history: ``None`` for the full chat, else the number of last turns the prompt keeps.
         example: put the in-context example in the system prompt.
         thoughts: ``Think: ... / Action: ...`` turns; ``False``: thought-free ``Action: ...`` turns.
+        action_space: model policies: ``free`` or ``admissible`` (expert and random act admissibly anyway).
         seed: seed of the random policy.
         **kwargs: passed on to the policy (e.g. ``critic``/``k`` for ``best_of_k``).
     """
@@ -48,7 +50,10 @@ def make_policy(
     if name == "react":
         from agentrl.policies.react import ReActPolicy
 
-        return ReActPolicy(generator, sampling, history=history, example=example, thoughts=thoughts, **kwargs)
+        return ReActPolicy(
+            generator, sampling, history=history, example=example, thoughts=thoughts, action_space=action_space,
+            **kwargs,
+        )
     if name == "expert":
         from agentrl.policies.expert import ExpertPolicy
 
@@ -59,7 +64,8 @@ def make_policy(
         return RandomPolicy(seed=seed, example=example, thoughts=thoughts, **kwargs)
     module = importlib.import_module("agentrl.policies.best_of_k")
     return module.make(
-        generator=generator, sampling=sampling, history=history, example=example, thoughts=thoughts, **kwargs
+        generator=generator, sampling=sampling, history=history, example=example, thoughts=thoughts,
+        action_space=action_space, **kwargs
     )
 
 

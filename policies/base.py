@@ -40,6 +40,8 @@ class Decision:
 
     ``raw`` is the assistant message exactly as produced (recorded in ``messages``); ``action`` is what the
     env receives. ``valid`` is False when no action could be parsed (the raw text is sent instead).
+    ``logprob`` is the policy's summed log-prob of a chosen command over its ``logprob_tokens`` tokens (the
+    command and the end of the turn), where the action space is constrained; else None.
     """
 
     action: str
@@ -49,6 +51,8 @@ class Decision:
     value: float | None = None
     candidates: list[Candidate] | None = None
     new_tokens: int = 0
+    logprob: float | None = None
+    logprob_tokens: int = 0
 
 
 @runtime_checkable

@@ -151,6 +151,7 @@ def make(
     history: int | None = None,
     example: bool = True,
     thoughts: bool = True,
+    action_space: str = "free",
     critic: str | ActionScorer | None = None,
     k: int = 5,
     tokenizer: Any = None,
@@ -167,6 +168,8 @@ def make(
         history: prompt window of the ReAct policy.
         example: in-context example in the system prompt.
         thoughts: ``Think:``/``Action:`` turns, or thought-free ``Action:`` turns.
+        action_space: ``free`` (K sampled turns) or ``admissible`` (the policy's top-K distinct admissible
+            commands; no sampling needed).
         critic: a critic folder or an :class:`ActionScorer`.
         k: candidates per step.
         tokenizer: the tokenizer the critic reads chats with (default: the generator's).
@@ -177,8 +180,8 @@ def make(
     """
     from agentrl.backends.base import Sampling
 
-    sampling = sampling or Sampling(temperature=1.0)
-    if k > 1 and sampling.temperature <= 0:
+    sampling = sampling or Sampling(temperature=0.0 if action_space == "admissible" else 1.0)
+    if k > 1 and sampling.temperature <= 0 and action_space != "admissible":
         raise ValueError(f"best-of-{k} needs sampling: set a temperature > 0 (got {sampling.temperature})")
     if critic is None:
         raise ValueError("best-of-K needs a critic (--critic DIR)")
@@ -190,5 +193,7 @@ def make(
             dtype=dtype,
             **kwargs,
         )
-    policy = ReActPolicy(generator, sampling, history=history, example=example, thoughts=thoughts)
+    policy = ReActPolicy(
+        generator, sampling, history=history, example=example, thoughts=thoughts, action_space=action_space
+    )
     return BestOfK(policy, critic, k=k)

@@ -7,6 +7,7 @@ import itertools
 from typing import Any
 
 from agentrl.backends.base import Generator, Request, Sampling
+from agentrl.policies.action_space import admissible_commands, check_action_space, choose_admissible
 from agentrl.policies.base import Context, Decision
 from agentrl.policies.prompts import (
     TURN_STOPS,
@@ -31,6 +32,8 @@ class ReActPolicy:
         example: include the in-context example in the system instruction.
         thoughts: ask for ``Think: ... / Action: ...`` turns; ``False``: thought-free ``Action: ...`` turns
             (the parser reads both).
+        action_space: ``"free"`` (parse the command from free text) or ``"admissible"`` (the command is chosen
+            among ``info["admissible_actions"]``; see :mod:`agentrl.policies.action_space`).
     """
 
     name = "react"
@@ -43,6 +46,7 @@ class ReActPolicy:
         history: int | None = None,
         example: bool = True,
         thoughts: bool = True,
+        action_space: str = "free",
     ):
         if history is not None and history < 0:
             raise ValueError(f"history must be None (full) or >= 0 turns, got {history}")
@@ -51,11 +55,14 @@ class ReActPolicy:
         self.history = history
         self.example = example
         self.thoughts = thoughts
+        self.action_space = check_action_space(action_space)
         self._keys = itertools.count()
         self._calls = itertools.count()
 
     def begin(self, slot: int, observation: str, info: dict[str, Any], env_kind: str) -> Context:
         check_env_kind(env_kind)
+        if self.action_space == "admissible":
+            admissible_commands(info, env_kind)  # fails at the first reset of an env that lists none
         ctx = Context(
             slot=slot,
             messages=initial_messages(env_kind, observation, info, self.example, self.thoughts),
@@ -89,6 +96,17 @@ class ReActPolicy:
         # One generate call per env kind (a rollout has one kind, so normally exactly one call).
         for kind in sorted({c.env_kind for c in contexts}):
             index = [i for i, c in enumerate(contexts) if c.env_kind == kind]
+            sampling = dataclasses.replace(self._sampling(kind), n=n)
+            if sampling.seed is not None and seed_offset:
+                sampling = dataclasses.replace(sampling, seed=sampling.seed + seed_offset)
+            if self.action_space == "admissible":
+                group = [contexts[i] for i in index]
+                chosen = choose_admissible(
+                    self.generator, sampling, group, n, history=self.history, thoughts=self.thoughts
+                )
+                for i, decisions in zip(index, chosen, strict=True):
+                    out[i] = decisions
+                continue
             requests = [
                 Request(
                     messages=window(contexts[i].messages, self.history),
@@ -96,9 +114,6 @@ class ReActPolicy:
                 )
                 for i in index
             ]
-            sampling = dataclasses.replace(self._sampling(kind), n=n)
-            if sampling.seed is not None and seed_offset:
-                sampling = dataclasses.replace(sampling, seed=sampling.seed + seed_offset)
             outputs = self.generator.generate(requests, sampling)
             for i, completions in zip(index, outputs, strict=True):
                 for completion in completions:

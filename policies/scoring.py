@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from agentrl.backends.transformers_backend import common_prefix
+from agentrl import kv_cache
+from agentrl.kv_cache import CachedPrefix, PrefixStore
 from agentrl.policies.base import Context, Decision
 
 
@@ -77,7 +78,7 @@ class CriticScorer:
         self.shared = hasattr(model, "backbone") and hasattr(model, "value_head") and max_length is None
         self.forwards = 0  # critic forward passes so far (the bench and tests read it)
         self.fed_tokens = 0  # tokens actually run through the backbone
-        self._cache: dict[str, tuple[list[int], list[tuple[Any, Any]]]] = {}
+        self._cache = PrefixStore()
 
     @classmethod
     def from_pretrained(
@@ -124,8 +125,8 @@ class CriticScorer:
         return ids, position
 
     def release(self, cache_key: str) -> None:
-        """Forgets a conversation's cached chat (its episode ended)."""
-        self._cache.pop(cache_key, None)
+        """Forgets a conversation's cached chat (its episode ended); it stays as a prefix donor for a new one."""
+        self._cache.release(cache_key)
 
     def score(
         self, contexts: Sequence[Context], candidates: Sequence[Sequence[Decision]]
@@ -178,140 +179,81 @@ class CriticScorer:
                 p += 1
             prefixes.append(seqs[0][:p])
         keys = [ctx.memory.get("cache_key") if self.carry_cache else None for ctx in contexts]
-        past = []
-        for key, prefix in zip(keys, prefixes, strict=True):
-            entry = self._cache.get(key) if key else None
-            if entry is None and self._cache:  # a new episode: reuse another chat's prefix (system prompt, task)
-                entry = max(self._cache.values(), key=lambda e: common_prefix(e[0], prefix))
-            keep = common_prefix(entry[0], prefix) if entry else 0
-            keep = min(keep, len(prefix) - 1)  # feed >= 1 token so the row has a new state
-            past.append(
-                (prefix[:keep], [(k[:, :, :keep], v[:, :, :keep]) for k, v in entry[1]]) if keep > 0 else None
-            )
-        _, chat_kv = self._extend(
-            past, [prefix[len(p[0]) if p else 0 :] for p, prefix in zip(past, prefixes, strict=True)]
+        # a new episode reuses another chat's prefix (system prompt, task); >= 1 token is fed per row
+        pasts = [self._cache.lookup(key, prefix) for key, prefix in zip(keys, prefixes, strict=True)]
+        chats = self._extend(
+            pasts, [prefix[keep:] for prefix, (_, keep) in zip(prefixes, pasts, strict=True)]
         )
-        for key, prefix, kv in zip(keys, prefixes, chat_kv, strict=True):
+        for key, chat in zip(keys, chats, strict=True):
             if key:
-                self._cache[key] = (prefix, kv)
+                self._cache[key] = chat
         tails = [[ids[len(prefixes[i]) :] for ids, _ in group] for i, group in enumerate(encoded)]
-        return self._score_tails(list(zip(prefixes, chat_kv, strict=True)), tails)
+        return self._score_tails(chats, tails)
 
-    def _score_tails(self, past: list[Any], tails: list[list[list[int]]]) -> list[list[float]]:
+    def _forward(self, cache: Any, **inputs: Any) -> tuple[Any, Any]:
+        """The backbone's decoder on top of ``cache`` (with the critic's adapter active): hidden states, cache."""
+        import torch
+
+        from agentrl.critic import active_adapter, decoder_of
+
+        backbone = self.model.backbone
+        device = next(self.model.parameters()).device
+        inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
+        with torch.inference_mode(), active_adapter(backbone, getattr(self.model, "adapter", None)):
+            out, cache = kv_cache.forward(decoder_of(backbone), cache, **inputs)
+        self.forwards += 1
+        return out.last_hidden_state, cache
+
+    def _values(self, hidden: Any) -> Any:
+        """The value head on hidden states ``[..., H]`` -> ``[...]`` (float32, CPU)."""
+        import torch
+
+        head = self.model.value_head
+        with torch.inference_mode():
+            return head(hidden.to(head.weight.dtype)).squeeze(-1).float().cpu()
+
+    def _score_tails(self, chats: list[CachedPrefix], tails: list[list[list[int]]]) -> list[list[float]]:
         """All candidate tails of a context packed in one row on top of its chat's KV cache; one forward.
 
-        Row ``i`` is ``[pad .. chat_i][pad .. tail_i1 tail_i2 ...]``. A 4D attention mask lets each tail token
-        see the chat and the earlier tokens of its own tail only (block-diagonal), and each tail's positions
-        restart where the chat ends, so every tail is computed exactly as if it were alone after the chat --
-        without copying the chat's KV cache once per candidate.
+        Row ``i`` is ``[pad .. chat_i][pad .. tail_i1 tail_i2 ...]`` (:func:`agentrl.kv_cache.packed_tails`): each
+        tail is computed exactly as if it were alone after the chat, without copying the chat's KV cache once per
+        candidate. The value is read at each tail's last token.
         """
         import torch
-        from transformers import DynamicCache
-
-        from agentrl.critic import active_adapter, decoder_of
 
         device = next(self.model.parameters()).device
-        rows = len(tails)
-        plen = max(len(p[0]) for p in past)
-        qlen = max(sum(len(t) for t in group) for group in tails)
-        ids = torch.full((rows, qlen), self.pad_id, dtype=torch.long)
-        positions = torch.zeros((rows, qlen), dtype=torch.long)
-        mask = torch.zeros((rows, 1, qlen, plen + qlen), dtype=torch.bool)
-        ends: list[list[int]] = []
-        for r, ((chat, _), group) in enumerate(zip(past, tails, strict=True)):
-            start = qlen - sum(len(t) for t in group)
-            for q in range(start):  # pad queries attend to themselves only (keeps them finite)
-                mask[r, 0, q, plen + q] = True
-            ends.append([])
-            for tail in group:
-                stop = start + len(tail)
-                ids[r, start:stop] = torch.tensor(tail)
-                positions[r, start:stop] = torch.arange(len(chat), len(chat) + len(tail))
-                mask[r, 0, start:stop, plen - len(chat) : plen] = True  # the chat (its real tokens)
-                mask[r, 0, start:stop, plen + start : plen + stop] = torch.ones(len(tail), len(tail)).tril().bool()
-                ends[-1].append(stop - 1)
-                start = stop
-        layers = []
-        for layer, (k0, v0) in enumerate(past[0][1]):
-            keys = k0.new_zeros((rows, k0.shape[1], plen, k0.shape[3]))
-            vals = v0.new_zeros((rows, v0.shape[1], plen, v0.shape[3]))
-            for r, (chat, kv) in enumerate(past):
-                keys[r, :, plen - len(chat) :] = kv[layer][0][0]
-                vals[r, :, plen - len(chat) :] = kv[layer][1][0]
-            layers.append((keys, vals))
-        backbone = self.model.backbone
-        with torch.inference_mode(), active_adapter(backbone, getattr(self.model, "adapter", None)):
-            out = decoder_of(backbone)(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                       position_ids=positions.to(device),
-                                       past_key_values=DynamicCache(ddp_cache_data=layers), use_cache=True)
-            head = self.model.value_head
-            values = head(out.last_hidden_state.to(head.weight.dtype)).squeeze(-1).float().cpu()  # [E, Q]
-        self.forwards += 1
+        width = max(len(chat.ids) for chat in chats)
+        cache = kv_cache.stack([(chat, len(chat.ids)) for chat in chats], width, device)
+        past_mask = torch.zeros((len(chats), width), dtype=torch.bool, device=device)
+        for r, chat in enumerate(chats):
+            past_mask[r, width - len(chat.ids) :] = True
+        packed = kv_cache.packed_tails(past_mask, tails, self.pad_id)
+        hidden, _ = self._forward(
+            cache, input_ids=packed.input_ids, attention_mask=packed.mask, position_ids=packed.positions
+        )
+        values = self._values(hidden)  # [E, Q]
         self.fed_tokens += sum(len(t) for group in tails for t in group)
-        return [[float(values[r, e]) for e in row_ends] for r, row_ends in enumerate(ends)]
+        return [[float(values[r, stop - 1]) for _, stop in spans] for r, spans in enumerate(packed.spans)]
 
-    def _extend(self, past: list[Any], new: list[list[int]]) -> tuple[list[float], list[list[tuple[Any, Any]]]]:
-        """Runs ``new[i]`` on top of ``past[i]`` (``(ids, kv)`` or None) for all rows in one forward.
+    def _extend(
+        self, pasts: list[tuple[CachedPrefix | None, int]], new: list[list[int]]
+    ) -> list[CachedPrefix]:
+        """Runs ``new[i]`` on top of the first ``keep_i`` tokens of ``pasts[i]`` for all rows in one forward.
 
-        Rows are ``[pad .. past_i][pad .. new_i]`` with mask 0 on pads and positions from the mask's cumsum
-        (as in the transformers backend). Returns each row's value at its last token and its compact KV.
+        Rows are ``[pad .. past_i][pad .. new_i]`` (:func:`agentrl.kv_cache.left_padded`). Returns each row's chat
+        as a compact cached prefix.
         """
-        import torch
-        from transformers import DynamicCache
-
-        from agentrl.critic import active_adapter, decoder_of
-
         device = next(self.model.parameters()).device
-        rows = len(new)
-        plen = max((len(p[0]) for p in past if p), default=0)
-        nlen = max(len(n) for n in new)
-        ids = torch.full((rows, plen + nlen), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((rows, plen + nlen), dtype=torch.long)
-        for r, (p, n) in enumerate(zip(past, new, strict=True)):
-            if p:
-                ids[r, plen - len(p[0]) : plen] = torch.tensor(p[0])
-                mask[r, plen - len(p[0]) : plen] = 1
-            ids[r, plen + nlen - len(n) :] = torch.tensor(n)
-            mask[r, plen + nlen - len(n) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        if plen:
-            template = next(p[1] for p in past if p)
-            layers = []
-            for layer, (k0, v0) in enumerate(template):
-                keys = k0.new_zeros((rows, k0.shape[1], plen, k0.shape[3]))
-                vals = v0.new_zeros((rows, v0.shape[1], plen, v0.shape[3]))
-                for r, p in enumerate(past):
-                    if p:
-                        keys[r, :, plen - len(p[0]) :] = p[1][layer][0][0]
-                        vals[r, :, plen - len(p[0]) :] = p[1][layer][1][0]
-                layers.append((keys, vals))
-            cache = DynamicCache(ddp_cache_data=layers)
-        backbone = self.model.backbone
-        with torch.inference_mode(), active_adapter(backbone, getattr(self.model, "adapter", None)):
-            out = decoder_of(backbone)(
-                input_ids=ids[:, plen:],
-                attention_mask=mask,
-                position_ids=positions[:, plen:],
-                past_key_values=cache,
-                use_cache=True,
-            )
-            head = self.model.value_head
-            last = out.last_hidden_state[:, -1]
-            values = head(last.to(head.weight.dtype)).squeeze(-1).float().cpu().tolist()
-        self.forwards += 1
-        self.fed_tokens += int(mask[:, plen:].sum())
-        kv: list[list[tuple[Any, Any]]] = []
-        for r in range(rows):
-            keep = mask[r].bool()
-            kv.append(
-                [
-                    (layer.keys[r : r + 1][:, :, keep], layer.values[r : r + 1][:, :, keep])
-                    for layer in out.past_key_values.layers
-                ]
-            )
-        return values, kv
+        batch = kv_cache.left_padded(pasts, new, self.pad_id, device)
+        past = batch.past_len
+        _, cache = self._forward(
+            batch.cache,
+            input_ids=batch.input_ids[:, past:],
+            attention_mask=batch.mask,
+            position_ids=batch.positions[:, past:],
+        )
+        self.fed_tokens += int(batch.mask[:, past:].sum())
+        return kv_cache.row_prefixes(cache, batch.input_ids, batch.mask)
 
 
 class OracleScorer:

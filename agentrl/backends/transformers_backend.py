@@ -27,15 +27,26 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentrl import kv_cache
 from agentrl.backends.base import Completion, Request, Sampling
+from agentrl.backends.choices import choose
+from agentrl.kv_cache import CachedPrefix, PrefixStore, common_prefix
+
+__all__ = ["END_OF_TURN_TOKENS", "GenerationStats", "TransformersBackend", "common_prefix", "end_of_turn_id"]
+
+# Tokens that close an assistant turn in common chat templates (ChatML, Llama 3, Gemma, Phi).
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
 
-@dataclass
-class _Entry:
-    """A conversation's cached tokens and their keys/values (one ``[1, H, L, D]`` pair per layer)."""
-
-    ids: list[int]
-    kv: list[tuple[Any, Any]]
+def end_of_turn_id(tokenizer: Any) -> int:
+    """The token that closes an assistant turn in the chat template (``<|im_end|>`` for ChatML), else EOS."""
+    vocab = tokenizer.get_vocab()
+    for token in END_OF_TURN_TOKENS:
+        if token in vocab:
+            return int(vocab[token])
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no end-of-turn or EOS token")
+    return int(tokenizer.eos_token_id)
 
 
 @dataclass
@@ -50,20 +61,26 @@ class GenerationStats:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the longest common prefix of two token lists."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+@dataclass
+class _Prefilled:
+    """A batch after its prompts went through the model: the next-token logits and the cache to decode on."""
+
+    batch: kv_cache.Padded
+    logits: Any  # [B, V] at each row's last prompt token
+    cache: Any
+    reuse: list[int]  # prompt tokens per row taken from a carried cache
 
 
-def _layer_kv(cache: Any) -> list[tuple[Any, Any]]:
-    """Per-layer ``(keys, values)`` of a ``DynamicCache`` (``.layers`` in recent transformers, lists in older)."""
-    if hasattr(cache, "layers"):
-        return [(layer.keys, layer.values) for layer in cache.layers]
-    return list(zip(cache.key_cache, cache.value_cache, strict=True))
+@dataclass
+class _Decoded:
+    """What a decoding loop produced, row ``r = i * n + j`` being sample ``j`` of prompt ``i``."""
+
+    tokens: list[list[int]]
+    stopped: list[bool]
+    texts: list[str | None]  # set where a stop string cut the text
+    cache: Any
+    mask: Any  # [B, P + S (+ fed steps when n == 1)]: the prompt rows' mask, with the fed tokens for n == 1
+    fed: list[Any]  # [B, 1] token tensors fed after the prompt (n == 1)
 
 
 class TransformersBackend:
@@ -96,10 +113,10 @@ class TransformersBackend:
         self._keyless_count = 0
         self.min_shared_prefix = 32  # tokens; shorter shared prefixes are not worth a separate forward
         self.stats = GenerationStats()
-        self._cache: dict[str, _Entry] = {}
-        self._released: _Entry | None = None
+        self._cache = PrefixStore()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.stop_ids = self._stop_ids()
+        self.end_id = end_of_turn_id(tokenizer)  # what a constrained choice ends with
 
     @classmethod
     def from_pretrained(
@@ -131,16 +148,22 @@ class TransformersBackend:
         if not requests:
             return []
         chunk = self.max_batch or len(requests)
-        out: list[list[Completion]] = []
-        for start in range(0, len(requests), chunk):
-            out.extend(self._generate_batch(requests[start : start + chunk], sampling))
+        out: list[list[Completion]] = [[] for _ in requests]
+        for constrained in (False, True):  # free and constrained requests go to their own batches
+            index = [i for i, r in enumerate(requests) if (r.choices is not None) == constrained]
+            for start in range(0, len(index), chunk):
+                part = index[start : start + chunk]
+                batch = [requests[i] for i in part]
+                results = (
+                    choose(self, batch, sampling) if constrained else self._generate_batch(batch, sampling)
+                )
+                for i, completions in zip(part, results, strict=True):
+                    out[i] = completions
         return out
 
     def release(self, cache_key: str) -> None:
         """Drops a conversation's KV cache (its episode ended); the last one released stays as a prefix donor."""
-        entry = self._cache.pop(cache_key, None)
-        if entry is not None:
-            self._released = entry
+        self._cache.release(cache_key)
 
     def _keyless_key(self) -> str | None:
         """A key for a request without one, evicting the oldest such entry beyond ``keyless_cache``."""
@@ -153,14 +176,13 @@ class TransformersBackend:
             self._cache.pop(self._keyless.popleft(), None)
         return key
 
-    def _donors(self) -> list[_Entry]:
-        return [*self._cache.values(), *([self._released] if self._released is not None else [])]
+    def _donors(self) -> list[CachedPrefix]:
+        return self._cache.donors()
 
     def clear_cache(self) -> None:
         """Forgets every cached conversation and prefix donor."""
         self._cache.clear()
         self._keyless.clear()
-        self._released = None
 
     def reset_stats(self) -> None:
         self.stats = GenerationStats()
@@ -175,181 +197,184 @@ class TransformersBackend:
                 ids.add(int(value))
         if self.tokenizer.eos_token_id is not None:
             ids.add(int(self.tokenizer.eos_token_id))
-        for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        for token in END_OF_TURN_TOKENS:
             tid = self.tokenizer.convert_tokens_to_ids(token)
             if isinstance(tid, int) and tid != self.tokenizer.unk_token_id and tid >= 0:
                 ids.add(tid)
         return ids
 
-    def encode(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of a chat rendered by the model's template, ending with the assistant header."""
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """A chat as the model's template writes it, ending where the assistant's next tokens go.
+
+        A chat that ends with an assistant message is continued: the text is the chat before it with the
+        assistant header, followed by that message's content (no end of turn).
+        """
+        head = messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
+        text = self.tokenizer.apply_chat_template(head, tokenize=False, add_generation_prompt=True)
+        return text + messages[-1]["content"] if head is not messages else text
+
+    def tokens(self, text: str) -> list[int]:
+        """Token ids of rendered text (the template already wrote its special tokens)."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of :meth:`render`'s text: the chat, ending with the assistant header (or a turn to continue)."""
+        return self.tokens(self.render(messages))
 
     def _device(self) -> Any:
         return next(self.model.parameters()).device
 
     def _generate_batch(self, requests: list[Request], sampling: Sampling) -> list[list[Completion]]:
         import torch
-        from transformers import DynamicCache
 
         started = time.perf_counter()
-        device = self._device()
-        n = max(1, int(sampling.n))
         prompts = [self.encode(r.messages) for r in requests]
+        prefilled = self._prefill(requests, prompts)
+        decoded = self._decode(prefilled, sampling)
+        completions = self._completions(decoded, len(requests), max(1, int(sampling.n)))
+        if self.carry_cache:
+            # n == 1: the prompt and the generated turn; n > 1: only the shared prompt (the cache's sample columns
+            # after it are dropped).
+            all_ids = torch.cat([prefilled.batch.input_ids, *decoded.fed], dim=1)
+            kv_cache.crop(decoded.cache, all_ids.shape[1])
+            self._store(requests, kv_cache.row_prefixes(decoded.cache, all_ids, decoded.mask))
+        generated = sum(len(t) for t in decoded.tokens)
+        self._count(prompts, prefilled.reuse, generated, started)
+        return completions
 
+    def _prefill(self, requests: list[Request], prompts: list[list[int]]) -> _Prefilled:
+        """Reads every prompt on top of the longest cached prefix it has: one batched forward."""
+        import torch
+
+        device = self._device()
         if self.carry_cache:
             self._warm_shared_prefix(requests, prompts, device)
-
-        # 1. How much of each prompt is already in that conversation's cache.
-        reuse: list[int] = []
-        entries: list[_Entry | None] = []
-        for req, ids in zip(requests, prompts, strict=True):
-            entry = self._cache.get(req.cache_key) if (self.carry_cache and req.cache_key) else None
-            if entry is None and self.carry_cache:
-                # A new conversation: borrow the longest shared prefix (system prompt, example) from any cached
-                # one; equal tokens at equal positions have equal keys/values, so this is exact.
-                entry = max(self._donors(), key=lambda e: common_prefix(e.ids, ids), default=None)
-            keep = 0
-            if entry is not None:
-                # Keep at least one prompt token to feed: the model needs a last position to predict from.
-                keep = min(common_prefix(entry.ids, ids), len(ids) - 1)
-            entries.append(entry if keep > 0 else None)
-            reuse.append(keep)
-        batch = len(requests)
-        past_len = max(reuse)
-        new_len = max(len(ids) - k for ids, k in zip(prompts, reuse, strict=True))
-
-        # 2. Rows [pad .. cached_i][pad .. new_i] with a mask that is 0 on pads.
-        input_ids = torch.full((batch, past_len + new_len), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((batch, past_len + new_len), dtype=torch.long)
-        for i, (ids, k) in enumerate(zip(prompts, reuse, strict=True)):
-            if k:
-                input_ids[i, past_len - k : past_len] = torch.tensor(ids[:k])
-                mask[i, past_len - k : past_len] = 1
-            new = ids[k:]
-            input_ids[i, past_len + new_len - len(new) :] = torch.tensor(new)
-            mask[i, past_len + new_len - len(new) :] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        cache = DynamicCache()
-        if past_len:
-            for layer, (keys, values) in enumerate(self._stack_cache(entries, reuse, past_len, device)):
-                cache.update(keys, values, layer)  # the portable way to fill a cache across versions
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-
+        pasts = [
+            self._cache.lookup(r.cache_key, ids) if self.carry_cache else (None, 0)
+            for r, ids in zip(requests, prompts, strict=True)
+        ]
+        reuse = [keep for _, keep in pasts]
+        batch = kv_cache.left_padded(
+            pasts, [ids[k:] for ids, k in zip(prompts, reuse, strict=True)], self.pad_id, device
+        )
+        past = batch.past_len
         with torch.inference_mode():
-            out = self.model(
-                input_ids=input_ids[:, past_len:],
-                attention_mask=mask,
-                position_ids=positions[:, past_len:],
-                past_key_values=cache,
-                use_cache=True,
+            out, cache = kv_cache.forward(
+                self.model,
+                batch.cache,
+                input_ids=batch.input_ids[:, past:],
+                attention_mask=batch.mask,
+                position_ids=batch.positions[:, past:],
+                logits_to_keep=1,
             )
-            cache = out.past_key_values
-            logits = out.logits[:, -1, :].float()
-            if n > 1:  # sample r = i * n + j is sample j of prompt i; its row of the cache stays row i
-                logits = logits.repeat_interleave(n, dim=0)
-                # [B, 1, n, P + n * steps]: query j sees the prompt's real tokens and, of each fed step's block
-                # of n columns, column j while sample j was alive (so no query's row is ever empty).
-                samples_mask = mask.bool()[:, None, None, :].expand(batch, 1, n, mask.shape[1])
-                own = torch.eye(n, dtype=torch.bool, device=device)
-            rows = batch * n
-            generator = None
-            if sampling.temperature > 0 and sampling.seed is not None:
-                generator = torch.Generator(device="cpu").manual_seed(int(sampling.seed))
-            tokens: list[list[int]] = [[] for _ in range(rows)]
-            done = torch.zeros(rows, dtype=torch.bool, device=device)
-            stopped = [False] * rows
-            texts: list[str | None] = [None] * rows
-            last_pos = positions[:, -1]
-            fed_ids: list[Any] = []
-            for step in range(max(1, sampling.max_new_tokens)):
-                next_ids = self._sample(logits, sampling, generator).to(device)
-                next_ids = torch.where(done, torch.full_like(next_ids, self.pad_id), next_ids)
-                alive = ~done
-                picked = next_ids.tolist()  # one device sync per step, not one per row
-                for r in torch.nonzero(alive).flatten().tolist():
-                    tid = picked[r]
-                    tokens[r].append(tid)
-                    if tid in self.stop_ids:
-                        stopped[r] = True
-                        done[r] = True
-                    elif sampling.stop:
-                        text = self.tokenizer.decode(tokens[r], skip_special_tokens=True)
-                        cut = min((text.find(s) for s in sampling.stop if s and s in text), default=-1)
-                        if cut >= 0:
-                            texts[r] = text[:cut]
-                            stopped[r] = True
-                            done[r] = True
-                if bool(done.all()) or step == sampling.max_new_tokens - 1:
-                    break
-                # Feed the sampled tokens; rows already done feed a masked pad.
-                last_pos = last_pos + 1
-                if n == 1:
-                    step_mask = alive.long()[:, None]
-                    mask = torch.cat([mask, step_mask], dim=1)
-                    fed_ids.append(next_ids[:, None])
-                    step_ids, step_attention, step_positions = next_ids[:, None], mask, last_pos[:, None]
-                else:
-                    samples_mask = torch.cat([samples_mask, own & alive.view(batch, 1, 1, n)], dim=-1)
-                    step_ids, step_attention = next_ids.view(batch, n), samples_mask
-                    step_positions = last_pos[:, None].expand(batch, n)
-                out = self.model(
+        return _Prefilled(batch=batch, logits=out.logits[:, -1, :].float(), cache=cache, reuse=reuse)
+
+    def _decode(self, prefilled: _Prefilled, sampling: Sampling) -> _Decoded:
+        """The decoding loop: one batched forward per new token until every row stopped or hit the cap.
+
+        ``n > 1``: sample ``r = i * n + j`` is sample ``j`` of prompt ``i``; its row of the cache stays row ``i``.
+        The ``n`` samples of a row are fed side by side under a ``[B, 1, n, P + n * steps]`` mask: query ``j``
+        sees the prompt's real tokens and, of each fed step's block of ``n`` columns, column ``j`` while sample
+        ``j`` was alive (so no query's row is ever empty).
+        """
+        import torch
+
+        n = max(1, int(sampling.n))
+        batch, mask, cache = prefilled.batch.input_ids.shape[0], prefilled.batch.mask, prefilled.cache
+        device = mask.device
+        logits = prefilled.logits.repeat_interleave(n, dim=0) if n > 1 else prefilled.logits
+        if n > 1:
+            samples_mask = mask.bool()[:, None, None, :].expand(batch, 1, n, mask.shape[1])
+            own = torch.eye(n, dtype=torch.bool, device=device)
+        generator = None
+        if sampling.temperature > 0 and sampling.seed is not None:
+            generator = torch.Generator(device="cpu").manual_seed(int(sampling.seed))
+        rows = batch * n
+        out = _Decoded(
+            tokens=[[] for _ in range(rows)],
+            stopped=[False] * rows,
+            texts=[None] * rows,
+            cache=cache,
+            mask=mask,
+            fed=[],
+        )
+        done = torch.zeros(rows, dtype=torch.bool, device=device)
+        last_pos = prefilled.batch.positions[:, -1]
+        for step in range(max(1, sampling.max_new_tokens)):
+            next_ids = self._sample(logits, sampling, generator).to(device)
+            next_ids = torch.where(done, torch.full_like(next_ids, self.pad_id), next_ids)
+            alive = ~done
+            self._record(out, next_ids.tolist(), torch.nonzero(alive).flatten().tolist(), sampling.stop)
+            done = torch.tensor(out.stopped, device=device)
+            if bool(done.all()) or step == sampling.max_new_tokens - 1:
+                break
+            # Feed the sampled tokens; rows already done feed a masked pad.
+            last_pos = last_pos + 1
+            if n == 1:
+                out.mask = torch.cat([out.mask, alive.long()[:, None]], dim=1)
+                out.fed.append(next_ids[:, None])
+                step_ids, step_attention, step_positions = next_ids[:, None], out.mask, last_pos[:, None]
+            else:
+                samples_mask = torch.cat([samples_mask, own & alive.view(batch, 1, 1, n)], dim=-1)
+                step_ids, step_attention = next_ids.view(batch, n), samples_mask
+                step_positions = last_pos[:, None].expand(batch, n)
+            with torch.inference_mode():
+                result, out.cache = kv_cache.forward(
+                    self.model,
+                    out.cache,
                     input_ids=step_ids,
                     attention_mask=step_attention,
                     position_ids=step_positions,
-                    past_key_values=cache,
-                    use_cache=True,
                 )
-                cache = out.past_key_values
-                logits = out.logits[:, -1, :].float() if n == 1 else out.logits.reshape(rows, -1).float()
+            logits = result.logits[:, -1, :].float() if n == 1 else result.logits.reshape(rows, -1).float()
+        return out
 
+    def _record(self, out: _Decoded, picked: list[int], alive: list[int], stop: list[str]) -> None:
+        """Appends each live row's new token; a row stops at an end-of-turn token or a stop string."""
+        for r in alive:
+            tid = picked[r]
+            out.tokens[r].append(tid)
+            if tid in self.stop_ids:
+                out.stopped[r] = True
+            elif stop:
+                text = self.tokenizer.decode(out.tokens[r], skip_special_tokens=True)
+                cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+                if cut >= 0:
+                    out.texts[r] = text[:cut]
+                    out.stopped[r] = True
+
+    def _completions(self, decoded: _Decoded, batch: int, n: int) -> list[list[Completion]]:
         completions: list[list[Completion]] = []
-        generated = 0
         for i in range(batch):
             group = []
             for r in range(i * n, (i + 1) * n):
-                toks = tokens[r]
-                text = texts[r]
+                toks, stopped, text = decoded.tokens[r], decoded.stopped[r], decoded.texts[r]
                 if text is None:
-                    body = toks[:-1] if (stopped[r] and toks and toks[-1] in self.stop_ids) else toks
+                    body = toks[:-1] if (stopped and toks and toks[-1] in self.stop_ids) else toks
                     text = self.tokenizer.decode(body, skip_special_tokens=True)
-                generated += len(toks)
-                group.append(
-                    Completion(
-                        text=text, num_tokens=len(toks), finish_reason="stop" if stopped[r] else "length"
-                    )
-                )
+                finish = "stop" if stopped else "length"
+                group.append(Completion(text=text, num_tokens=len(toks), finish_reason=finish))
             completions.append(group)
+        return completions
 
-        if self.carry_cache:
-            # n == 1: the prompt and the generated turn; n > 1: only the shared prompt (nothing was appended to
-            # ``input_ids`` or ``mask``; the cache's sample columns after it are dropped).
-            all_ids = torch.cat([input_ids, *fed_ids], dim=1) if fed_ids else input_ids
-            width = all_ids.shape[1]
-            for i, req in enumerate(requests):
-                key = req.cache_key or self._keyless_key()
-                if key is None:
-                    continue
-                keep = mask[i].bool()
-                kv = [
-                    (keys[i : i + 1, :, :width][:, :, keep], values[i : i + 1, :, :width][:, :, keep])
-                    for keys, values in _layer_kv(cache)
-                ]
-                self._cache[key] = _Entry(ids=all_ids[i][keep].tolist(), kv=kv)
+    def _store(self, requests: list[Request], prefixes: list[CachedPrefix]) -> None:
+        """Keeps each conversation's cache (keyless requests too, when ``keyless_cache`` allows)."""
+        for request, prefix in zip(requests, prefixes, strict=True):
+            key = request.cache_key or self._keyless_key()
+            if key is not None:
+                self._cache[key] = prefix
 
+    def _count(self, prompts: list[list[int]], reuse: list[int], generated: int, started: float) -> None:
         self.stats.calls += 1
         self.stats.prompt_tokens += sum(len(p) for p in prompts)
         self.stats.prefill_tokens += sum(len(p) - k for p, k in zip(prompts, reuse, strict=True))
         self.stats.generated_tokens += generated
         self.stats.seconds += time.perf_counter() - started
-        return completions
 
     def _warm_shared_prefix(self, requests: list[Request], prompts: list[list[int]], device: Any) -> None:
         """Several new conversations that start alike (the system prompt, the same task): read the prefix they
         all share once, and leave it as the donor the batch then borrows from (instead of E copies of it)."""
         import torch
-        from transformers import DynamicCache
 
         new = [
             ids
@@ -359,37 +384,18 @@ class TransformersBackend:
         if len(new) < 2:
             return
         shared = min(min(common_prefix(new[0], other) for other in new[1:]), len(new[0]) - 1)
-        known = max((common_prefix(e.ids, new[0]) for e in self._donors()), default=0)
+        known = max((common_prefix(p.ids, new[0]) for p in self._donors()), default=0)
         if shared - known < self.min_shared_prefix:
             return
-        ids = torch.tensor([new[0][:shared]], device=device)
         with torch.inference_mode():
-            cache = self.model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True).past_key_values
-        self._released = _Entry(ids=new[0][:shared], kv=_layer_kv(cache))
+            _, cache = kv_cache.forward(
+                self.model,
+                kv_cache.build_cache([]),
+                input_ids=torch.tensor([new[0][:shared]], device=device),
+                logits_to_keep=1,
+            )
+        self._cache.released = CachedPrefix(ids=new[0][:shared], kv=kv_cache.layer_kv(cache))
         self.stats.prefill_tokens += shared
-
-    @staticmethod
-    def _stack_cache(
-        entries: list[_Entry | None], reuse: list[int], past_len: int, device: Any
-    ) -> list[tuple]:
-        """Left-pads each row's cached keys/values to ``past_len`` and stacks them into one batch."""
-        import torch
-
-        template = next(e for e in entries if e is not None)
-        layers = []
-        for layer, (k0, v0) in enumerate(template.kv):
-            shape_k = (len(entries), k0.shape[1], past_len, k0.shape[3])
-            shape_v = (len(entries), v0.shape[1], past_len, v0.shape[3])
-            keys = torch.zeros(shape_k, dtype=k0.dtype, device=device)
-            values = torch.zeros(shape_v, dtype=v0.dtype, device=device)
-            for i, (entry, k) in enumerate(zip(entries, reuse, strict=True)):
-                if entry is None or k == 0:
-                    continue
-                ek, ev = entry.kv[layer]
-                keys[i, :, past_len - k :] = ek[0, :, :k]
-                values[i, :, past_len - k :] = ev[0, :, :k]
-            layers.append((keys, values))
-        return layers
 
     @staticmethod
     def _sample(logits: Any, sampling: Sampling, generator: Any) -> Any:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from agentrl.config import ConfigError, on_off, option, require
+from agentrl.rollout import check_action_options
 
 ENVS = ("alfworld", "textworld", "math")
 DEFAULT_MAX_STEPS = {"alfworld": 40, "textworld": 40, "math": 20}
@@ -37,6 +38,8 @@ class Config:
     history: int | None = option(None, help="prompt keeps only the last N turns (default: full history)")
     example: bool = option(True, help="put the in-context example in the system prompt")
     thoughts: str = option("on", help="on: turns are `Think: ...` + `Action: ...`; off: thought-free `Action: ...` turns")
+    action_space: str | None = option(None, help="free: the model writes its command; admissible: the command is chosen among the env's admissible ones (best-of-K: the top-K distinct ones; default: free)")
+    choice_score: str = option("mean", help="admissible: rank commands by mean (length-normalised) or sum log-prob")
     backend: str = option("transformers", help="generation backend: transformers, openai, vllm")
     base_url: str | None = option(None, help="openai backend: endpoint")
     device: str = option("cpu", help="torch device for the policy and the critic")
@@ -56,6 +59,7 @@ class Config:
         require(self.env in ENVS, f"`env` must be one of {', '.join(ENVS)}, got {self.env!r}")
         require(self.policy in ("react", "expert", "random"), f"`policy` must be react, expert or random, got {self.policy!r}")
         self.thoughts = on_off(self.thoughts, "thoughts")
+        check_action_options(self.action_space, self.choice_score, self.env)
         require(bool(self.out), "give --out results.json (or --compare a.json b.json ...)")
         require(self.best_of is None or self.beam is None, "give --best-of K or --beam B, not both")
         for name in ("best_of", "beam"):
@@ -72,7 +76,8 @@ class Config:
             self.max_steps = DEFAULT_MAX_STEPS[self.env]
         require(self.max_steps >= 1, f"--max-steps must be >= 1, got {self.max_steps}")
         if self.temperature is None:
-            self.temperature = 1.0 if (self.best_of or 1) > 1 or self.beam else 0.0
+            sampled = ((self.best_of or 1) > 1 and self.action_space != "admissible") or self.beam
+            self.temperature = 1.0 if sampled else 0.0
         require(self.temperature >= 0, f"--temperature must be >= 0, got {self.temperature}")
         require(self.live_slot >= 0, f"--live-slot must be >= 0, got {self.live_slot}")
         require(self.live_slot < self.num_envs, f"--live-slot {self.live_slot} but only {self.num_envs} env(s)")
@@ -103,7 +108,7 @@ def rollout_config(cfg: Config, out: str) -> Any:
         backend=cfg.backend, base_url=cfg.base_url, episodes=cfg.episodes, samples_per_task=1, num_envs=cfg.num_envs,
         max_steps=int(cfg.max_steps or 40), temperature=float(cfg.temperature or 0.0), top_p=cfg.top_p,
         max_new_tokens=cfg.max_new_tokens, history=cfg.history, example=cfg.example, thoughts=cfg.thoughts,
-        seed=cfg.seed,
+        action_space=cfg.action_space, choice_score=cfg.choice_score, seed=cfg.seed,
         resume=cfg.resume, device=cfg.device, dtype=cfg.dtype, progress=cfg.progress,
     )
 
@@ -135,9 +140,9 @@ def evaluate(cfg: Config, pool: Any = None, policy: Any = None, generator: Any =
 
                 generator = generator or make_generator(rcfg)
                 sampling = Sampling(temperature=float(cfg.temperature or 0.0), top_p=cfg.top_p,
-                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, choice_score=cfg.choice_score)
                 policy = make(generator=generator, sampling=sampling, history=rcfg.history, example=rcfg.example,
-                              thoughts=rcfg.with_thoughts, critic=str(cfg.critic), k=cfg.best_of,
+                              thoughts=rcfg.with_thoughts, action_space=rcfg.actions, critic=str(cfg.critic), k=cfg.best_of,
                               device=cfg.device, dtype=cfg.dtype)
             on_step = None
             if cfg.live:

@@ -27,7 +27,8 @@ class Config(RolloutConfig):
             require(self.critic is not None, "policy best_of_k needs --critic DIR (a critic written by `agentrl learn`)")
             require(Path(str(self.critic)).is_dir(), f"--critic: no such folder: {self.critic}")
             require(self.best_of >= 1, f"--best-of must be >= 1, got {self.best_of}")
-            require(self.best_of == 1 or self.temperature > 0, "policy best_of_k samples: set --temperature > 0")
+            require(self.best_of == 1 or self.temperature > 0 or self.actions == "admissible",
+                    "policy best_of_k samples: set --temperature > 0 (or choose among --action-space admissible)")
 
 
 def run(cfg: Config) -> int:
@@ -48,9 +49,9 @@ def run(cfg: Config) -> int:
 
             generator = make_generator(cfg)
             sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                seed=cfg.seed)
+                                seed=cfg.seed, choice_score=cfg.choice_score)
             policy = make(generator=generator, sampling=sampling, history=cfg.history, example=cfg.example,
-                          thoughts=cfg.with_thoughts, critic=str(cfg.critic), k=cfg.best_of, device=cfg.device,
+                          thoughts=cfg.with_thoughts, action_space=cfg.actions, critic=str(cfg.critic), k=cfg.best_of, device=cfg.device,
                           dtype=cfg.dtype)
         summary = rollout(cfg, on_step, policy=policy, generator=generator)
     except ModelError as err:
