@@ -18,10 +18,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from agentrl.errors import AgentRLError
+
 C = TypeVar("C")
 
 
-class ConfigError(ValueError):
+class ConfigError(AgentRLError, ValueError):
     """A config value or key is wrong; the message says which and where."""
 
 
@@ -102,12 +104,17 @@ def load_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
     """Reads a YAML mapping and the line of each key; errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file {'is a folder' if path.is_dir() else 'not found'}: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
         lines = _yaml_lines(path)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (YAML is UTF-8 text)") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
     return data, lines
@@ -141,14 +148,38 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
+def _owner(cls: type, name: str) -> type:
+    """The class that first declares field ``name``: an option group of ``agentrl.options``, or ``cls`` itself."""
+    for base in reversed(cls.__mro__):
+        if name in base.__dict__.get("__annotations__", {}):
+            return base
+    return cls
+
+
+def _group_title(cls: type, name: str) -> str:
+    """``--help`` heading of field ``name``: its option group's ``title``, else "command"."""
+    return str(_owner(cls, name).__dict__.get("title", "command"))
+
+
+def _group_rank(cls: type, name: str) -> int:
+    """The command's own fields first, then its groups in the order they are listed in its bases."""
+    owner = _owner(cls, name)
+    return -1 if "title" not in owner.__dict__ else cls.__mro__.index(owner)
+
+
 def build_parser(cls: type, prog: str, description: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one ``--flag`` per dataclass field (all optional: YAML may supply them)."""
     parser = _Parser(prog=prog, description=description or (cls.__doc__ or "").strip().split("\n")[0])
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with any of the options below")
     hints = typing.get_type_hints(cls)
-    for name, f in _fields(cls).items():
+    sections: dict[str, argparse._ArgumentGroup] = {}
+    for name, f in sorted(_fields(cls).items(), key=lambda item: _group_rank(cls, item[0])):
+        title = _group_title(cls, name)
+        if title not in sections:
+            sections[title] = parser.add_argument_group(f"{title} options")
+        section = sections[title]
         if f.metadata.get("positional"):
-            parser.add_argument(name, nargs="?", default=argparse.SUPPRESS, help=f.metadata.get("help", ""))
+            section.add_argument(name, nargs="?", default=argparse.SUPPRESS, help=f.metadata.get("help", ""))
             continue
         default = f.default if f.default is not dataclasses.MISSING else None
         if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
@@ -158,12 +189,12 @@ def build_parser(cls: type, prog: str, description: str | None = None) -> argpar
         if default not in (None, [], {}, "") and base is not bool:
             help_text += f" (default: {default})"
         if base is bool:
-            parser.add_argument(
+            section.add_argument(
                 _flag(name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
             )
         else:
             metavar = name.upper() if typing.get_origin(base) is not list else f"{name.upper()}[,...]"
-            parser.add_argument(
+            section.add_argument(
                 _flag(name),
                 nargs=f.metadata.get("nargs"),
                 default=argparse.SUPPRESS,

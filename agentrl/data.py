@@ -32,12 +32,13 @@ from typing import Any
 
 import torch
 
+from agentrl.errors import AgentRLError
 from agentrl.types import Episode
 
 LEVELS = ("token", "step", "response")
 
 
-class DataError(ValueError):
+class DataError(AgentRLError, ValueError):
     """Trajectories cannot be turned into learner input; the message names the episode."""
 
 

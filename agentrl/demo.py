@@ -40,8 +40,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
                **{**common, "max_steps": max(cfg.max_steps, 50)}, split="train", policy="expert", out=str(expert))
 
     base = pipeline.base_model(stages, "tiny model", cfg.model, expert, out / "base-model", cfg.seed,
-                               vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                               num_heads=cfg.num_heads)  # fmt: skip
+                               **cfg.tiny_sizes())
 
     sft = out / "sft"
     stages.run("SFT on demonstrations", sft / "policy" / "config.json", pipeline.learn, algo="sft",
@@ -51,7 +50,7 @@ def run_demo(cfg: Any) -> dict[str, Any]:
 
     rollouts = out / "sft-rollouts.jsonl"
     stages.run("SFT-policy rollouts", pipeline.finished(rollouts), pipeline.rollout, **common, split="train",
-               policy="react", model=str(sft / "policy"), temperature=cfg.rollout_temperature,
+               policy="react", model=str(sft / "policy"), temperature=cfg.temperature, top_p=cfg.top_p,
                samples_per_task=cfg.samples_per_task, out=str(rollouts))
 
     oreo = out / "oreo"

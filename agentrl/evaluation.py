@@ -19,12 +19,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from agentrl.errors import AgentRLError
 from agentrl.types import Episode
 
 RESULTS_KEYS = ("success_rate", "episodes", "ci95", "mean_steps", "by_task_type")
 
 
-class ResultsError(ValueError):
+class ResultsError(AgentRLError, ValueError):
     """A results file is missing or malformed; the message names the file and the key."""
 
 

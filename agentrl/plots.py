@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agentrl.errors import AgentRLError
 from agentrl.types import Episode
 
 _INSTALL_HINT = 'plots need matplotlib: pip install "agentrl[train]"'
@@ -20,7 +21,7 @@ _NOT_CURVES = {"step", "epoch", "time", "elapsed", "elapsed_s", "wall_s", "times
 _MAX_PANELS = 15
 
 
-class PlotError(ValueError):
+class PlotError(AgentRLError, ValueError):
     """Input for a plot is missing or malformed; the message names the file and line or key."""
 
 

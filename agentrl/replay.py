@@ -12,6 +12,7 @@ env while episodes run, with the progress bar below, and prints plain lines when
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,14 +22,38 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from agentrl.errors import AgentRLError
 from agentrl.types import Episode, Step
 
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 _TASK_MARK = "Your task is to:"
 
 
-class ReplayError(ValueError):
+class ReplayError(AgentRLError, ValueError):
     """The requested episode does not exist; the message lists what does."""
+
+
+SHOWN_CHARS = 2_000  # a longer action, thought or answer is clipped on screen (the file keeps it whole)
+
+
+def shown(text: object, limit: int = SHOWN_CHARS) -> str:
+    """Model or env text made safe to print: control characters drawn as symbols, long text clipped.
+
+    Model output is untrusted: an ESC or BEL in an action would otherwise drive the terminal. C0 controls become
+    their Unicode pictures (NUL -> U+2400), other control and format characters ``?``; newlines and tabs stay.
+    """
+    out = []
+    for c in str(text)[: limit + 1]:
+        if c in "\n\t":
+            out.append(c)
+        elif ord(c) < 0x20 or c == "\x7f":
+            out.append(chr(0x2400 + ord(c)) if c != "\x7f" else "\u2421")
+        elif unicodedata.category(c).startswith("C"):
+            out.append("?")
+        else:
+            out.append(c)
+    text = str(text)
+    return "".join(out[:limit]) + (f" … (+{len(text) - limit:,} chars)" if len(text) > limit else "")
 
 
 def sparkline(values: Sequence[float | None]) -> str:
@@ -130,10 +155,11 @@ def header(view: EpisodeView) -> Panel:
     body = Table.grid(padding=(0, 1))
     body.add_column(style="bold cyan", no_wrap=True)
     body.add_column(overflow="fold")
-    body.add_row("Task", Text(view.task or "(not recorded)", style="bold"))
+    body.add_row("Task", Text(shown(view.task or "(not recorded)"), style="bold"))
     if view.room:
-        body.add_row("Room", Text(view.room))
-    return Panel(body, title=Text(view.title, style="bold"), subtitle=view.subtitle or None, title_align="left")
+        body.add_row("Room", Text(shown(view.room)))
+    return Panel(body, title=Text(shown(view.title), style="bold"), subtitle=shown(view.subtitle) or None,
+                 title_align="left")
 
 
 def step_frame(view: EpisodeView, index: int) -> Panel:
@@ -143,12 +169,13 @@ def step_frame(view: EpisodeView, index: int) -> Panel:
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     if step.thought:
-        grid.add_row(Text("Think", style="magenta"), Text(step.thought, style="italic"))
+        grid.add_row(Text("Think", style="magenta"), Text(shown(step.thought), style="italic"))
     action_style = "bold green" if step.valid else "bold red"
-    grid.add_row(Text("Action", style="green"), Text(step.action + ("" if step.valid else "  (unparsed)"), style=action_style))
+    action = shown(step.action) + ("" if step.valid else "  (unparsed)")
+    grid.add_row(Text("Action", style="green"), Text(action, style=action_style))
     answer = view.answers[index] if index < len(view.answers) else None
     if answer is not None:
-        grid.add_row(Text("Env", style="blue"), Text(answer.strip()))
+        grid.add_row(Text("Env", style="blue"), Text(shown(answer.strip())))
     facts = f"reward {step.reward:g}"
     if step.value is not None:
         facts += f"   value {_fmt_value(step.value)}"
@@ -165,7 +192,7 @@ def step_frame(view: EpisodeView, index: int) -> Panel:
             chosen = not chosen_seen and c.action == step.action
             chosen_seen = chosen_seen or chosen
             style = "bold reverse green" if chosen else ("yellow" if c.value == best else "")
-            cand.add_row("▶" if chosen else " ", _fmt_value(c.value), Text(c.action, style=style))
+            cand.add_row("▶" if chosen else " ", _fmt_value(c.value), Text(shown(c.action), style=style))
         parts.append(Text(f"{len(step.candidates)} candidates", style="dim"))
         parts.append(cand)
     return Panel(Group(*parts), title=f"step {index + 1}", title_align="left", border_style="white")
@@ -287,8 +314,8 @@ class LiveView:
         if self.plain:
             value = "" if step.value is None else f" V={step.value:+.3f}"
             k = "" if not step.candidates else f" K={len(step.candidates)}"
-            answer = " ".join(self.view.answers[-1].split())
-            self.console.print(f"[env {slot}] step {index + 1}: {step.action} -> {answer} (r={reward:g}{value}{k})",
+            answer = " ".join(shown(self.view.answers[-1]).split())
+            self.console.print(f"[env {slot}] step {index + 1}: {shown(step.action)} -> {answer} (r={reward:g}{value}{k})",
                                markup=False, highlight=False, soft_wrap=True)
         else:
             self.console.print(step_frame(self.view, index))
@@ -306,7 +333,7 @@ class LiveView:
     def _print_header(self) -> None:
         assert self.view is not None
         if self.plain:
-            self.console.print(f"[env {self.slot}] task: {self.view.task} | {self.view.subtitle}",
+            self.console.print(f"[env {self.slot}] task: {shown(self.view.task)} | {shown(self.view.subtitle)}",
                                markup=False, highlight=False, soft_wrap=True)
         else:
             self.console.print(header(self.view))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from agentrl.policies.base import Context, Decision
@@ -156,76 +155,3 @@ def _expand(parent: Beam, decision: Decision, value: float, recorded: list[Candi
     policy.observe(context, decision, observation, info)
     return Beam(env=env, context=context, steps=[*parent.steps, step], actions=[*parent.actions, decision.action],
                 value=value, reward=parent.reward + float(reward), done=bool(terminated or truncated), info=info)
-
-
-def beam_evaluate(cfg: Any, path: str) -> None:
-    """``agentrl eval --beam B``: beam search on every task of a math split, episodes appended to ``path``.
-
-    Args:
-        cfg: ``agentrl.cli.eval.Config`` (env, dataset, split, model, critic, beam, episodes, max_steps, ...).
-        path: trajectory JSONL to write (existing episodes are kept and skipped with ``cfg.resume``).
-    """
-    import gymnasium
-
-    import agentrl.envs  # noqa: F401 - registers the agentrl/* envs
-    from agentrl.backends.base import Sampling
-    from agentrl.config import ConfigError
-    from agentrl.policies.best_of_k import CriticScorer
-    from agentrl.policies.react import ReActPolicy
-    from agentrl.rollout import ENV_IDS, RolloutConfig, make_generator, plan_episodes
-    from agentrl.trajectory import TrajectoryWriter, finished_ids
-    from agentrl.types import Episode, episode_id
-
-    out = Path(path)
-    if out.exists() and out.stat().st_size > 0 and not cfg.resume:
-        raise ConfigError(f"{path} exists and is not empty; pass --resume to continue it or choose another file")
-    done_ids = finished_ids(path) if cfg.resume else set()
-    env_id = ENV_IDS[cfg.env]
-    kwargs = {"dataset": cfg.dataset or "gsm8k-test-100", "split": cfg.split, "size": cfg.problems,
-              "max_episode_steps": cfg.max_steps}
-
-    def make_env() -> Any:
-        return gymnasium.make(env_id, **kwargs)
-
-    env = make_env()
-    tasks = plan_episodes(sorted(env.unwrapped.task_ids), 1, cfg.episodes)
-    rcfg = RolloutConfig(env=cfg.env, out=path, policy="react", dataset=kwargs["dataset"], split=cfg.split,
-                         model=cfg.model, backend=cfg.backend, base_url=cfg.base_url,
-                         device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
-    generator = make_generator(rcfg)
-    sampling = Sampling(temperature=float(cfg.temperature), top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                        seed=cfg.seed)
-    policy = ReActPolicy(generator, sampling, history=cfg.history, example=cfg.example)
-    scorer = CriticScorer.from_pretrained(str(cfg.critic), getattr(generator, "tokenizer", None), device=cfg.device,
-                                          dtype=cfg.dtype)
-    from rich.progress import Progress
-
-    with TrajectoryWriter(path) as writer, Progress(disable=not cfg.progress) as progress:
-        bar = progress.add_task(f"beam-{cfg.beam} search", total=len(tasks))
-        for index, (task, sample) in enumerate(tasks):
-            eid = episode_id(cfg.env, cfg.split, task, sample)
-            if eid in done_ids:
-                progress.advance(bar)
-                continue
-            result = beam_search(env, policy, scorer, width=cfg.beam, max_steps=cfg.max_steps,
-                                 reset_kwargs={"seed": cfg.seed + index, "options": {"task_id": task}},
-                                 make_env=make_env, cache_prefix=f"{task}/beam")
-            best = result.best
-            for rank in range(cfg.beam):  # the task is done: free its beams' KV caches
-                generator.release(f"{task}/beam/{rank}")
-            episode = Episode(
-                episode_id=eid, task_id=task, env_id=env_id, split=cfg.split,
-                task_type=str(best.info.get("task_type") or "math"), policy=f"beam-{cfg.beam}",
-                success=bool(best.info.get("won", False)), reward=best.reward, steps=best.steps,
-                messages=list(best.context.messages),
-                meta={"model": cfg.model, "critic": cfg.critic, "beam": cfg.beam, "finished_beams": result.finished,
-                      "expansions": result.expansions, "search_steps": result.search_steps, "seed": cfg.seed,
-                      "temperature": cfg.temperature, "value": best.value},
-            )
-            writer.write(episode)
-            if cfg.live:  # a search has no single env to follow: show each task's chosen beam when it is done
-                from agentrl.replay import play
-
-                play(episode, progress.console)
-            progress.advance(bar)
-    env.close()

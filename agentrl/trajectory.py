@@ -8,10 +8,11 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from agentrl.errors import AgentRLError
 from agentrl.types import Episode
 
 
-class TrajectoryError(ValueError):
+class TrajectoryError(AgentRLError, ValueError):
     """A trajectory file is malformed; the message starts with ``file:line``."""
 
 

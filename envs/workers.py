@@ -22,6 +22,20 @@ from typing import Any
 RESET_TIMEOUT_MIN = 120.0  # loading a large ALFWorld room takes seconds; a reset gets at least this long
 
 
+class EnvStartError(RuntimeError):
+    """An env worker could not make its env; ``reason`` is the env's own message (one line, no traceback)."""
+
+    def __init__(self, env_id: str, reason: str) -> None:
+        super().__init__(f"env worker for {env_id} failed to start: {reason}")
+        self.env_id, self.reason = env_id, reason
+
+
+def _reason(err: Exception) -> str:
+    """An exception as one line: bad-input errors by their message alone, others with their type."""
+    text = str(err) if isinstance(err, ValueError | OSError | ImportError) else f"{type(err).__name__}: {err}"
+    return " ".join(text.split())
+
+
 @dataclass
 class EnvError:
     """A slot whose env failed: what happened, and whether it was a timeout (worker restarted)."""
@@ -56,7 +70,7 @@ def _worker(conn, env_id: str, env_kwargs: dict, import_path: list[str]) -> None
     try:
         env = _make_env(env_id, env_kwargs)
     except Exception as err:  # reported on the first request
-        env, startup_error = None, f"could not make {env_id}: {type(err).__name__}: {err}"
+        env, startup_error = None, _reason(err)
     else:
         startup_error = ""
     while True:
@@ -108,7 +122,10 @@ class EnvPool:
         self.processes = processes
         self._closed = False
         if not processes:
-            self._envs = [_make_env(env_id, self.env_kwargs) for _ in range(num_envs)]
+            try:
+                self._envs = [_make_env(env_id, self.env_kwargs) for _ in range(num_envs)]
+            except Exception as err:  # the same error a worker process reports
+                raise EnvStartError(env_id, _reason(err)) from None
             self.task_ids: list[str] = list(self._envs[0].unwrapped.task_ids)
             return
         self._ctx = multiprocessing.get_context("forkserver")
@@ -117,7 +134,7 @@ class EnvPool:
         first = self._exchange({0: ("task_ids", None)}, RESET_TIMEOUT_MIN)[0]
         if isinstance(first, EnvError):
             self.close()
-            raise RuntimeError(f"env worker for {env_id} failed to start: {first.message}")
+            raise EnvStartError(env_id, first.message)
         self.task_ids = first
 
     def _restart(self, slot: int) -> None:

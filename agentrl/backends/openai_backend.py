@@ -12,11 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agentrl.backends.base import Completion, Request, Sampling
+from agentrl.errors import AgentRLError
 
 _INSTALL_HINT = 'the openai backend needs the `openai` package: pip install "agentrl[openai]"'
 
 
-class GenerationError(RuntimeError):
+class GenerationError(AgentRLError, RuntimeError):
     """The endpoint failed after all retries; the message names it."""
 
 

@@ -1,7 +1,8 @@
 """The ``agentrl`` command: ``agentrl <command> [--config F.yaml] [--flags]``.
 
 Each command is one module in this package exposing ``Config`` (a dataclass), ``run(cfg) -> int`` and a
-one-line ``__doc__``. Commands import their heavy dependencies inside ``run``, so ``agentrl --help`` is fast.
+one-line ``__doc__``; it parses and calls the library. Every :class:`~agentrl.errors.AgentRLError` (bad input,
+found while parsing or while running) is caught here, once, and printed as one line with exit code 2. Commands import their heavy dependencies inside ``run``, so ``agentrl --help`` is fast.
 A command is listed here only once it works end to end.
 """
 
@@ -12,7 +13,8 @@ import sys
 
 from rich.console import Console
 
-from agentrl.config import ConfigError, parse_config
+from agentrl.config import parse_config
+from agentrl.errors import AgentRLError, one_line
 
 COMMANDS: dict[str, str] = {
     "model": "agentrl.cli.model",
@@ -61,15 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name])
     try:
         cfg = parse_config(module.Config, rest, prog=f"agentrl {name}", description=module.__doc__)
+        return int(module.run(cfg) or 0)
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
-    except ConfigError as err:
-        _err.print(f"agentrl {name}: error: {err}")
-        return 2
-    try:
-        return int(module.run(cfg) or 0)
-    except ConfigError as err:  # raised by checks that need the filesystem (missing data, existing output)
-        _err.print(f"agentrl {name}: error: {err}")
+    except AgentRLError as err:  # bad input, wherever it was found: one line, exit code 2
+        _err.print(f"agentrl {name}: error: {one_line(err)}")
         return 2
     except KeyboardInterrupt:
         _err.print(f"agentrl {name}: interrupted")

@@ -6,21 +6,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentrl.config import option, require
+from agentrl.options import EnvOptions, ModelOptions, SamplingOptions, values
 
 
 @dataclass
-class Config:
+class Config(EnvOptions, ModelOptions, SamplingOptions):
     """Options of `agentrl iterate`; round r lives in OUT/round-r/ (rollouts.jsonl, ALGO/, eval.json)."""
 
     out: str = option("", help="output folder; a rerun skips finished stages of finished rounds")
     rounds: int = option(2, help="number of rounds R")
     model: str = option("", help="initial policy (e.g. OUT/policy of an SFT run)")
-    env: str = option("alfworld", help="environment: alfworld, textworld or math")
-    data: str | None = option(None, help="alfworld: data root (agentrl gen alfworld)")
-    dataset: str | None = option(None, help="math: dataset name")
-    games: str | None = option(None, help="textworld: game file or folder")
-    train_split: str = option("train", help="split the rollouts are collected on")
-    eval_split: str = option("valid_unseen", help="split each round's policy is evaluated on")
+    split: str | None = option(None, help="split the rollouts are collected on (default: the env's train split)")
+    eval_split: str | None = option(None, help="split each round's policy is evaluated on (default: the env's "
+                                    "evaluation split)")
+    num_envs: int = option(2, help="parallel environments")
+    temperature: float | None = option(1.0, help="rollout sampling temperature (evaluations are greedy)")
     algo: str = option("oreo", help="learner of each round: oreo | dqo | oreal (on-policy: one round, one pass)")
     extra_data: list[str] = option([], help="trajectory files added to every round's training data (e.g. expert demos)")
     accumulate: bool | None = option(
@@ -29,9 +29,6 @@ class Config:
     samples_per_task: int = option(5, help="rollouts per training task (the paper: 5)")
     episodes: int | None = option(None, help="cap on rollout episodes per round")
     eval_episodes: int | None = option(None, help="cap on evaluation episodes")
-    temperature: float = option(1.0, help="rollout sampling temperature")
-    max_steps: int = option(40, help="step cap per episode")
-    num_envs: int = option(2, help="parallel environments")
     level: str = option("token", help="OREO level: token | step | response")
     lr: float = option(5e-6, help="policy learning rate")
     critic_lr: float | None = option(None, help="critic learning rate (default: the learner's)")
@@ -43,8 +40,6 @@ class Config:
         "the previous round's reward model, without warm-up)",
     )
     lora: bool = option(False, help="policy as LoRA adapter")
-    device: str = option("cpu", help="torch device for generation (learning picks its own: --device auto)")
-    seed: int = option(0, help="seed; round r uses seed + r")
 
     def __post_init__(self) -> None:
         require(bool(self.out), "`out` is required")
@@ -53,6 +48,8 @@ class Config:
         require(self.algo in ("oreo", "dqo", "oreal"), f"`algo` must be oreo, dqo or oreal, got {self.algo!r}")
         if self.accumulate is None:
             self.accumulate = self.algo != "oreal"  # OREAL learns on the current policy's samples only
+        super().__post_init__()
+        self.eval_split = self.eval_split or self.env_spec.eval_split
 
 
 def run(cfg: Config) -> int:
@@ -61,8 +58,8 @@ def run(cfg: Config) -> int:
 
     out = Path(cfg.out)
     stages = Stages(out)
-    env = {"env": cfg.env, "data": cfg.data, "dataset": cfg.dataset, "games": cfg.games,
-           "max_steps": cfg.max_steps, "num_envs": cfg.num_envs, "device": cfg.device}  # fmt: skip
+    # Every round runs in the same env with the same model options; only the policy (model) and split change.
+    env = {k: v for k, v in values(cfg, EnvOptions, ModelOptions).items() if k not in ("split", "model")}
     policy = cfg.model
     data: list[str] = list(cfg.extra_data)
     results = []
@@ -70,9 +67,9 @@ def run(cfg: Config) -> int:
     for r in range(1, cfg.rounds + 1):
         folder = out / f"round-{r}"
         rollouts = folder / "rollouts.jsonl"
-        stages.run(f"round {r}: rollouts", pipeline.finished(rollouts), pipeline.rollout, **env,
-                   split=cfg.train_split, policy="react", model=policy, temperature=cfg.temperature, samples_per_task=cfg.samples_per_task,
-                   episodes=cfg.episodes, seed=cfg.seed + r, out=str(rollouts))
+        stages.run(f"round {r}: rollouts", pipeline.finished(rollouts), pipeline.rollout,
+                   **{**env, **values(cfg, SamplingOptions), "seed": cfg.seed + r}, split=cfg.split, policy="react",
+                   model=policy, samples_per_task=cfg.samples_per_task, episodes=cfg.episodes, out=str(rollouts))
         data = [*data, str(rollouts)] if cfg.accumulate else [*cfg.extra_data, str(rollouts)]
         learned = folder / cfg.algo
         name = cfg.algo.upper()
@@ -86,7 +83,8 @@ def run(cfg: Config) -> int:
         policy = str(learned / "policy")
         result = folder / "eval.json"
         stages.run(f"round {r}: evaluate", result, pipeline.evaluate, **env, split=cfg.eval_split, policy="react",
-                   model=policy, episodes=cfg.eval_episodes, method=f"{name} round {r}", out=str(result),
+                   model=policy, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                   episodes=cfg.eval_episodes, method=f"{name} round {r}", out=str(result),
                    trajectories=str(result.with_suffix(".jsonl")))
         results.append(result)
     pipeline.compare(results)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agentrl.config import ConfigError, option, require
+from agentrl.config import option, require
 
 
 @dataclass
@@ -29,21 +29,18 @@ class Config:
 
 
 def run(cfg: Config) -> int:
-    from agentrl.evaluation import ResultsError, load_results, method_names
-    from agentrl.plots import PlotError, plot_metrics, plot_results, plot_values
-    from agentrl.replay import ReplayError, select_episode
-    from agentrl.trajectory import TrajectoryError, read_episodes
+    from agentrl.evaluation import load_results, method_names
+    from agentrl.plots import plot_metrics, plot_results, plot_values
+    from agentrl.replay import select_episode
+    from agentrl.trajectory import read_episodes
 
-    try:
-        if cfg.metrics:
-            path = plot_metrics(cfg.metrics, cfg.out, keys=cfg.keys or None)
-        elif cfg.trajectories:
-            episode = select_episode(read_episodes(cfg.trajectories), cfg.episode, cfg.task_id)
-            path = plot_values(episode, cfg.out)
-        else:
-            results = [load_results(p) for p in cfg.results]
-            path = plot_results(results, cfg.out, names=method_names(results, cfg.results))
-    except (PlotError, ResultsError, ReplayError, TrajectoryError) as err:
-        raise ConfigError(str(err)) from None
+    if cfg.metrics:
+        path = plot_metrics(cfg.metrics, cfg.out, keys=cfg.keys or None)
+    elif cfg.trajectories:
+        episode = select_episode(read_episodes(cfg.trajectories), cfg.episode, cfg.task_id)
+        path = plot_values(episode, cfg.out)
+    else:
+        results = [load_results(p) for p in cfg.results]
+        path = plot_results(results, cfg.out, names=method_names(results, cfg.results))
     print(f"wrote {path}")
     return 0

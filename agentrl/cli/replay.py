@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agentrl.config import ConfigError, option, require
+from agentrl.config import option, require
 
 
 @dataclass
@@ -33,14 +33,10 @@ def run(cfg: Config) -> int:
 
     from rich.console import Console
 
-    from agentrl.replay import ReplayError, export, play, select_episode
-    from agentrl.trajectory import TrajectoryError, read_episodes
+    from agentrl.replay import export, play, select_episode
+    from agentrl.trajectory import read_episodes
 
-    try:
-        episodes = read_episodes(cfg.file)
-        episode = select_episode(episodes, cfg.episode, cfg.task_id)
-    except (TrajectoryError, ReplayError) as err:
-        raise ConfigError(str(err)) from None
+    episode = select_episode(read_episodes(cfg.file), cfg.episode, cfg.task_id)
     console = Console(record=cfg.export is not None, width=cfg.width, soft_wrap=False)
     delay = 0.0 if cfg.no_delay or not sys.stdout.isatty() else 1.0 / cfg.speed
     play(episode, console, delay=delay)

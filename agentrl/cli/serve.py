@@ -35,20 +35,10 @@ class Config:
 
 def run(cfg: Config) -> int:
     from agentrl.backends.transformers_backend import TransformersBackend
-    from agentrl.config import ConfigError
-    from agentrl.models import ModelError
     from agentrl.serve import ChatServer
 
-    try:
-        backend = TransformersBackend.from_pretrained(
-            cfg.model,
-            device=cfg.device,
-            dtype=cfg.dtype,
-            carry_cache=cfg.prefix_cache > 0,
-            keyless_cache=cfg.prefix_cache,
-        )
-    except ModelError as err:
-        raise ConfigError(str(err)) from None
+    backend = TransformersBackend.from_pretrained(cfg.model, device=cfg.device, dtype=cfg.dtype,
+                                                  carry_cache=cfg.prefix_cache > 0, keyless_cache=cfg.prefix_cache)
     server = ChatServer(
         backend,
         cfg.name or cfg.model,

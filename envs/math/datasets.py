@@ -155,18 +155,30 @@ def load_jsonl(path: str | Path) -> list[MathProblem]:
 
 
 GENERATORS = {"gsm-symbolic": load_gsm_symbolic, "chain-sum": load_chain_sum}
+SPLITS = {"gsm8k-test-100": ("test",), **{name: ("train", "test") for name in GENERATORS}}
+DATASET_NAMES = (*SPLITS, "jsonl:PATH")
+
+
+def dataset_splits(dataset: str) -> tuple[str, ...]:
+    """The splits ``dataset`` has; ``()`` for ``jsonl:PATH`` (the file is the split: any name labels it).
+
+    Raises:
+        ValueError: ``dataset`` is not a known name.
+    """
+    if dataset.startswith("jsonl:"):
+        return ()
+    if dataset not in SPLITS:
+        raise ValueError(f"unknown math dataset {dataset!r}; use {', '.join(DATASET_NAMES)}")
+    return SPLITS[dataset]
 
 
 def load_problems(dataset: str, split: str, size: int, seed: int) -> list[MathProblem]:
-    """Dispatches on the dataset name (see module docstring)."""
+    """Dispatches on the dataset name (see module docstring); a split the dataset lacks is a ``ValueError``."""
+    splits = dataset_splits(dataset)
+    if splits and split not in splits:
+        raise ValueError(f"{dataset} has no split {split!r} (its splits: {', '.join(splits)})")
     if dataset == "gsm8k-test-100":
-        if split != "test":
-            raise ValueError("gsm8k-test-100 has only the `test` split")
         return load_gsm8k_test_100()
     if dataset in GENERATORS:
-        if split not in ("train", "test"):
-            raise ValueError(f"{dataset} split must be train or test, got {split!r}")
         return GENERATORS[dataset](split, size, seed)
-    if dataset.startswith("jsonl:"):
-        return load_jsonl(dataset[len("jsonl:"):])
-    raise ValueError(f"unknown math dataset {dataset!r}; use gsm8k-test-100, gsm-symbolic, chain-sum or jsonl:PATH")
+    return load_jsonl(dataset[len("jsonl:"):])

@@ -5,12 +5,15 @@ The final answer is taken from the response (last ``\\boxed{...}``, else the tex
 ``\\text{}``, ``\\left``/``\\right``, trailing zeros/periods) and compared mathematically: both sides are read by a
 small recursive-descent parser (numbers, + - * / ^, parentheses, ``\\frac``, ``\\sqrt``, ``\\pi``, single-letter
 variables) into exact sympy expressions. Nothing is ever passed to ``eval`` (sympy's ``parse_expr`` evals
-generated code, so it is not used). Hostile input (huge strings, deep nesting, giant powers) returns False.
+generated code, so it is not used). Control and format characters in model text (NUL, ESC, zero-width
+spaces, ...) are stripped before anything is parsed. Hostile input (huge strings, deep nesting, giant powers)
+returns False.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 MAX_RESPONSE_CHARS = 200_000
 MAX_ANSWER_CHARS = 300
@@ -19,6 +22,14 @@ MAX_EXPONENT = 64
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3}(?:,\d{3})+)(?![\d,])")
+
+
+def strip_control(text: str) -> str:
+    """``text`` without control and format characters (Unicode category C*); newlines, tabs and CR stay.
+
+    A model's NUL or zero-width space inside ``#### 4`` would otherwise make a right answer unreadable.
+    """
+    return "".join(c for c in text if c in "\n\t\r" or not unicodedata.category(c).startswith("C"))
 
 
 def _braced(text: str, start: int) -> tuple[str, int] | None:
@@ -269,6 +280,7 @@ def grade(response: str, answer: str) -> bool:
     try:
         if not isinstance(response, str) or not isinstance(answer, str) or len(response) > MAX_RESPONSE_CHARS:
             return False
+        response, answer = strip_control(response), strip_control(answer)
         gold = extract_answer(answer) if ("\\boxed" in answer or "####" in answer) else answer
         given = extract_answer(response)
         if gold is None or given is None or len(given) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:

@@ -8,8 +8,9 @@ from pathlib import Path
 from rich.console import Console
 
 from agentrl.cli import main
-from agentrl.cli.eval import Config, evaluate
 from agentrl.config import ConfigError
+from agentrl.evaluate import EvalConfig as Config
+from agentrl.evaluate import evaluate
 from agentrl.policies.best_of_k import BestOfK, OracleScorer
 from agentrl.replay import LiveView
 from agentrl.trajectory import read_episodes
@@ -54,7 +55,7 @@ def test_live_view_plain_lines(tmp_path: Path) -> None:
     console = Console(record=True, width=100, file=open("/dev/null", "w"))  # noqa: SIM115
     view = LiveView(console, slot=1, max_steps=8, plain=True)
     policy = BestOfK(NoisyExpert(p=0.3, seed=0), OracleScorer(remaining_plan), k=3)
-    from agentrl.cli.eval import rollout_config
+    from agentrl.evaluate import rollout_config
     from agentrl.rollout import rollout
 
     rollout(rollout_config(_cfg(tmp_path, num_envs=2, max_steps=8), str(tmp_path / "e.jsonl")), view,
@@ -70,7 +71,7 @@ def test_live_view_plain_lines(tmp_path: Path) -> None:
 def test_live_view_rich_frames(tmp_path: Path) -> None:
     console = Console(record=True, width=90, file=open("/dev/null", "w"), force_terminal=True)  # noqa: SIM115
     view = LiveView(console, slot=0, max_steps=10)
-    from agentrl.cli.eval import rollout_config
+    from agentrl.evaluate import rollout_config
     from agentrl.rollout import rollout
 
     rollout(rollout_config(_cfg(tmp_path, policy="expert", max_steps=10), str(tmp_path / "e.jsonl")), view,
@@ -102,7 +103,11 @@ def test_rollout_best_of_k_and_live_options(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="needs --critic"):
         RolloutCli(policy="best_of_k", **base)
     with pytest.raises(ConfigError, match="--temperature > 0"):
-        RolloutCli(policy="best_of_k", critic=str(tmp_path), best_of=3, **base)
+        RolloutCli(policy="best_of_k", critic=str(tmp_path), best_of=3, temperature=0.0, **base)
+    # Sampling K candidates defaults to temperature 1 in rollouts as in eval; --policy best_of_k alone is K=5.
+    assert RolloutCli(policy="best_of_k", critic=str(tmp_path), best_of=3, **base).temperature == 1.0
+    assert RolloutCli(policy="best_of_k", critic=str(tmp_path), **base).best_of == 5
+    assert RolloutCli(policy="react", critic=str(tmp_path), best_of=3, **base).policy == "best_of_k"
     with pytest.raises(ConfigError, match="live_slot"):
         RolloutCli(policy="expert", live=True, live_slot=2, num_envs=2, **base)
     cfg = RolloutCli(policy="best_of_k", critic=str(tmp_path), best_of=3, temperature=1.0, live=True, **base)

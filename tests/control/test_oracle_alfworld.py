@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agentrl.cli.eval import Config, evaluate
+from agentrl.evaluate import EvalConfig as Config
+from agentrl.evaluate import evaluate
 from agentrl.policies.best_of_k import BestOfK, OracleScorer, expert_agreement_plan
 
 from .fake_env import NoisyExpert

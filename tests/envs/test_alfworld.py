@@ -112,7 +112,7 @@ def test_time_limit_truncates(alfworld_root: Path) -> None:
     env.reset(seed=0)
     flags = [env.step("look")[3] for _ in range(3)]
     assert flags == [False, False, True]
-    assert gym.spec("agentrl/ALFWorld-v0").max_episode_steps == 50
+    assert gym.spec("agentrl/ALFWorld-v0").max_episode_steps == agentrl.envs.SPECS["alfworld"].max_steps == 40
 
 
 def test_engine_matches_textworld(alfworld_root: Path) -> None:

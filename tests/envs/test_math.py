@@ -9,7 +9,7 @@ import gymnasium as gym
 import pytest
 
 import agentrl.envs  # noqa: F401
-from agentrl.envs.math.grade import extract_answer, grade
+from agentrl.envs.math.grade import extract_answer, grade, strip_control
 
 
 @pytest.mark.parametrize(
@@ -165,3 +165,30 @@ def test_rollout_config_passes_the_problem_count_to_math_envs() -> None:
     assert cfg.env_kwargs()["size"] == 4000
     with pytest.raises(ConfigError, match="problems"):
         RolloutConfig(env="math", dataset="chain-sum", problems=0, policy="expert", out="x.jsonl")
+
+
+@pytest.mark.parametrize(
+    "response",
+    ["#### 4\x00", "#### \x004", "The answer is 4\x1b", "#### 4\u200b", "\\boxed{4\x07}", "####\x0c 4\x7f"],
+)
+def test_grade_strips_control_characters_before_parsing(response: str) -> None:
+    """NUL, ESC, BEL, zero-width space, DEL around a right answer: still right (they are dropped, not read)."""
+    assert grade(response, "4") is True
+
+
+def test_stripping_control_characters_does_not_make_wrong_answers_right() -> None:
+    assert grade("#### 1\x002", "4") is False  # "12"
+    assert grade("#### 1\x002", "12") is True
+    assert strip_control("a\x00b\nc\td\r\u200be") == "ab\nc\td\re"
+
+
+def test_dataset_splits_and_one_split_default() -> None:
+    from agentrl.envs.math.datasets import dataset_splits, load_problems
+
+    assert dataset_splits("gsm8k-test-100") == ("test",)
+    assert dataset_splits("chain-sum") == ("train", "test")
+    assert dataset_splits("jsonl:any.jsonl") == ()
+    with pytest.raises(ValueError, match="unknown math dataset 'nope'"):
+        dataset_splits("nope")
+    with pytest.raises(ValueError, match="gsm8k-test-100 has no split 'train'"):
+        load_problems("gsm8k-test-100", "train", 10, 0)

@@ -42,3 +42,22 @@ def test_import_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     for name in ("agentrl.envs.alfworld.env", "agentrl.envs.math.grade", "agentrl.envs.textworld_env",
                  "agentrl.envs.workers"):
         importlib.import_module(name)
+
+
+def test_one_registry_one_step_cap() -> None:
+    """Gymnasium's TimeLimit, the rollout default and the eval default are the same number, from SPECS."""
+    from agentrl.envs import SPECS
+    from agentrl.evaluate import EvalConfig
+    from agentrl.rollout import RolloutConfig
+
+    assert set(SPECS) == {"alfworld", "textworld", "math"}
+    assert SPECS["alfworld"].max_steps == 40 and SPECS["math"].max_steps == 20
+    for spec in SPECS.values():
+        assert gym.spec(spec.id).max_episode_steps == spec.max_steps
+        assert gym.spec(spec.id).entry_point == spec.entry_point
+    math = {"env": "math", "policy": "expert", "out": "x.json"}
+    assert RolloutConfig(**math).max_steps == EvalConfig(**math).max_steps == 20
+    assert RolloutConfig(**math).env_kwargs()["max_episode_steps"] == 20
+    assert RolloutConfig(**math, dataset="chain-sum").split == "train"
+    assert EvalConfig(**math, dataset="chain-sum").split == "test"
+    assert RolloutConfig(**math).split == "test"  # gsm8k-test-100 has one split: rollouts use it too

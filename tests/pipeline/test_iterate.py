@@ -20,7 +20,7 @@ def test_iterate_two_rounds_then_rerun_skips(tmp_path: Path, tiny_model_dir: Pat
     data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
     out = tmp_path / "iter"
     argv = ["iterate", "--out", str(out), "--rounds", "2", "--model", str(tiny_model_dir), "--env", "math",
-            "--dataset", f"jsonl:{data}", "--train-split", "test", "--eval-split", "test",
+            "--dataset", f"jsonl:{data}", "--split", "test", "--eval-split", "test",
             "--samples-per-task", "2", "--max-steps", "3", "--num-envs", "1", "--lr", "1e-3", "--batch-size", "2"]
     assert main(argv) == 0
     for r in (1, 2):
@@ -48,7 +48,7 @@ def test_iterate_oreal_carries_the_reward_model_across_rounds(tmp_path: Path, ti
     assert main(["rollout", *env, "--split", "test", "--policy", "expert", "--out", str(demos)]) == 0
     out = tmp_path / "iter"
     argv = ["iterate", "--algo", "oreal", "--out", str(out), "--rounds", "2", "--model", str(tiny_model_dir), *env,
-            "--train-split", "test", "--eval-split", "test", "--samples-per-task", "2", "--lr", "1e-3",
+            "--split", "test", "--eval-split", "test", "--samples-per-task", "2", "--lr", "1e-3",
             "--batch-size", "2", "--extra-data", str(demos), "--oreal-rm-warmup", "1"]  # fmt: skip
     assert main(argv) == 0
     first, second = (json.loads((out / f"round-{r}" / "oreal" / "learn_config.json").read_text()) for r in (1, 2))

@@ -81,7 +81,7 @@ def test_rollout_with_admissible_actions_only_sends_admissible_commands(tmp_path
 
 
 def test_config_refuses_admissible_math_and_unknown_values(tmp_path):
-    with pytest.raises(ConfigError, match="math problems list no admissible commands"):
+    with pytest.raises(ConfigError, match="math lists no admissible commands"):
         _cfg(tmp_path, env="math", action_space="admissible")
     with pytest.raises(ConfigError, match="`action_space` must be one of free, admissible"):
         _cfg(tmp_path, action_space="list")

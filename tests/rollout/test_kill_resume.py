@@ -51,7 +51,7 @@ def test_kill_9_then_resume_with_the_fake_pool(tmp_path):
         sys.path.insert(0, {str(HERE)!r})
         from fake_env import FakePool
         from agentrl.rollout import RolloutConfig, rollout
-        cfg = RolloutConfig(env="math", dataset="fake", policy="expert", out={str(out)!r}, num_envs=2,
+        cfg = RolloutConfig(env="math", dataset="chain-sum", policy="expert", out={str(out)!r}, num_envs=2,
                             episodes=32, samples_per_task=2, progress=False, resume=len(sys.argv) > 1)
         rollout(cfg, pool=FakePool(num_tasks=16, num_envs=2, delay=float(sys.argv[1]) if len(sys.argv) > 1 else 0.05))
         """

@@ -108,7 +108,7 @@ def test_rollout_through_the_openai_backend(server, tmp_path):
 
     cfg = RolloutConfig(
         env="math",
-        dataset="fake",
+        dataset="chain-sum",
         policy="react",
         backend="openai",
         base_url=server,

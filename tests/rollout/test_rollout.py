@@ -17,7 +17,7 @@ from agentrl.trajectory import TrajectoryWriter, iter_episodes
 def _cfg(tmp_path: Path, **kw) -> RolloutConfig:
     base = {
         "env": "math",
-        "dataset": "fake",
+        "dataset": "chain-sum",
         "policy": "expert",
         "out": str(tmp_path / "out.jsonl"),
         "progress": False,

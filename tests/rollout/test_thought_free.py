@@ -135,11 +135,11 @@ def test_thoughts_switch_reads_on_off_from_flags_and_yaml(tmp_path, capsys):
     assert "`thoughts` must be on or off" in capsys.readouterr().err
     yaml_file = tmp_path / "eval.yaml"
     yaml_file.write_text(f"data: {tmp_path}\nthoughts: off\nout: {tmp_path / 'r.json'}\n")
-    from agentrl.cli import eval as eval_cmd
     from agentrl.config import parse_config
+    from agentrl.evaluate import EvalConfig, rollout_config
 
-    cfg = parse_config(eval_cmd.Config, ["--config", str(yaml_file)], prog="agentrl eval")
-    assert cfg.thoughts == "off" and eval_cmd.rollout_config(cfg, "x.jsonl").with_thoughts is False
+    cfg = parse_config(EvalConfig, ["--config", str(yaml_file)], prog="agentrl eval")
+    assert cfg.thoughts == "off" and rollout_config(cfg, "x.jsonl").with_thoughts is False
 
 
 def test_word_level_tiny_model_from_thought_free_demonstrations(tmp_path, capsys):
