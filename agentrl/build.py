@@ -69,7 +69,7 @@ def build_policy(opts: AgentOptions, generator: Any = None) -> Policy:
         generator = build_generator(opts, seed=opts.seed)
     extra: dict[str, Any] = {}
     if opts.policy == "best_of_k":
-        extra = {"critic": build_scorer(opts, generator), "k": opts.best_of}
+        extra = {"critic": build_scorer(opts, generator), "k": opts.best_of, "logprob_weight": opts.logprob_weight}
     return make_policy(opts.policy, generator=generator, sampling=opts.sampling(), history=opts.history,
-                       example=opts.example, thoughts=opts.with_thoughts, action_space=opts.actions, seed=opts.seed,
-                       **extra)
+                       example=opts.example, thoughts=opts.with_thoughts, action_space=opts.actions,
+                       anti_loop=opts.anti_loop, seed=opts.seed, **extra)

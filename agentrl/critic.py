@@ -7,8 +7,9 @@ to the backbone's last hidden state of token ``t``. So:
 * the state before an action that starts at token ``i`` is read at ``t = i - 1`` (for an assistant turn in
   a chat template: the last token of the generation prompt, e.g. the ``\\n`` after ``<|im_start|>assistant``);
 * a candidate assistant turn is scored by the value at its end-of-turn token (``<|im_end|>``), i.e. the state
-  after the action has been taken;
-* for math step search, the state after a step is read at the step's last token (its line break).
+  after the action has been taken (the *afterstate*, :func:`agentrl.data.encode_after_action`). The learner
+  trains the critic there (``agentrl learn --afterstates``, the default) and records it in
+  ``value_model.json`` (``trained_at``); search refuses a critic that was not trained where it reads it.
 
 Three layouts, all saved with safetensors and the value head included:
 
@@ -103,6 +104,7 @@ class ValueModel(nn.Module):
         self.backbone = backbone
         self.adapter = adapter
         self.base = base
+        self.trained_at: dict[str, Any] | None = None  # {"level", "afterstates"}, set by the learner
         self.value_head = nn.Linear(hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
@@ -175,6 +177,7 @@ class ValueModel(nn.Module):
             "kind": self.kind,
             "base": self.base,
             "hidden_size": self.value_head.in_features,
+            "trained_at": self.trained_at,
         }
         (folder / "value_model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -211,6 +214,7 @@ class ValueModel(nn.Module):
         from safetensors.torch import load_file
 
         model.value_head.load_state_dict(load_file(str(folder / "value_head.safetensors")))
+        model.trained_at = meta.get("trained_at")
         model.value_head.to(torch.float32)
         if device is not None:
             model.to(device)

@@ -16,6 +16,14 @@ Position conventions (shared with :mod:`agentrl.critic` and best-of-K):
     (agents); with ``step_delimiters`` (math: ``["\\n"]``, MATH: ``["\\n", ". "]``) each piece of a turn
     that ends with a delimiter is its own segment;
   - ``response``: one segment covering all action tokens; its state is before the first action token.
+
+* The *afterstate* of an assistant turn is the prefix that ends with the turn's end-of-turn token:
+  the state right after the action, before the environment answers. ``after_positions[j]`` is where
+  ``V`` of turn ``j``'s afterstate is read. It is **the** position of "the value of the state after action
+  ``a``": best-of-K, beam search, the values recorded in trajectories (replay, plots) and the critic
+  diagnostics all read it through :func:`encode_after_action`, and the learner trains the critic there
+  (``agentrl learn --afterstates``, the default) with the target of the next state, so nothing that reads
+  the critic ever reads an untrained position. See docs/learner.md, "Where the critic is read".
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ class TokenizedEpisode:
     action_mask: list[bool]
     segments: list[int]  # segment of each token, -1 where action_mask is False
     state_positions: list[int]  # one per segment
-    turn_ends: list[int]  # position of each assistant turn's end-of-turn token (or last content token)
+    after_positions: list[int]  # one per assistant turn: its end-of-turn token (or last content token)
     reward: float
     success: bool
     task_id: str
@@ -83,7 +91,8 @@ def parse_reward_map(text: str | dict | None) -> dict[float, float] | None:
 
 
 def map_reward(episode: Episode, mapping: dict[float, float] | None) -> float:
-    """The episode's terminal reward after ``mapping`` (the paper maps {0, 1} to {-1, 1} for math)."""
+    """The episode's terminal reward after ``mapping`` (``None``: the raw reward, the paper's 1 for a success
+    and 0 otherwise; the OREO reference code's default maps {0, 1} to {-1, 1})."""
     raw = float(episode.reward)
     if mapping is None:
         return raw
@@ -99,39 +108,122 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: b
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def _action_char_spans(
-    tokenizer: Any, messages: list[dict[str, str]], where: str
-) -> list[tuple[int, int, int]]:
-    """``(start, content_end, end)`` character spans of each assistant turn in the rendered chat.
+def _turn_char_span(
+    tokenizer: Any, messages: list[dict[str, str]], i: int, full: str, where: str
+) -> tuple[int, int, int]:
+    """``(start, content_end, end)``: character span of assistant turn ``i`` in ``full``, the rendered chat.
 
-    Renders the chat prefix by prefix: the turn's content starts where the prompt with a generation prompt
-    ends; the end-of-turn token is the first token after the content.
+    The turn's content starts where the prompt with a generation prompt ends; ``end`` is the end of the
+    end-of-turn token, the first token after the content.
     """
-    spans = []
-    full = _render(tokenizer, messages)
-    for i, message in enumerate(messages):
-        if message.get("role") != "assistant":
+    prompt = _render(tokenizer, messages[:i], generation_prompt=True)
+    upto = _render(tokenizer, messages[: i + 1])
+    content = messages[i].get("content") or ""
+    if not (upto.startswith(prompt) and full.startswith(upto) and upto[len(prompt) :].startswith(content)):
+        raise DataError(
+            f"{where}: the chat template does not render assistant turn {i} as prompt + content + "
+            "end-of-turn (templates that rewrite earlier turns are not supported)"
+        )
+    start, content_end = len(prompt), len(prompt) + len(content)
+    tail = upto[content_end:]
+    eot = 0
+    if tail:
+        tail_offsets = tokenizer(tail, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        eot = tail_offsets[0][1] if tail_offsets else 0
+    return start, content_end, content_end + eot
+
+
+def _action_char_spans(
+    tokenizer: Any, messages: list[dict[str, str]], where: str, full: str
+) -> list[tuple[int, int, int]]:
+    """:func:`_turn_char_span` of every assistant turn, in order."""
+    return [
+        _turn_char_span(tokenizer, messages, i, full, where)
+        for i, message in enumerate(messages)
+        if message.get("role") == "assistant"
+    ]
+
+
+def _encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """The learner's tokenization of a rendered chat: ids and character offsets (no added special tokens)."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+
+def _last_token_in(offsets: Sequence[tuple[int, int]], start: int, end: int) -> int:
+    """Index of the last token that starts inside ``[start, end)``, or -1."""
+    last = -1
+    for i, (a, _b) in enumerate(offsets):
+        if start <= a < end:
+            last = i
+    return last
+
+
+def encode_after_action(
+    tokenizer: Any, messages: list[dict[str, str]], where: str = "the chat"
+) -> tuple[list[int], int]:
+    """Token ids of a chat that ends with an assistant turn, cut after that turn, and its afterstate position.
+
+    This is the one definition of "the state after action ``a``" (module docstring): for
+    ``messages = context + [assistant: a]`` it returns ``(ids, p)`` with ``ids`` exactly the learner's
+    tokens of that chat up to and including the turn's end-of-turn token, and ``p = len(ids) - 1`` the
+    position the learner trains as that turn's afterstate (``TokenizedEpisode.after_positions``).
+
+    Raises:
+        DataError: the last message is not an assistant turn, or the template cannot be split into turns.
+    """
+    if not messages or messages[-1].get("role") != "assistant":
+        raise DataError(f"{where}: the chat must end with the assistant turn to be valued")
+    text = _render(tokenizer, messages)
+    start, _content_end, end = _turn_char_span(tokenizer, messages, len(messages) - 1, text, where)
+    ids, offsets = _encode(tokenizer, text)
+    position = _last_token_in(offsets, start, end)
+    if position < 0:
+        raise DataError(f"{where}: the assistant turn has no tokens")
+    return ids[: position + 1], position
+
+
+def _mark_turn(
+    offsets: Sequence[tuple[int, int]],
+    span: tuple[int, int, int],
+    cuts: list[int],
+    level: str,
+    seg: int,
+    action_mask: list[bool],
+    segments: list[int],
+) -> int:
+    """Marks one assistant turn's tokens as actions and numbers their segments; returns its last token.
+
+    ``seg`` is the last segment number used before this turn; ``cuts`` are the absolute character offsets
+    at which a new step starts inside the turn (step level).
+    """
+    start, _content_end, end = span
+    last = -1
+    for i, (a, _b) in enumerate(offsets):
+        if not start <= a < end:
             continue
-        prompt = _render(tokenizer, messages[:i], generation_prompt=True)
-        upto = _render(tokenizer, messages[: i + 1])
-        content = message.get("content") or ""
-        if not (
-            upto.startswith(prompt) and full.startswith(upto) and upto[len(prompt) :].startswith(content)
-        ):
-            raise DataError(
-                f"{where}: the chat template does not render assistant turn {i} as prompt + content + "
-                "end-of-turn (templates that rewrite earlier turns are not supported)"
-            )
-        start, content_end = len(prompt), len(prompt) + len(content)
-        tail = upto[content_end:]
-        eot = 0
-        if tail:
-            tail_offsets = tokenizer(tail, add_special_tokens=False, return_offsets_mapping=True)[
-                "offset_mapping"
-            ]
-            eot = tail_offsets[0][1] if tail_offsets else 0
-        spans.append((start, content_end, content_end + eot))
-    return spans
+        action_mask[i] = True
+        last = i
+        if level == "token":
+            seg += 1
+            segments[i] = seg
+        else:
+            segments[i] = seg + 1 + sum(1 for c in cuts if a >= c)
+    return last
+
+
+def _state_positions(segments: list[int], where: str) -> tuple[list[int], list[int]]:
+    """Dense segment numbers (a cut inside a token, e.g. the first "\\n" of a "\\n\\n" token, leaves no
+    empty step) and the state position of each segment (the token before its first token)."""
+    dense = {old: new for new, old in enumerate(sorted(set(s for s in segments if s >= 0)))}
+    segments = [dense[s] if s >= 0 else -1 for s in segments]
+    state_positions = [-1] * len(dense)
+    for i, s in enumerate(segments):
+        if s >= 0 and state_positions[s] < 0:
+            state_positions[s] = i - 1
+    if min(state_positions) < 0:
+        raise DataError(f"{where}: an action starts at token 0 (the chat must start with a prompt)")
+    return segments, state_positions
 
 
 def tokenize_episode(
@@ -143,7 +235,7 @@ def tokenize_episode(
     reward_map: dict[float, float] | None = None,
     where: str = "",
 ) -> TokenizedEpisode:
-    """Renders ``episode.messages`` with the chat template and marks actions, segments and states.
+    """Renders ``episode.messages`` with the chat template and marks actions, segments, states, afterstates.
 
     Args:
         episode: an episode with ``messages`` (the chat exactly as the policy saw it).
@@ -164,57 +256,36 @@ def tokenize_episode(
         raise DataError(f"level must be one of {LEVELS}, got {level!r}")
     if not episode.messages:
         raise DataError(f"{where}: the episode has no `messages` (the learner trains on the chat)")
-    spans = _action_char_spans(tokenizer, episode.messages, where)
+    text = _render(tokenizer, episode.messages)
+    spans = _action_char_spans(tokenizer, episode.messages, where, text)
     if not spans:
         raise DataError(f"{where}: the episode has no assistant turn")
-    text = _render(tokenizer, episode.messages)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+    ids, offsets = _encode(tokenizer, text)
 
     pattern = re.compile("|".join(re.escape(d) for d in step_delimiters if d)) if step_delimiters else None
     action_mask = [False] * len(ids)
     segments = [-1] * len(ids)
-    turn_ends: list[int] = []
+    after_positions: list[int] = []
     seg = -1
     for start, content_end, end in spans:
-        # character offsets (absolute) at which a new step starts inside this turn
-        cuts = [start]
+        cuts = []  # character offsets (absolute) at which a new step starts inside this turn
         if level == "step" and pattern is not None:
             content = text[start:content_end]
-            cuts += [start + m.end() for m in pattern.finditer(content) if start + m.end() < content_end]
-        first_seg = seg + 1
-        last_tok = -1
-        for i, (a, _b) in enumerate(offsets):
-            if start <= a < end:
-                action_mask[i] = True
-                last_tok = i
-                if level == "token":
-                    seg += 1
-                    segments[i] = seg
-                else:
-                    segments[i] = first_seg + sum(1 for c in cuts[1:] if a >= c)
-        if last_tok < 0:
+            cuts = [start + m.end() for m in pattern.finditer(content) if start + m.end() < content_end]
+        last = _mark_turn(offsets, (start, content_end, end), cuts, level, seg, action_mask, segments)
+        if last < 0:
             raise DataError(f"{where}: an assistant turn has no tokens")
-        turn_ends.append(last_tok)
-        if level != "token":
-            seg = max(segments[: last_tok + 1])
+        after_positions.append(last)
+        seg = max(segments[: last + 1])
     if level == "response":
         segments = [0 if s >= 0 else -1 for s in segments]
-    # Dense numbering: a cut inside a token (e.g. the first "\n" of a "\n\n" token) leaves no empty step.
-    dense = {old: new for new, old in enumerate(sorted(set(s for s in segments if s >= 0)))}
-    segments = [dense[s] if s >= 0 else -1 for s in segments]
-    state_positions = [-1] * len(dense)
-    for i, s in enumerate(segments):
-        if s >= 0 and state_positions[s] < 0:
-            state_positions[s] = i - 1
-    if min(state_positions) < 0:
-        raise DataError(f"{where}: an action starts at token 0 (the chat must start with a prompt)")
+    segments, state_positions = _state_positions(segments, where)
     return TokenizedEpisode(
         input_ids=ids,
         action_mask=action_mask,
         segments=segments,
         state_positions=state_positions,
-        turn_ends=turn_ends,
+        after_positions=after_positions,
         reward=map_reward(episode, reward_map),
         success=bool(episode.success),
         task_id=str(episode.task_id),
@@ -364,7 +435,8 @@ def collate(
     Returns (``B`` episodes, ``L`` longest, ``S`` most segments, ``N`` action tokens, ``k`` top-k):
         ``input_ids [B, L]``, ``attention_mask [B, L]``, ``action_mask [B, L]`` bool,
         ``targets [N]`` the action tokens in row-major order, ``action_rows [N]``, ``action_segments [N]``
-        (``row * S + segment``), ``state_positions [B, S]``, ``state_mask [B, S]``, ``reward [B]``, and with
+        (``row * S + segment``), ``state_positions [B, S]``, ``state_mask [B, S]``, ``after_positions [B, T]``
+        and ``after_mask [B, T]`` (``T`` most assistant turns: the afterstates), ``reward [B]``, and with
         ``ref``: ``ref_logps [N]``, ``ref_topk_ids [N, k]``, ``ref_topk_logps [N, k]``.
     """
     b = len(episodes)
@@ -376,6 +448,9 @@ def collate(
     segments = torch.full((b, length), -1, dtype=torch.long)
     states = torch.zeros((b, num_segments), dtype=torch.long)
     state_mask = torch.zeros((b, num_segments), dtype=torch.bool)
+    num_turns = max(len(e.after_positions) for e in episodes)
+    after = torch.zeros((b, num_turns), dtype=torch.long)
+    after_mask = torch.zeros((b, num_turns), dtype=torch.bool)
     for r, e in enumerate(episodes):
         n = len(e.input_ids)
         input_ids[r, :n] = torch.tensor(e.input_ids)
@@ -384,6 +459,8 @@ def collate(
         segments[r, :n] = torch.tensor(e.segments)
         states[r, : len(e.state_positions)] = torch.tensor(e.state_positions)
         state_mask[r, : len(e.state_positions)] = True
+        after[r, : len(e.after_positions)] = torch.tensor(e.after_positions)
+        after_mask[r, : len(e.after_positions)] = True
     rows = torch.arange(b)[:, None].expand(b, length)[action]
     batch = {
         "input_ids": input_ids,
@@ -394,6 +471,8 @@ def collate(
         "action_segments": rows * num_segments + segments[action],
         "state_positions": states,
         "state_mask": state_mask,
+        "after_positions": after,
+        "after_mask": after_mask,
         "reward": torch.tensor([e.reward for e in episodes], dtype=torch.float32),
     }
     if ref is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -69,18 +70,29 @@ def _oreo_micro(ctx: dict[str, Any], batch: dict[str, torch.Tensor], scale: floa
     backwards; both autograd graphs are alive together). ``--low-memory``: the critic first runs without
     gradients to give ``sg[V]`` for the policy loss, the policy backward frees the policy graph, then the
     critic runs with gradients (one graph at a time, for one more critic forward). Same numbers either way.
+    With ``--afterstates`` (default) the critic is also trained at every turn's end-of-turn token, where
+    best-of-K and beam search read it (:func:`agentrl.losses.afterstate_targets`).
     """
     cfg, policy, critic = ctx["cfg"], ctx["policy"], ctx["critic"]
     b, s = batch["state_mask"].shape
 
-    def critic_values() -> torch.Tensor:  # [B, S] V at the state positions
+    def critic_values() -> tuple[torch.Tensor, torch.Tensor]:  # V at the states [B, S] and afterstates [B, T]
         with ctx["autocast"]():
             values = critic.values(batch["input_ids"], batch["attention_mask"])
-        return values.gather(1, batch["state_positions"])
+        return values.gather(1, batch["state_positions"]), values.gather(1, batch["after_positions"])
 
-    def value_step(values: torch.Tensor, step_lr: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def value_step(values: tuple[torch.Tensor, torch.Tensor], token_lr: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        states, after = values
+        after_args = {}
+        if cfg.afterstates:
+            token_dense = token_lr.new_zeros(batch["action_mask"].shape).masked_scatter(batch["action_mask"], token_lr)
+            targets = losses.afterstate_targets(
+                token_dense, batch["after_positions"], batch["after_mask"], batch["reward"], cfg.beta
+            )
+            after_args = {"after_values": after, "after_targets": targets, "after_mask": batch["after_mask"]}
+        step_lr = losses.segment_sum(token_lr, batch["action_segments"], b, s)
         loss, metrics = losses.oreo_value_loss(
-            values, step_lr.detach(), batch["state_mask"], batch["reward"], cfg.beta
+            states, step_lr, batch["state_mask"], batch["reward"], cfg.beta, **after_args
         )
         (loss * scale).backward()  # frees the critic's graph
         return loss, metrics
@@ -97,15 +109,16 @@ def _oreo_micro(ctx: dict[str, Any], batch: dict[str, torch.Tensor], scale: floa
         else:  # exact full-vocabulary KL: one reference forward per micro-batch
             ref_logits = ctx["reference_logits"](policy, ctx["reference"], batch)
             logp, kl = losses.token_logps_and_kl(logits, batch["targets"], ref_logits, cfg.chunk_size)
-    step_lr = losses.segment_sum(logp - batch["ref_logps"], batch["action_segments"], b, s)  # [B, S]
+    token_lr = logp - batch["ref_logps"]  # [N]
+    step_lr = losses.segment_sum(token_lr, batch["action_segments"], b, s)  # [B, S]
     if not cfg.low_memory:
         values = critic_values()
-        value_loss, vm = value_step(values, step_lr)
-    policy_loss, pm = losses.oreo_policy_loss(values, step_lr, batch["state_mask"], batch["reward"], cfg.beta)
+        value_loss, vm = value_step(values, token_lr.detach())
+    policy_loss, pm = losses.oreo_policy_loss(values[0], step_lr, batch["state_mask"], batch["reward"], cfg.beta)
     kl_mean = losses.row_mean(kl, batch["action_rows"], b)
     ((policy_loss + cfg.alpha * kl_mean) * scale).backward()
     if cfg.low_memory:
-        value_loss, vm = value_step(critic_values(), step_lr)
+        value_loss, vm = value_step(critic_values(), token_lr.detach())
     total = value_loss.item() + policy_loss.item() + cfg.alpha * kl_mean.item()
     return {**vm, **pm, "kl": kl_mean.item(), "loss": total}
 
@@ -438,8 +451,13 @@ def train(cfg: Any, save: bool = True) -> dict[str, Any]:
     critic = None
     if cfg.algo in CRITIC_ALGOS:
         critic = setup.build_critic(policy, model_path, cfg.critic_lora, cfg.lora_r, cfg.lora_alpha, device)
+        # saved with it: search reads a critic only where it was trained (OREO's afterstates; DQO's and OREAL's
+        # critics are trained at the states only, and OREAL's is a token reward model, not a value)
+        afterstates = cfg.algo == "oreo" and bool(cfg.afterstates)
+        critic.trained_at = {"algo": cfg.algo, "level": cfg.level, "afterstates": afterstates}
         if cfg.critic_init:
             setup.load_critic_weights(critic, cfg.critic_init)
+    cfg = dataclasses.replace(cfg, kl_topk=setup.resolve_kl_topk(cfg.kl_topk, policy, console))
     if cfg.gradient_checkpointing:
         setup.enable_gradient_checkpointing(policy, *([critic.backbone] if critic is not None else []))
     ref_cache = None
@@ -454,6 +472,8 @@ def train(cfg: Any, save: bool = True) -> dict[str, Any]:
                 )
             if main:
                 ref_cache.save(out / "reference_cache.safetensors")
+        if (cfg.algo == "oreo" or (cfg.algo == "dqo" and cfg.alpha > 0)) and cfg.kl_topk > 0:
+            setup.report_kl_coverage(ref_cache, cfg.kl_topk, console)
     reference = None
     exact_kl = cfg.kl_topk == 0 and (cfg.algo == "oreo" or (cfg.algo == "dqo" and cfg.alpha > 0))
     if exact_kl and not setup.is_peft(policy):
@@ -561,6 +581,4 @@ def train(cfg: Any, save: bool = True) -> dict[str, Any]:
 
 
 def cfg_dict(cfg: Any) -> dict[str, Any]:
-    import dataclasses
-
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}

@@ -19,6 +19,9 @@ from agentrl.data import ReferenceCache, TokenizedEpisode, collate
 from agentrl.models import ModelError
 
 POLICY_ADAPTER = "default"
+EXACT_KL_MAX_VOCAB = 4096  # up to this vocabulary the default KL is exact (one reference forward per batch)
+KL_TOPK = 64  # above it, the KL against the cached top-k of the reference (a lower bound)
+LOW_COVERAGE = 0.95  # warn when the reference's top-k holds less of its probability mass than this
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -100,6 +103,35 @@ def load_critic_weights(critic: ValueModel, folder: str | Path) -> None:
         from transformers import AutoModel
 
         critic.backbone.load_state_dict(AutoModel.from_pretrained(folder, dtype=torch.float32).state_dict())
+
+
+def resolve_kl_topk(requested: int | None, policy: nn.Module, console: Any) -> int:
+    """``--kl-topk``: as given, or by default 0 (exact) for vocabularies of at most ``EXACT_KL_MAX_VOCAB``.
+
+    On the small vocabularies of from-scratch models the top-k KL is a loose lower bound (one check on a
+    1,024-token model: top-8 0.0225 against the exact 0.0416), and the exact KL costs one reference forward
+    per micro-batch, cheap for such models; a large vocabulary keeps the cached top-64.
+    """
+    if requested is not None:
+        return requested
+    vocab = policy.get_output_embeddings().weight.shape[0]
+    chosen = 0 if vocab <= EXACT_KL_MAX_VOCAB else KL_TOPK
+    console.print(f"KL: {'exact' if chosen == 0 else f'reference top-{chosen}'} (vocabulary {vocab})")
+    return chosen
+
+
+def report_kl_coverage(cache: ReferenceCache, topk: int, console: Any) -> float:
+    """Prints how much of the reference's probability mass its cached top-k holds (mean over action tokens),
+    with a warning when it is below ``LOW_COVERAGE``: the top-k KL is then far below the true KL."""
+    mass = torch.cat([lp.float().exp().sum(-1) for lp in cache.topk_logps]).mean().item()
+    if mass < LOW_COVERAGE:
+        console.print(
+            f"[yellow]warning:[/] the reference's top-{topk} holds only {100 * mass:.1f}% of its probability mass "
+            "on average: the top-k KL is a loose lower bound; pass --kl-topk 0 for the exact KL"
+        )
+    else:
+        console.print(f"KL: the reference's top-{topk} holds {100 * mass:.1f}% of its probability mass")
+    return mass
 
 
 def policy_parameters(policy: nn.Module) -> list[nn.Parameter]:
@@ -198,8 +230,9 @@ def oreal_items(
     """OREAL's training items: groups of samples of one task, their RLOO advantages, mixed groups only.
 
     Each task's episodes form a group (``rollout --samples-per-task K``); its advantages are leave-one-out over
-    the whole group on the episodes' (mapped) rewards. Groups whose pass rate is 0 or 1 carry no signal and are
-    dropped. ``pairs`` keeps one success and one failure per group, drawn with ``seed`` (the authors' code).
+    the whole group on rewards +1 (success) and -1 (failure), as the authors' code scores them, whatever
+    ``--reward-map`` says. Groups whose pass rate is 0 or 1 carry no signal and are dropped. ``pairs`` keeps one
+    success and one failure per group, drawn with ``seed`` (the authors' code).
 
     Returns:
         ``items`` (episode indices, in task order), ``advantages`` (one per episode, 0 where not kept) and counts
@@ -213,7 +246,7 @@ def oreal_items(
     group = torch.empty(len(episodes), dtype=torch.long)
     for g, members in enumerate(tasks.values()):
         group[members] = g
-    reward = torch.tensor([e.reward for e in episodes], dtype=torch.float32)
+    reward = torch.tensor([1.0 if e.success else -1.0 for e in episodes])
     advantages = rloo_advantages(reward, group).tolist() if episodes else []
     rng = random.Random(seed)
     items: list[int] = []

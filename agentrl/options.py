@@ -133,6 +133,11 @@ class PolicyOptions(OptionGroup):
                                       "chosen among the env's admissible ones (best-of-K: the top-K distinct ones; "
                                       "default: free)")
     choice_score: str = option("mean", help="admissible: rank commands by mean (length-normalised) or sum log-prob")
+    list_admissible: bool | None = option(None, help="append the admissible commands to every observation the "
+                                          "policy sees (default: off)")
+    anti_loop: int = option(0, help="admissible: mask a command that produced no change of state for the next N "
+                            "steps (0: off)")
+    logprob_weight: float = option(0.0, help="best-of-K over admissible commands: c in score = V + c * log pi")
     critic: str | None = option(None, help="critic folder (OUT/critic of `agentrl learn`) for best-of-K and beams")
     best_of: int | None = option(None, help="best-of-K: sample K actions per step and act on the critic's best "
                                  f"(--policy best_of_k alone: K={DEFAULT_BEST_OF})")
@@ -145,6 +150,9 @@ class PolicyOptions(OptionGroup):
                 f"`action_space` must be one of {', '.join(ACTION_SPACES)}, got {self.action_space!r}")
         require(self.choice_score in CHOICE_SCORES,
                 f"`choice_score` must be one of {', '.join(CHOICE_SCORES)}, got {self.choice_score!r}")
+        require(self.anti_loop >= 0, f"`anti_loop` must be >= 0, got {self.anti_loop}")
+        require(not self.anti_loop or self.actions == "admissible",
+                "--anti-loop masks admissible commands: use it with --action-space admissible")
         if self.best_of is not None:
             require(self.best_of >= 1, f"--best-of must be >= 1, got {self.best_of}")
             require(self.policy in MODEL_POLICIES,
@@ -247,6 +255,9 @@ class AgentOptions(PolicyOptions, ModelOptions, SamplingOptions):
         require(not sampled or self.temperature > 0,
                 f"best-of-{self.best_of} samples: set --temperature > 0 (got {self.temperature}; or choose among "
                 "--action-space admissible)")
+        require(not (self.actions == "admissible" and self.backend == "vllm" and (self.best_of or 1) > 1),
+                "best-of-K over admissible commands ranks the top K: use --backend transformers (or openai with "
+                "`agentrl serve`); vLLM's guided choice samples")
         if self.uses_model and self.backend == "vllm":
             from agentrl.backends.vllm_backend import INSTALL_HINT
 
@@ -271,6 +282,7 @@ class RunOptions(EnvOptions, AgentOptions, OutputOptions):
             require(self.policy != "random", f"the random policy needs admissible actions, which {self.env} lacks")
             require(self.actions != "admissible",
                     f"{self.env} lists no admissible commands: use --action-space free")
+            require(not self.list_admissible, f"{self.env} lists no admissible commands to show (--list-admissible)")
 
 
 @dataclasses.dataclass

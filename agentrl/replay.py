@@ -185,14 +185,20 @@ def step_frame(view: EpisodeView, index: int) -> Panel:
         cand = Table(show_edge=False, box=None, padding=(0, 1), header_style="dim")
         cand.add_column("", no_wrap=True)
         cand.add_column("value", justify="right", no_wrap=True)
+        scored = all(c.score is not None for c in step.candidates)  # admissible top-K: V + c * log pi
+        if scored:
+            cand.add_column("log pi", justify="right", no_wrap=True)
+            cand.add_column("score", justify="right", no_wrap=True)
         cand.add_column("candidate", overflow="fold")
-        best = max(c.value for c in step.candidates)
+        rank = (lambda c: c.score) if scored else (lambda c: c.value)
+        best = max(rank(c) for c in step.candidates)
         chosen_seen = False
-        for c in sorted(step.candidates, key=lambda c: -c.value):
+        for c in sorted(step.candidates, key=lambda c: -rank(c)):
             chosen = not chosen_seen and c.action == step.action
             chosen_seen = chosen_seen or chosen
-            style = "bold reverse green" if chosen else ("yellow" if c.value == best else "")
-            cand.add_row("▶" if chosen else " ", _fmt_value(c.value), Text(shown(c.action), style=style))
+            style = "bold reverse green" if chosen else ("yellow" if rank(c) == best else "")
+            extra = [f"{c.logprob:.2f}", _fmt_value(c.score)] if scored else []
+            cand.add_row("▶" if chosen else " ", _fmt_value(c.value), *extra, Text(shown(c.action), style=style))
         parts.append(Text(f"{len(step.candidates)} candidates", style="dim"))
         parts.append(cand)
     return Panel(Group(*parts), title=f"step {index + 1}", title_align="left", border_style="white")

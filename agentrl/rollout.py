@@ -27,6 +27,7 @@ from rich.table import Table
 from agentrl.build import build_policy, build_pool
 from agentrl.config import ConfigError, option, require
 from agentrl.options import RunOptions
+from agentrl.policies.action_space import with_admissible_list
 from agentrl.replay import LiveView
 from agentrl.trajectory import TrajectoryError, TrajectoryWriter, finished_ids, read_episodes
 from agentrl.types import Episode, Step, episode_id
@@ -188,7 +189,7 @@ class _Run:
                     observation, info = result
                     episode.info = info
                     try:
-                        episode.context = self.policy.begin(slot, observation, info, self.cfg.env)
+                        episode.context = self.policy.begin(slot, self._shown(observation, info), info, self.cfg.env)
                     except LookupError as err:  # e.g. the expert policy in an env without expert actions
                         raise ConfigError(str(err)) from None
                     episode.context.memory.setdefault("episode_id", episode.eid)
@@ -226,16 +227,21 @@ class _Run:
                             value=decision.value,
                             candidates=decision.candidates,
                             valid=decision.valid,
+                            masked=decision.masked,
                         )
                     )
                     episode.reward += float(reward)
                     episode.info = info
-                    self.policy.observe(episode.context, decision, observation, info)
+                    self.policy.observe(episode.context, decision, self._shown(observation, info), info)
                     if terminated or truncated or len(episode.steps) >= self.cfg.max_steps:
                         self._end(episode, truncated=not terminated)
                         del active[slot]
                         free.append(slot)
                 progress.update(bar, completed=self.skipped + self.written, **self._fields())
+
+    def _shown(self, observation: str, info: dict[str, Any]) -> str:
+        """What the policy sees: the observation, and with ``list_admissible`` the admissible commands."""
+        return with_admissible_list(observation, info) if self.cfg.list_admissible else observation
 
     # -- bookkeeping --------------------------------------------------------------------------------------
 

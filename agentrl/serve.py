@@ -1,7 +1,11 @@
 """A minimal OpenAI-compatible chat server over the transformers backend (stdlib ``http.server``).
 
 ``POST /v1/chat/completions`` (``model``, ``messages``, ``temperature``, ``top_p``, ``max_tokens``, ``n``,
-``stop``, ``seed``; no streaming) and ``GET /v1/models``. Requests that arrive together are batched into one
+``stop``, ``seed``, ``logprobs``; no streaming) and ``GET /v1/models``. A constrained action space arrives in vLLM's
+extra fields: ``structured_outputs: {"choice": [...]}`` (the reply is exactly one of the choices; ``n > 1``: the
+``n`` best distinct ones, best first, ranked by the extension field ``choice_score``: ``mean`` or ``sum``
+log-prob) and ``continue_final_message: true`` (the reply continues the final assistant message, e.g. after a
+thought and ``"Action: "``). Requests that arrive together are batched into one
 ``generate`` call (a short collection window), so several rollout envs talking to one server share a forward
 pass. The server binds to 127.0.0.1 only: it is for local use (tests, a GPU box reached through a tunnel).
 """
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from agentrl.backends.base import Completion, Request, Sampling
+from agentrl.backends.base import CHOICE_SCORES, Completion, Request, Sampling
 
 HOST = "127.0.0.1"
 
@@ -34,6 +38,7 @@ class _Job:
     result: list[Completion] | None = None
     prompt_tokens: int = 0
     error: str | None = None
+    token_texts: list[list[str]] | None = None  # per completion, its scored tokens as text (logprobs)
 
 
 def parse_chat_request(body: dict[str, Any], max_new_tokens: int) -> tuple[Request, Sampling]:
@@ -67,10 +72,70 @@ def parse_chat_request(body: dict[str, Any], max_new_tokens: int) -> tuple[Reque
     if temperature < 0 or not 0 < top_p <= 1 or max_tokens < 1 or not 1 <= n <= 64:
         raise BadRequest("need temperature >= 0, 0 < top_p <= 1, max_tokens >= 1, 1 <= n <= 64")
     messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    choices, choice_score = _constraint(body, messages)
     sampling = Sampling(
-        temperature=temperature, top_p=top_p, max_new_tokens=max_tokens, n=n, stop=stop, seed=seed
+        temperature=temperature, top_p=top_p, max_new_tokens=max_tokens, n=n, stop=stop, seed=seed,
+        choice_score=choice_score,
     )
-    return Request(messages=messages), sampling
+    return Request(messages=messages, choices=choices), sampling
+
+
+def _constraint(body: dict[str, Any], messages: list[dict[str, str]]) -> tuple[list[str] | None, str]:
+    """The extra fields: ``structured_outputs.choice``, ``continue_final_message``, ``choice_score``."""
+    continued = body.get("continue_final_message", False)
+    if not isinstance(continued, bool) or not isinstance(body.get("logprobs", False), bool):
+        raise BadRequest("`continue_final_message` and `logprobs` must be true or false")
+    if continued and body.get("add_generation_prompt") is True:
+        raise BadRequest("`continue_final_message` cannot be used with `add_generation_prompt: true`")
+    if continued != (messages[-1]["role"] == "assistant"):
+        raise BadRequest(
+            "`continue_final_message: true` needs a final assistant message to continue, and a chat that ends "
+            "with an assistant message needs `continue_final_message: true` (this server continues it)"
+        )
+    structured = body.get("structured_outputs")
+    choices = None
+    if structured is not None:
+        if not isinstance(structured, dict) or set(structured) != {"choice"}:
+            raise BadRequest("`structured_outputs` supports `choice` (a list of strings) only")
+        choices = structured["choice"]
+        if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
+            raise BadRequest("`structured_outputs.choice` must be a non-empty list of strings")
+    choice_score = body.get("choice_score", "mean")
+    if choice_score not in CHOICE_SCORES:
+        raise BadRequest(f"`choice_score` must be one of {', '.join(CHOICE_SCORES)}, got {choice_score!r}")
+    return choices, choice_score
+
+
+def chat_response(job: _Job, model_name: str, logprobs: bool = False) -> dict[str, Any]:
+    """The ``chat.completion`` body of a finished job; with ``logprobs``, each scored token's log-prob (OpenAI's
+    ``choices[i].logprobs.content``) where the backend reported them (constrained choices)."""
+    completions = job.result or []
+    generated = sum(c.num_tokens for c in completions)
+    texts = job.token_texts or [[] for _ in completions]
+    choices = []
+    for i, (c, tokens) in enumerate(zip(completions, texts, strict=True)):
+        choice: dict[str, Any] = {
+            "index": i,
+            "message": {"role": "assistant", "content": c.text},
+            "finish_reason": c.finish_reason,
+        }
+        if logprobs:
+            pairs = zip(tokens, c.token_logprobs or [], strict=True)
+            content = [{"token": t, "logprob": lp, "bytes": None, "top_logprobs": []} for t, (_, lp) in pairs]
+            choice["logprobs"] = {"content": content} if c.token_logprobs is not None else None
+        choices.append(choice)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model_name,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": job.prompt_tokens,
+            "completion_tokens": generated,
+            "total_tokens": job.prompt_tokens + generated,
+        },
+    }
 
 
 class ChatServer:
@@ -159,6 +224,9 @@ class ChatServer:
                         job.result = out
                         # Tokenizers are not thread-safe: count prompt tokens here, in the one worker thread.
                         job.prompt_tokens = len(self.backend.encode(job.request.messages))
+                        job.token_texts = [
+                            [self.backend.tokenizer.decode([t]) for t, _ in c.token_logprobs or []] for c in out
+                        ]
                 except Exception as err:  # reported to each waiting client as HTTP 500
                     for job in group:
                         job.error = f"{type(err).__name__}: {err}"
@@ -211,29 +279,6 @@ class ChatServer:
                 except (RuntimeError, TimeoutError) as err:
                     self._error(500, str(err))
                     return
-                completions, prompt_tokens = job.result or [], job.prompt_tokens
-                generated = sum(c.num_tokens for c in completions)
-                self._send(
-                    200,
-                    {
-                        "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
-                        "object": "chat.completion",
-                        "created": int(time.time()),
-                        "model": server.model_name,
-                        "choices": [
-                            {
-                                "index": i,
-                                "message": {"role": "assistant", "content": c.text},
-                                "finish_reason": c.finish_reason,
-                            }
-                            for i, c in enumerate(completions)
-                        ],
-                        "usage": {
-                            "prompt_tokens": prompt_tokens,
-                            "completion_tokens": generated,
-                            "total_tokens": prompt_tokens + generated,
-                        },
-                    },
-                )
+                self._send(200, chat_response(job, server.model_name, logprobs=bool(body.get("logprobs"))))
 
         return Handler

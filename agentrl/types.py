@@ -29,17 +29,30 @@ def episode_id(env: str, split: str, task_id: str, sample: int) -> str:
 
 @dataclass
 class Candidate:
-    """One action the controller considered, with the critic's value of taking it."""
+    """One action the controller considered, with the critic's value of taking it.
+
+    Over an admissible action space the candidates are the policy's top-K distinct commands: ``logprob`` is the
+    policy's summed log-prob of the command (its ``tokens`` tokens and the end of the turn), and ``score`` what
+    the controller ranked by, ``value + c * log pi`` (``log pi`` length-normalised unless ``--choice-score sum``).
+    Sampled candidates leave them None (ranked by ``value``).
+    """
 
     action: str
     value: float
     raw: str = ""
     thought: str = ""
+    logprob: float | None = None
+    tokens: int | None = None
+    score: float | None = None
 
 
 @dataclass
 class Step:
-    """One agent turn: what it saw, what it thought and did, and what that earned."""
+    """One agent turn: what it saw, what it thought and did, and what that earned.
+
+    ``masked``: the admissible commands the anti-loop option kept the policy from choosing at this step (they had
+    just changed nothing), else None.
+    """
 
     observation: str
     action: str
@@ -48,6 +61,7 @@ class Step:
     value: float | None = None
     candidates: list[Candidate] | None = None
     valid: bool = True
+    masked: list[str] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Step:

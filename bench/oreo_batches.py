@@ -32,26 +32,16 @@ def one_outcome_batches(success: list[bool], lengths: list[int] | None, batch_si
     return sum(len({success[i] for i in b}) == 1 for b in batches)
 
 
-def auc(positive: list[float], negative: list[float]) -> float:
-    """P(a random positive scores above a random negative), ties counting half (the Mann-Whitney AUC)."""
-    wins = sum((p > q) + 0.5 * (p == q) for p in positive for q in negative)
-    return wins / (len(positive) * len(negative))
-
-
-def values_after_actions(critic_path: str, episodes: list, turns: int) -> dict[int, tuple[list, list]]:
-    """``{k: (V of successes, V of failures)}`` at the end of each episode's k-th assistant turn, k <= turns."""
+def values_after_actions(critic_path: str, episodes: list, turns: int) -> list[dict[str, float]]:
+    """V after the k-th action (its afterstate) of successes and failures, k <= turns, and its AUC."""
     import torch
 
     from agentrl.critic import ValueModel
+    from agentrl.critic_report import afterstate_values, outcome_auc_by_turn
 
     model = ValueModel.from_pretrained(critic_path, dtype=torch.float32, device="cpu").eval()
-    out: dict[int, tuple[list, list]] = {}
-    with torch.no_grad():
-        for e in episodes:
-            v = model.values(torch.tensor([e.input_ids]))[0]
-            for k, pos in enumerate(e.turn_ends[:turns], start=1):
-                out.setdefault(k, ([], []))[0 if e.success else 1].append(float(v[pos]))
-    return out
+    values = afterstate_values(model, episodes)
+    return outcome_auc_by_turn(values, [e.success for e in episodes], [e.task_id for e in episodes], turns)
 
 
 def main() -> None:
@@ -90,10 +80,9 @@ def main() -> None:
     sample = rng.sample(wins, min(half, len(wins))) + rng.sample(losses, min(half, len(losses)))
     for critic in filter(None, args.critics.split(",")):
         print(f"\n{critic}: V after action k (successes / failures), AUC of V as a success predictor")
-        for k, (pos, neg) in sorted(values_after_actions(critic, sample, args.turns).items()):
-            if pos and neg:
-                print(f"  k={k}: {statistics.fmean(pos):+.3f} / {statistics.fmean(neg):+.3f}  AUC {auc(pos, neg):.3f}"
-                      f"  (n = {len(pos)} + {len(neg)})")  # fmt: skip
+        for row in values_after_actions(critic, sample, args.turns):
+            print(f"  k={row['k']}: {row['mean_success']:+.3f} / {row['mean_failure']:+.3f}  AUC {row['pooled']:.3f}"
+                  f"  (within a task {row['within']:.3f})")  # fmt: skip
 
 
 if __name__ == "__main__":

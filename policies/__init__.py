@@ -23,6 +23,7 @@ def make_policy(
     example: bool = True,
     thoughts: bool = True,
     action_space: str = "free",
+    anti_loop: int = 0,
     seed: int = 0,
     **kwargs: Any,
 ) -> Policy:
@@ -36,6 +37,7 @@ def make_policy(
         example: put the in-context example in the system prompt.
         thoughts: ``Think: ... / Action: ...`` turns; ``False``: thought-free ``Action: ...`` turns.
         action_space: model policies: ``free`` or ``admissible`` (expert and random act admissibly anyway).
+        anti_loop: model policies, admissible: mask a command that changed nothing for this many steps.
         seed: seed of the random policy.
         **kwargs: passed on to the policy (e.g. ``critic``/``k`` for ``best_of_k``).
     """
@@ -52,7 +54,7 @@ def make_policy(
 
         return ReActPolicy(
             generator, sampling, history=history, example=example, thoughts=thoughts, action_space=action_space,
-            **kwargs,
+            anti_loop=anti_loop, **kwargs,
         )
     if name == "expert":
         from agentrl.policies.expert import ExpertPolicy
@@ -65,7 +67,7 @@ def make_policy(
     module = importlib.import_module("agentrl.policies.best_of_k")
     return module.make(
         generator=generator, sampling=sampling, history=history, example=example, thoughts=thoughts,
-        action_space=action_space, **kwargs
+        action_space=action_space, anti_loop=anti_loop, **kwargs
     )
 
 

@@ -53,6 +53,7 @@ class Decision:
     new_tokens: int = 0
     logprob: float | None = None
     logprob_tokens: int = 0
+    masked: list[str] | None = None  # admissible commands the anti-loop option excluded at this step
 
 
 @runtime_checkable

@@ -1,6 +1,9 @@
-"""Best-of-K: sample K candidate actions from a policy, score them with a critic, act on the best.
+"""Best-of-K: K candidate actions from a policy, scored by a critic; act on the best.
 
-For every env the wrapped (sampling) policy proposes K assistant turns; candidates are deduplicated by action,
+Over an admissible action space (``action_space="admissible"``) the candidates are the policy's top-K distinct
+admissible commands after one (greedy) thought, ranked in the same pass that picks a single command -- no
+sampling -- and the controller may rank by ``V + c * log pi`` (``logprob_weight``). Otherwise:
+for every env the wrapped (sampling) policy proposes K assistant turns; candidates are deduplicated by action,
 then *all* candidates of *all* envs are scored by one :class:`~agentrl.policies.scoring.ActionScorer` call
 (batched critic forwards, see :class:`~agentrl.policies.scoring.CriticScorer`), and the highest-valued one is taken. Ties are broken deterministically: among equal values the candidate
 sampled first wins (sampling is seeded, so reruns agree). The decision records every candidate with its
@@ -89,12 +92,16 @@ class BestOfK:
             with ``n=k``), that is used; otherwise ``act`` is called ``k`` times.
         scorer: values of candidates (:class:`CriticScorer` or :class:`OracleScorer`).
         k: samples per env and step (K=1 scores the single sample: same actions as the policy, plus values).
+        logprob_weight: ``c`` in ``score = V + c * log pi`` (``log pi``: the policy's log-prob of the command, as
+            its action space ranks it: length-normalised by default); needs candidates with log-probs (an
+            admissible action space). 0: the critic alone decides.
     """
 
     policy: Policy
     scorer: ActionScorer
     k: int = 5
     name: str = "best_of_k"
+    logprob_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self._calls = 0
@@ -127,21 +134,43 @@ class BestOfK:
             return []
         candidates = self.propose(contexts)
         values = self.scorer.score(contexts, candidates)  # one batched call for every env's candidates
+        how = getattr(getattr(self.policy, "sampling", None), "choice_score", "mean")
         decisions = []
         for cands, vals in zip(candidates, values, strict=True):
             if len(vals) != len(cands):
                 raise RuntimeError(f"scorer returned {len(vals)} values for {len(cands)} candidates")
-            # max value; ties -> the earliest sample (index as a secondary key keeps it deterministic)
-            best = max(range(len(cands)), key=lambda j: (vals[j], -j))
-            tokens = sum(c.new_tokens for c in cands)
+            scores = self._scores(cands, vals, how)
+            # max score; ties -> the earliest candidate (sampled first, or ranked higher by the policy)
+            best = max(range(len(cands)), key=lambda j: (scores[j], -j))
             recorded = [
-                Candidate(action=c.action, value=float(v), raw=c.raw, thought=c.thought)
-                for c, v in zip(cands, vals, strict=True)
-            ]
+                Candidate(action=c.action, value=float(v), raw=c.raw, thought=c.thought, logprob=c.logprob,
+                          tokens=c.logprob_tokens if c.logprob is not None else None,
+                          score=s if c.logprob is not None else None)
+                for c, v, s in zip(cands, vals, scores, strict=True)
+            ]  # fmt: skip
             decisions.append(
-                replace(cands[best], value=float(vals[best]), candidates=recorded, new_tokens=tokens)
+                replace(cands[best], value=float(vals[best]), candidates=recorded, new_tokens=_tokens(cands))
             )
         return decisions
+
+    def _scores(self, cands: list[Decision], values: list[float], how: str) -> list[float]:
+        """``V + c * log pi`` per candidate (``V`` alone where ``c == 0``)."""
+        if not self.logprob_weight:
+            return [float(v) for v in values]
+        if any(c.logprob is None for c in cands):
+            raise ValueError("--logprob-weight needs the policy's log-probs of its candidates: --action-space admissible")
+        return [
+            float(v) + self.logprob_weight * (c.logprob if how == "sum" else c.logprob / max(1, c.logprob_tokens))
+            for c, v in zip(cands, values, strict=True)
+        ]
+
+
+def _tokens(cands: list[Decision]) -> int:
+    """Tokens generated for a step's candidates: K samples each cost theirs; the top-K admissible commands share
+    one thought (each candidate counts it) and add their scored tokens."""
+    if all(c.logprob is not None for c in cands):
+        return cands[0].new_tokens - cands[0].logprob_tokens + sum(c.logprob_tokens for c in cands)
+    return sum(c.new_tokens for c in cands)
 
 
 def make(
@@ -152,8 +181,10 @@ def make(
     example: bool = True,
     thoughts: bool = True,
     action_space: str = "free",
+    anti_loop: int = 0,
     critic: str | ActionScorer | None = None,
     k: int = 5,
+    logprob_weight: float = 0.0,
     tokenizer: Any = None,
     device: str = "cpu",
     dtype: str = "float32",
@@ -170,8 +201,10 @@ def make(
         thoughts: ``Think:``/``Action:`` turns, or thought-free ``Action:`` turns.
         action_space: ``free`` (K sampled turns) or ``admissible`` (the policy's top-K distinct admissible
             commands; no sampling needed).
+        anti_loop: admissible: mask a command that changed nothing for this many steps.
         critic: a critic folder or an :class:`ActionScorer`.
         k: candidates per step.
+        logprob_weight: ``c`` in ``score = V + c * log pi`` (admissible action space only).
         tokenizer: the tokenizer the critic reads chats with (default: the generator's).
         device: torch device of the critic.
         dtype: critic dtype.
@@ -194,6 +227,7 @@ def make(
             **kwargs,
         )
     policy = ReActPolicy(
-        generator, sampling, history=history, example=example, thoughts=thoughts, action_space=action_space
+        generator, sampling, history=history, example=example, thoughts=thoughts, action_space=action_space,
+        anti_loop=anti_loop,
     )
-    return BestOfK(policy, critic, k=k)
+    return BestOfK(policy, critic, k=k, logprob_weight=logprob_weight)

@@ -7,7 +7,12 @@ import itertools
 from typing import Any
 
 from agentrl.backends.base import Generator, Request, Sampling
-from agentrl.policies.action_space import admissible_commands, check_action_space, choose_admissible
+from agentrl.policies.action_space import (
+    admissible_commands,
+    check_action_space,
+    choose_admissible,
+    note_outcome,
+)
 from agentrl.policies.base import Context, Decision
 from agentrl.policies.prompts import (
     TURN_STOPS,
@@ -34,6 +39,7 @@ class ReActPolicy:
             (the parser reads both).
         action_space: ``"free"`` (parse the command from free text) or ``"admissible"`` (the command is chosen
             among ``info["admissible_actions"]``; see :mod:`agentrl.policies.action_space`).
+        anti_loop: admissible only: mask a command that changed nothing for the next ``anti_loop`` steps.
     """
 
     name = "react"
@@ -47,6 +53,7 @@ class ReActPolicy:
         example: bool = True,
         thoughts: bool = True,
         action_space: str = "free",
+        anti_loop: int = 0,
     ):
         if history is not None and history < 0:
             raise ValueError(f"history must be None (full) or >= 0 turns, got {history}")
@@ -56,6 +63,9 @@ class ReActPolicy:
         self.example = example
         self.thoughts = thoughts
         self.action_space = check_action_space(action_space)
+        if anti_loop < 0 or (anti_loop and action_space != "admissible"):
+            raise ValueError(f"anti_loop masks admissible commands: needs action_space admissible and >= 0, got {anti_loop}")
+        self.anti_loop = anti_loop
         self._keys = itertools.count()
         self._calls = itertools.count()
 
@@ -102,7 +112,8 @@ class ReActPolicy:
             if self.action_space == "admissible":
                 group = [contexts[i] for i in index]
                 chosen = choose_admissible(
-                    self.generator, sampling, group, n, history=self.history, thoughts=self.thoughts
+                    self.generator, sampling, group, n, history=self.history, thoughts=self.thoughts,
+                    anti_loop=self.anti_loop,
                 )
                 for i, decisions in zip(index, chosen, strict=True):
                     out[i] = decisions
@@ -125,6 +136,8 @@ class ReActPolicy:
         return out
 
     def observe(self, context: Context, decision: Decision, observation: str, info: dict[str, Any]) -> None:
+        if self.anti_loop:
+            note_outcome(context, decision.action, context.observation, observation)
         record_turn(context, decision, observation, info)
 
     def end(self, context: Context) -> None:

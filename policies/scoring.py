@@ -1,8 +1,9 @@
 """Scoring candidate actions: the :class:`ActionScorer` Protocol, the learned critic and an oracle.
 
 The critic convention (shared with ``agentrl.critic`` and the learner): a candidate turn is scored by
-``V`` at its end-of-turn token after rendering ``context.messages + [assistant: candidate.raw]`` through the
-tokenizer's chat template -- the same position the learner trains as the state after that action.
+``V`` of its afterstate, the end-of-turn token of ``context.messages + [assistant: candidate.raw]`` rendered
+through the tokenizer's chat template. :func:`agentrl.data.encode_after_action` defines that position once,
+for the learner (which trains the critic there) and for every reader of the critic.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from agentrl import kv_cache
+from agentrl.data import encode_after_action
 from agentrl.kv_cache import CachedPrefix, PrefixStore
+from agentrl.models import ModelError
 from agentrl.policies.base import Context, Decision
 
 
@@ -34,6 +37,22 @@ def end_of_turn_id(tokenizer: Any) -> int:
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no end-of-turn or EOS token to score candidates at")
     return int(tokenizer.eos_token_id)
+
+
+def check_trained_at_afterstates(model: Any, path: str | Path) -> None:
+    """Refuses a critic that the learner did not train at afterstates, where search reads it.
+
+    Raises:
+        ModelError: ``value_model.json`` does not record ``trained_at.afterstates`` (a critic trained with
+            ``--no-afterstates``, by an older agentrl, or never trained).
+    """
+    trained = getattr(model, "trained_at", None) or {}
+    if not trained.get("afterstates"):
+        raise ModelError(
+            f"{path}: this critic was not trained at afterstates (value_model.json `trained_at`: {trained or None}); "
+            "best-of-K, beam search and the critic report read V after each action, where it would be an "
+            "untrained extrapolation. Retrain it with `agentrl learn --algo oreo` (afterstates are on by default)"
+        )
 
 
 class CriticScorer:
@@ -97,6 +116,7 @@ class CriticScorer:
         from agentrl.critic import ValueModel
 
         model = ValueModel.from_pretrained(path, dtype=getattr(torch, dtype), device=device)
+        check_trained_at_afterstates(model, path)
         if tokenizer is None:
             from agentrl.models import load_tokenizer
 
@@ -107,18 +127,10 @@ class CriticScorer:
         return cls(model, tokenizer, **kwargs)
 
     def encode(self, context: Context, candidate: Decision) -> tuple[list[int], int]:
-        """Token ids of the chat ending with the candidate turn, and the index the value is read at."""
+        """Token ids of the chat ending with the candidate turn, and the index the value is read at (its
+        afterstate: :func:`agentrl.data.encode_after_action`)."""
         messages = [*context.messages, {"role": "assistant", "content": candidate.raw}]
-        ids = self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=False)
-        if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding
-            ids = list(ids["input_ids"])
-        ends = [i for i, t in enumerate(ids) if t == self.end_id]
-        if not ends:
-            raise ValueError(
-                f"the chat template put no end-of-turn token (id {self.end_id}) after the candidate"
-            )
-        position = ends[-1]
-        ids = ids[: position + 1]  # what follows the end-of-turn token (a newline) carries no decision
+        ids, position = encode_after_action(self.tokenizer, messages, where=f"candidate {candidate.action!r}")
         if self.max_length is not None and len(ids) > self.max_length:
             ids = ids[-self.max_length :]
             position = len(ids) - 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 CHOICE_SCORES = ("mean", "sum")
 
@@ -62,6 +62,18 @@ class Completion:
     num_tokens: int
     finish_reason: str = "stop"  # "stop" or "length"
     logprob: float | None = None  # summed log-prob of the completion's tokens, where the backend reports it
+    token_logprobs: list[tuple[int, float]] | None = None  # (token id, log-prob) of each, where known
+
+
+def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """A chat as ``tokenizer``'s template writes it, ending where the assistant's next tokens go.
+
+    A chat that ends with an assistant message is continued: the text is the chat before it with the assistant
+    header, then that message's content with no end of turn (what vLLM calls ``continue_final_message``).
+    """
+    head = messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
+    text = tokenizer.apply_chat_template(head, tokenize=False, add_generation_prompt=True)
+    return text + messages[-1]["content"] if head is not messages else text
 
 
 def choice_score(completion: Completion, how: str) -> float:

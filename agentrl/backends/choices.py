@@ -68,7 +68,8 @@ def choose(backend: Any, requests: list[Request], sampling: Sampling) -> list[li
     out = []
     for opts, group, lps in zip(options, tails, logprobs, strict=True):
         scored = [
-            Completion(text=o, num_tokens=len(t), finish_reason="stop", logprob=lp)
+            Completion(text=o, num_tokens=len(t), finish_reason="stop", logprob=sum(lp),
+                       token_logprobs=list(zip(t, lp, strict=True)))
             for o, t, lp in zip(opts, group, lps, strict=True)
         ]
         out.append(rank(scored, sampling, generator)[: max(1, int(sampling.n))])
@@ -92,8 +93,8 @@ def rank(scored: list[Completion], sampling: Sampling, generator: Any = None) ->
     return [scored[j] for j in order]
 
 
-def _tail_logprobs(backend: Any, prefilled: Any, tails: list[list[list[int]]]) -> list[list[float]]:
-    """Summed log-prob of every tail on top of its row's prefill: one packed forward for all of them."""
+def _tail_logprobs(backend: Any, prefilled: Any, tails: list[list[list[int]]]) -> list[list[list[float]]]:
+    """The log-prob of every token of every tail on top of its row's prefill: one packed forward for all."""
     import torch
 
     batch = prefilled.batch
@@ -113,7 +114,7 @@ def _tail_logprobs(backend: Any, prefilled: Any, tails: list[list[list[int]]]) -
             ids = packed.input_ids[r]
             values = []
             for tail, (start, stop) in zip(group, spans, strict=True):
-                rest = row[start : stop - 1].gather(1, ids[start + 1 : stop, None]).sum()
-                values.append(float(first[r, tail[0]] + rest))
+                rest = row[start : stop - 1].gather(1, ids[start + 1 : stop, None])[:, 0]
+                values.append([float(first[r, tail[0]]), *rest.tolist()])
             result.append(values)
     return result

@@ -3,6 +3,12 @@
 Requests of one call are sent concurrently (a thread pool), each with a timeout and retries with backoff
 (the ``openai`` client's own). The server is expected to do its own batching and prefix caching, so
 ``release`` has nothing to do here.
+
+A request with ``choices`` (an admissible action space) goes out with vLLM's extra fields, which ``agentrl serve``
+accepts too: ``structured_outputs: {"choice": [...]}``, ``continue_final_message: true`` (with
+``add_generation_prompt: false``) when the chat ends with an assistant message to continue, ``logprobs: true``
+(summed into :attr:`Completion.logprob`) and ``choice_score``. A server that ignores them answers free text: every
+reply is checked to be one of the choices (and, for ``n > 1``, distinct), else :class:`GenerationError`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,18 @@ _INSTALL_HINT = 'the openai backend needs the `openai` package: pip install "age
 
 
 class GenerationError(AgentRLError, RuntimeError):
-    """The endpoint failed after all retries; the message names it."""
+    """The endpoint failed after all retries, or ignored a constraint; the message names it."""
+
+
+def extra_fields(request: Request, sampling: Sampling) -> dict[str, Any]:
+    """The extra body fields of a request (vLLM's names; ``agentrl serve`` reads the same): the choice
+    constraint, and the continuation of a final assistant message."""
+    fields: dict[str, Any] = {}
+    if request.choices is not None:
+        fields.update(structured_outputs={"choice": list(request.choices)}, choice_score=sampling.choice_score)
+    if request.messages and request.messages[-1]["role"] == "assistant":
+        fields.update(continue_final_message=True, add_generation_prompt=False)
+    return fields
 
 
 class OpenAIBackend:
@@ -69,10 +86,14 @@ class OpenAIBackend:
             "max_tokens": sampling.max_new_tokens,
             "n": sampling.n,
         }
-        if sampling.stop:
+        if sampling.stop and request.choices is None:
             kwargs["stop"] = list(sampling.stop)[:4]  # the API takes at most 4 stop sequences
         if sampling.seed is not None:
             kwargs["seed"] = sampling.seed
+        if request.choices is not None:
+            kwargs["logprobs"] = True
+        if extra := extra_fields(request, sampling):
+            kwargs["extra_body"] = extra
         try:
             response = self.client.chat.completions.create(**kwargs)
         except openai.OpenAIError as err:
@@ -81,14 +102,36 @@ class OpenAIBackend:
         total = response.usage.completion_tokens if response.usage else 0
         # The API reports tokens for all choices together: share them out (exact when n == 1).
         share = [total // len(choices) + (i < total % len(choices)) for i in range(len(choices))]
-        return [
-            Completion(
-                text=c.message.content or "",
-                num_tokens=share[i],
-                finish_reason="length" if c.finish_reason == "length" else "stop",
+        out = []
+        for i, c in enumerate(choices):
+            content = c.logprobs.content if c.logprobs is not None and c.logprobs.content else None
+            out.append(
+                Completion(
+                    text=c.message.content or "",
+                    num_tokens=len(content) if content else share[i],
+                    finish_reason="length" if c.finish_reason == "length" else "stop",
+                    logprob=sum(t.logprob for t in content) if content else None,
+                )
             )
-            for i, c in enumerate(choices)
-        ]
+        if request.choices is not None:
+            self._check_choices(request.choices, out)
+        return out
+
+    def _check_choices(self, allowed: list[str], completions: list[Completion]) -> None:
+        """A server that ignored the constraint must not pass for a constrained run."""
+        for completion in completions:
+            if completion.text not in allowed:
+                raise GenerationError(
+                    f"{self.base_url} ignored the choice constraint: it answered {completion.text[:80]!r}, not one "
+                    f"of the {len(allowed)} choices. The server must honour vLLM's `structured_outputs` and "
+                    "`continue_final_message` extra fields (vLLM >= 0.12, `agentrl serve`); or use "
+                    "--action-space free"
+                )
+        if len({c.text for c in completions}) < len(completions):
+            raise GenerationError(
+                f"{self.base_url} repeated a choice among its n={len(completions)} answers: the top-n distinct "
+                "choices (best-of-K over admissible commands) need `agentrl serve`; vLLM's guided choice samples"
+            )
 
     def generate(self, requests: list[Request], sampling: Sampling) -> list[list[Completion]]:
         """Sends every request at once (up to ``concurrency``); keeps the input order."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentrl import kv_cache
-from agentrl.backends.base import Completion, Request, Sampling
+from agentrl.backends.base import Completion, Request, Sampling, render_chat
 from agentrl.backends.choices import choose
 from agentrl.kv_cache import CachedPrefix, PrefixStore, common_prefix
 
@@ -209,9 +209,7 @@ class TransformersBackend:
         A chat that ends with an assistant message is continued: the text is the chat before it with the
         assistant header, followed by that message's content (no end of turn).
         """
-        head = messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
-        text = self.tokenizer.apply_chat_template(head, tokenize=False, add_generation_prompt=True)
-        return text + messages[-1]["content"] if head is not messages else text
+        return render_chat(self.tokenizer, messages)
 
     def tokens(self, text: str) -> list[int]:
         """Token ids of rendered text (the template already wrote its special tokens)."""

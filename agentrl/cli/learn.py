@@ -86,10 +86,21 @@ class Config:
         "one outcome)",
     )
     reward_map: str = option(
-        "0:-1,1:1", help="raw:mapped terminal rewards (paper: {0,1}->{-1,1}); `none` = raw"
+        "none",
+        help="raw:mapped terminal rewards; `none` (default) = raw, the paper's 1 for a success and 0 otherwise; "
+        "`0:-1,1:1` is the OREO reference code's default (doubles every log-ratio term of the targets)",
     )
-    kl_topk: int = option(
-        64, help="KL(pi||pi_ref) against the cached reference top-k (0: exact, reference forward)"
+    afterstates: bool = option(
+        True,
+        help="OREO: also train the critic at each assistant turn's end-of-turn token, the state after the "
+        "action, where best-of-K, beam search, replay and the critic report read it; off: the reference "
+        "implementation's states only (such a critic is refused by search)",
+    )
+    kl_topk: int | None = option(
+        None,
+        help="KL(pi||pi_ref): 0 = exact (a reference forward per micro-batch), k = against the cached reference "
+        "top-k (a lower bound; its coverage is reported); default: exact for vocabularies up to 4096 tokens, "
+        "else top-64",
     )
     max_grad_norm: float = option(1.0, help="gradient clipping norm (per model)")
     lr_schedule: str = option("constant", help="constant | cosine (to 0.1 x lr)")
@@ -123,7 +134,7 @@ class Config:
         require(self.batch_size >= 1 and self.grad_accum >= 1, "`batch_size` and `grad_accum` must be >= 1")
         require(self.max_steps is None or self.max_steps >= 1, "`max_steps` must be >= 1")
         require(self.epochs > 0, "`epochs` must be > 0")
-        require(self.kl_topk >= 0, "`kl_topk` must be >= 0")
+        require(self.kl_topk is None or self.kl_topk >= 0, "`kl_topk` must be >= 0")
         require(
             self.lr_schedule in ("constant", "cosine"),
             f"`lr_schedule`: constant|cosine, got {self.lr_schedule!r}",

@@ -24,22 +24,10 @@ from __future__ import annotations
 import argparse
 import collections
 import random
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from oreo_batches import auc  # noqa: E402  (bench/oreo_batches.py)
-
-from agentrl.envs.math.datasets import load_problems  # noqa: E402
-from agentrl.trajectory import read_episodes  # noqa: E402
-
-
-def pairwise(groups: list[tuple[list[float], list[float]]]) -> tuple[float, int]:
-    """AUC over the (positive, negative) pairs inside each group only, and the number of those pairs."""
-    sizes = [len(pos) * len(neg) for pos, neg in groups]
-    n = sum(sizes)
-    wins = sum(auc(pos, neg) * size for (pos, neg), size in zip(groups, sizes, strict=True) if size)
-    return (wins / n if n else float("nan")), n
+from agentrl.critic_report import afterstate_values, auc, grouped_auc
+from agentrl.envs.math.datasets import load_problems
+from agentrl.trajectory import read_episodes
 
 
 def on_reference_path(episode, reference: tuple[str, ...]):
@@ -74,7 +62,7 @@ def step_report(path: str, problems: dict) -> None:
     print(f"{path}: {right}/{total} steps right ({right / max(1, total):.0%}); first wrong step at "
           f"{dict(sorted(first_wrong.items()))}")  # fmt: skip
     if groups:
-        within, n = pairwise(groups)
+        within, n = grouped_auc(groups)
         print(f"  {len(groups)} states whose candidates hold the reference step and another: the top-valued one is "
               f"the reference step in {top_right} (a random pick: {chance:.1f}); within-state AUC {within:.3f} over "
               f"{n} pairs")  # fmt: skip
@@ -97,18 +85,15 @@ def critic_report(rollouts: str, model: str, critics: list[str], problems_cap: i
     print(f"{rollouts}: {len(by_task)} problems, {len(mixed)} with both outcomes sampled (used)")
     for critic in critics:
         value_model = ValueModel.from_pretrained(critic, dtype=torch.float32, device="cpu").eval()
-        values: dict[str, list[tuple[list[float], bool]]] = {}
-        with torch.no_grad():
-            for t in mixed:
-                values[t] = [(value_model.values(torch.tensor([e.input_ids]))[0][e.turn_ends].tolist(), e.success)
-                             for e in by_task[t]]  # fmt: skip
+        values = {t: list(zip(afterstate_values(value_model, by_task[t]), [e.success for e in by_task[t]],
+                              strict=True)) for t in mixed}  # fmt: skip
         for k in range(1, turns + 1):
             groups = []
             for vs in values.values():
                 reached = [(v[k - 1], ok) for v, ok in vs if len(v) >= k]
                 groups.append(([v for v, ok in reached if ok], [v for v, ok in reached if not ok]))
             pooled = auc([v for g in groups for v in g[0]], [v for g in groups for v in g[1]])
-            within, n = pairwise(groups)
+            within, n = grouped_auc(groups)
             print(f"  {critic} V after action {k}: AUC pooled {pooled:.3f}, within a problem {within:.3f} ({n} pairs)")
 
 

@@ -113,6 +113,7 @@ def test_best_of_k_on_react_and_value_model(tiny_model_dir: Path, tmp_path: Path
     torch.manual_seed(0)
     critic = ValueModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir), hidden_size=64)
     torch.nn.init.normal_(critic.value_head.weight)  # a non-zero head, so candidates get different values
+    critic.trained_at = {"level": "step", "afterstates": True}  # as the learner records it
     critic.save_pretrained(tmp_path / "critic")
     scorer = CriticScorer.from_pretrained(str(tmp_path / "critic"), backend.tokenizer)
     controller = BestOfK(policy, scorer, k=3)
@@ -175,3 +176,71 @@ def test_prefix_shared_cached_scoring_equals_full_sequences(tiny_model_dir: Path
     got = shared.score([fresh], [cands[1]])
     assert got[0] == pytest.approx(plain.score([fresh], [cands[1]])[0], abs=1e-4)
     assert shared.fed_tokens - before < len(shared.encode(fresh, cands[1][0])[0]) // 2
+
+
+def _admissible_controller(tiny_model_dir: Path, k: int, weight: float = 0.0, thoughts: bool = True):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from agentrl.backends.base import Sampling
+    from agentrl.backends.transformers_backend import TransformersBackend
+    from agentrl.critic import ValueModel
+    from agentrl.policies.react import ReActPolicy
+
+    backend = TransformersBackend.from_pretrained(str(tiny_model_dir))
+    policy = ReActPolicy(backend, Sampling(max_new_tokens=6), example=False, thoughts=thoughts,
+                         action_space="admissible")  # fmt: skip
+    torch.manual_seed(0)
+    critic = ValueModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir), hidden_size=64).eval()
+    torch.nn.init.normal_(critic.value_head.weight)
+    scorer = CriticScorer(critic, backend.tokenizer)
+    return backend, policy, scorer, BestOfK(policy, scorer, k=k, logprob_weight=weight)
+
+
+ADMISSIBLE = ["go to countertop 1", "go to cabinet 1", "open cabinet 1", "look", "inventory", "examine sinkbasin 1"]
+
+
+@pytest.mark.parametrize("thoughts", [True, False])
+def test_best_of_k_over_the_policys_top_k_distinct_admissible_commands(tiny_model_dir: Path, thoughts) -> None:
+    """No sampling: the K candidates are the policy's K best commands; the critic's best is taken."""
+    backend, policy, scorer, controller = _admissible_controller(tiny_model_dir, k=4, thoughts=thoughts)
+    info = {"task_id": "t", "task": "put a clean mug in coffeemachine.", "admissible_actions": ADMISSIBLE}
+    contexts = [policy.begin(i, f"You are in room {i}.", info, "alfworld") for i in range(2)]
+    top = policy.sample(contexts, 4)
+    backend.reset_stats()
+    decisions = controller.act(contexts)
+    # one free call for the thought (if any) and one constrained call; the critic reads all 8 candidates in two
+    assert backend.stats.calls == (2 if thoughts else 1) and scorer.forwards == 2
+    for ctx, decision, ranked in zip(contexts, decisions, top, strict=True):
+        cands = decision.candidates
+        assert [c.action for c in cands] == [d.action for d in ranked]  # the policy's order, 4 distinct commands
+        assert len({c.action for c in cands}) == 4 and all(c.action in ADMISSIBLE for c in cands)
+        assert [c.logprob for c in cands] == pytest.approx([d.logprob for d in ranked], abs=1e-5)
+        alone = scorer.score([ctx], [ranked])[0]
+        assert [c.value for c in cands] == pytest.approx(alone, abs=1e-4)
+        assert decision.action == max(cands, key=lambda c: c.value).action
+        assert all(c.score == pytest.approx(c.value) for c in cands)  # c = 0: the score is V
+
+
+def test_logprob_weight_combines_the_critic_with_the_policy(tiny_model_dir: Path) -> None:
+    """score = V + c * mean log pi (hand check on the recorded numbers); a huge c follows the policy's best."""
+    info = {"task_id": "t", "task": "put a mug in fridge.", "admissible_actions": ADMISSIBLE}
+    for weight in (0.5, 1e6):
+        _, policy, _, controller = _admissible_controller(tiny_model_dir, k=3, weight=weight, thoughts=False)
+        ctx = policy.begin(0, "You are in the middle of a room.", info, "alfworld")
+        (decision,) = controller.act([ctx])
+        for c in decision.candidates:
+            assert c.score == pytest.approx(c.value + weight * c.logprob / c.tokens)
+        assert decision.action == max(decision.candidates, key=lambda c: c.score).action
+        if weight > 1:
+            assert decision.action == decision.candidates[0].action  # the policy's own top command
+    from agentrl.backends.base import Sampling
+    from agentrl.backends.transformers_backend import TransformersBackend
+    from agentrl.policies.react import ReActPolicy
+
+    sampled = BestOfK(ReActPolicy(TransformersBackend.from_pretrained(str(tiny_model_dir)),
+                                  Sampling(temperature=1.0, max_new_tokens=4, seed=0), example=False),
+                      OracleScorer(lambda ctx, a: 0.0), k=2, logprob_weight=1.0)  # fmt: skip
+    ctx = sampled.begin(0, "You are in a room.", info, "alfworld")
+    with pytest.raises(ValueError, match="--logprob-weight needs the policy's log-probs"):
+        sampled.act([ctx])

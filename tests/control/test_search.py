@@ -124,6 +124,7 @@ def test_eval_beam_end_to_end_on_math_env(tiny_model_dir, tmp_path) -> None:
     torch.manual_seed(0)
     critic = ValueModel(AutoModelForCausalLM.from_pretrained(tiny_model_dir), hidden_size=64)
     torch.nn.init.normal_(critic.value_head.weight)
+    critic.trained_at = {"level": "step", "afterstates": True}  # as the learner records it
     critic.save_pretrained(tmp_path / "critic")
     out, traj = tmp_path / "beam.json", tmp_path / "beam.jsonl"
     args = ["eval", "--env", "math", "--dataset", "gsm8k-test-100", "--split", "test", "--policy", "react",

@@ -47,7 +47,7 @@ def test_action_mask_is_assistant_content_plus_end_of_turn(tokenizer):
     item = tokenize_episode(ep, tokenizer)
     contents = [m["content"] for m in ep.messages if m["role"] == "assistant"]
     assert _turn_texts(tokenizer, item) == [c + "<|im_end|>" for c in contents]
-    assert [tokenizer.decode([item.input_ids[e]]) for e in item.turn_ends] == ["<|im_end|>"] * 2
+    assert [tokenizer.decode([item.input_ids[e]]) for e in item.after_positions] == ["<|im_end|>"] * 2
     assert (
         item.input_ids
         == tokenizer.apply_chat_template(ep.messages, tokenize=True, return_dict=True)["input_ids"]
@@ -178,3 +178,13 @@ def test_smollm2_template_with_injected_system_prompt():
     item = tokenize_episode(ep, tok, level="step")
     contents = [m["content"] for m in ep.messages if m["role"] == "assistant"]
     assert _turn_texts(tok, item) == [c + "<|im_end|>" for c in contents]
+
+
+def test_encode_after_action_needs_a_final_assistant_turn(tokenizer):
+    from agentrl.data import encode_after_action
+
+    chat = [{"role": "user", "content": "Your task is to: look."}]
+    with pytest.raises(DataError, match="must end with the assistant turn"):
+        encode_after_action(tokenizer, chat)
+    ids, position = encode_after_action(tokenizer, [*chat, {"role": "assistant", "content": "Action: look"}])
+    assert position == len(ids) - 1 and tokenizer.decode([ids[position]]) == "<|im_end|>"

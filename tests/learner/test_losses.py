@@ -173,3 +173,47 @@ def test_dpo_loss_hand_computed():
     )
     assert loss.item() == pytest.approx(0.313262, abs=1e-6)
     assert m["reward_accuracy"] == 1.0
+
+
+def test_afterstate_targets_hand_computed():
+    """Positions 0..5; action tokens at 2, 3 (turn 1, end-of-turn at 3) and 5 (turn 2, end-of-turn at 5), with
+    log-ratios 0.5, -1.0, 2.0; R = 1, beta = 0.1. Afterstate of turn 1 (p = 3): 1 - 0.1 * 2.0 = 0.8 (only
+    token 5 comes after it); of turn 2 (p = 5, the last): R = 1. A padded third turn gets 0."""
+    lr = torch.tensor([[0.0, 0.0, 0.5, -1.0, 0.0, 2.0]])
+    positions = torch.tensor([[3, 5, 0]])
+    mask = torch.tensor([[True, True, False]])
+    target = losses.afterstate_targets(lr, positions, mask, torch.tensor([1.0]), 0.1)
+    assert torch.allclose(target, torch.tensor([[0.8, 1.0, 0.0]]))
+
+
+def test_afterstate_formula_at_state_positions_is_the_soft_bellman_target():
+    """At the token level the state before action token i sits at i - 1, and R - beta * sum_{tokens > i - 1}
+    is R - beta * sum_{segments >= k}: the afterstate formula gives Eq. 8's targets at the states."""
+    torch.manual_seed(0)
+    lr_tokens = torch.randn(2, 7)
+    action = torch.tensor([[0, 0, 1, 1, 0, 1, 1], [0, 1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    dense = lr_tokens * action
+    reward = torch.tensor([1.0, 0.0])
+    states = [torch.nonzero(row).squeeze(1) - 1 for row in action]
+    s = max(len(x) for x in states)
+    positions = torch.stack([torch.cat([x, x.new_zeros(s - len(x))]) for x in states])
+    mask = torch.stack([torch.arange(s) < len(x) for x in states])
+    step_lr = torch.stack([torch.cat([r[a], r.new_zeros(s - int(a.sum()))]) for r, a in zip(dense, action, strict=True)])
+    expected = losses.soft_bellman_targets(step_lr, mask, reward, 0.3)
+    assert torch.allclose(losses.afterstate_targets(dense, positions, mask, reward, 0.3), expected, atol=1e-6)
+
+
+def test_value_loss_with_afterstates_hand_computed_and_detached():
+    """The case above (states V = [0.2, 0.4], targets [1.05, 1.1]) plus one afterstate with V = 0.5, target 1.0:
+    loss = (0.7225 + 0.49 + 0.25) / 3 = 0.4875; afterstate loss alone 0.25. d loss / d V_after =
+    2 * (0.5 - 1.0) / 3 = -1/3; the targets get no gradient."""
+    values, lr, mask, reward, beta = _case()
+    after = torch.tensor([[0.5]], requires_grad=True)
+    after_target = torch.tensor([[1.0]], requires_grad=True)
+    loss, metrics = losses.oreo_value_loss(values, lr, mask, reward, beta, after_values=after,
+                                           after_targets=after_target, after_mask=torch.tensor([[True]]))
+    assert loss.item() == pytest.approx(0.4875, abs=1e-6)
+    assert metrics["afterstate_value_loss"] == pytest.approx(0.25, abs=1e-6)
+    loss.backward()
+    assert after.grad.item() == pytest.approx(-1 / 3, abs=1e-6)
+    assert after_target.grad is None

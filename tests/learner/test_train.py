@@ -154,9 +154,11 @@ def test_memory_options_change_memory_not_math(flag, data, tiny_model_dir, tmp_p
     train(Config(out=str(tmp_path / "plain"), **common), save=False)
     train(Config(out=str(tmp_path / "gc"), **{flag: True}, **common), save=False)
     for a, b in zip(_metrics(tmp_path / "plain"), _metrics(tmp_path / "gc"), strict=True):
+        # Recomputation may round differently: step 1's critic grad norms can be 2e-5 (relative) apart. Adam's
+        # first update is ~lr * sign(g), so rounding of near-zero gradients moves step 2 by up to ~1.4e-4.
+        rel = 1e-4 if a["step"] == 1 else 1e-3
         for key in ("loss", "value_loss", "kl", "grad_norm", "critic_grad_norm"):
-            # recomputation may round differently: some batches give a critic grad norm 2e-5 (relative) apart
-            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["step"], key)
+            assert a[key] == pytest.approx(b[key], rel=rel, abs=1e-6), (a["step"], key)
 
 
 def test_group_by_length_batches_cover_each_epoch_and_cut_padding():
@@ -199,3 +201,19 @@ def test_oreo_batches_mix_outcomes_unless_length_grouping_is_asked_for():
     assert _grouping_lengths("sft", None, size, items) == size
     assert _grouping_lengths("rs", False, size, items) is None
     assert _grouping_lengths("dpo", None, size, [(0, 1), (3, 2)]) == [size[1], size[2]]
+
+
+def test_paper_defaults_reward_map_and_kl(data, tiny_model_dir, tmp_path, capsys):
+    """Rewards are the paper's 1 / 0 by default (the reference code's {-1, 1} map is an option); the KL is
+    exact on a small vocabulary, and a top-k KL reports how much of the reference's mass its top-k holds."""
+    from agentrl.data import parse_reward_map
+
+    cfg = Config(data=[str(data)], out=str(tmp_path / "a"), model=str(tiny_model_dir), max_steps=1)
+    assert parse_reward_map(cfg.reward_map) is None and cfg.afterstates
+    train(cfg, save=False)
+    recorded = json.loads((tmp_path / "a" / "learn_config.json").read_text())
+    assert recorded["kl_topk"] == 0 and recorded["reward_map"] == "none"  # vocabulary 450 <= 4096: exact
+    assert "KL: exact (vocabulary 450)" in capsys.readouterr().out
+    train(Config(data=[str(data)], out=str(tmp_path / "b"), model=str(tiny_model_dir), max_steps=1, kl_topk=8),
+          save=False)
+    assert "top-8 holds only" in capsys.readouterr().out  # an untrained 450-token model spreads its mass

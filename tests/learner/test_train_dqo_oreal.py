@@ -115,10 +115,11 @@ def test_resume_reaches_the_same_metrics_and_weights(algo, fixture, request, tmp
 
 
 def test_dqo_with_lambda_one_and_no_weight_is_oreo(tiny_model_dir, tmp_path):
-    """lambda = 1, w = 1 and OREO's KL weight: DQO's targets and losses are OREO's, so are the updates."""
+    """lambda = 1, w = 1 and OREO's KL weight: DQO's targets and losses are OREO's (trained at the states only,
+    as the reference implementation), so are the updates."""
     data = write_groups(tmp_path / "d.jsonl", None)
     common = dict(lr=1e-3, batch_size=4, max_steps=3, alpha=0.01)
-    oreo = _run(tiny_model_dir, tmp_path / "oreo", data, algo="oreo", **common)
+    oreo = _run(tiny_model_dir, tmp_path / "oreo", data, algo="oreo", afterstates=False, **common)
     dqo = _run(tiny_model_dir, tmp_path / "dqo", data, algo="dqo", dqo_lambda=1.0, dqo_weight="none", **common)
     for a, b in zip(oreo, dqo, strict=True):
         for key in ("loss", "value_loss", "policy_loss", "kl", "grad_norm", "critic_grad_norm"):
@@ -158,10 +159,11 @@ def _tokenized(task: str, success: bool, reward: float) -> TokenizedEpisode:
 
 
 def test_oreal_items_drop_one_outcome_groups_and_keep_rloo_advantages():
-    """Task a: [win, fail, fail] (+-1 rewards): A_win = 1 - (-2)/2 = 2, A_fail = -1 - 0/2 = -1. Task b: all wins,
-    task c: one failure: dropped (advantage 0, never trained on)."""
-    eps = [_tokenized("a", True, 1.0), _tokenized("b", True, 1.0), _tokenized("a", False, -1.0),
-           _tokenized("a", False, -1.0), _tokenized("b", True, 1.0), _tokenized("c", False, -1.0)]  # fmt: skip
+    """Task a: [win, fail, fail], scored +1 / -1 whatever the (mapped) episode rewards are, as the authors' code
+    does: A_win = 1 - (-2)/2 = 2, A_fail = -1 - 0/2 = -1. Task b: all wins, task c: one failure: dropped
+    (advantage 0, never trained on)."""
+    eps = [_tokenized("a", True, 1.0), _tokenized("b", True, 1.0), _tokenized("a", False, 0.0),
+           _tokenized("a", False, 0.0), _tokenized("b", True, 1.0), _tokenized("c", False, 0.0)]  # fmt: skip
     items, adv, counts = oreal_items(eps, seed=0, pairs=False)
     assert items == [0, 2, 3]
     assert adv == pytest.approx([2.0, 0.0, -1.0, -1.0, 0.0, 0.0])

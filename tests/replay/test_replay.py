@@ -104,3 +104,25 @@ def test_cli_replay_errors(trajectory_file: Path, tmp_path: Path) -> None:
     assert main(["replay", str(tmp_path / "missing.jsonl")]) == 2
     assert main(["replay", str(trajectory_file), "--export", "x.pdf"]) == 2
     assert main(["replay", str(trajectory_file), "--episode", "0", "--task-id", "x"]) == 2
+
+
+def test_admissible_candidates_show_log_pi_and_score_and_survive_a_round_trip(tmp_path: Path) -> None:
+    """Best-of-K over admissible commands records log pi and score = V + c log pi; replay ranks by the score."""
+    from agentrl.trajectory import TrajectoryWriter
+    from agentrl.types import Candidate
+
+    episode = make_episode()
+    episode.steps[0].candidates = [
+        Candidate("go to countertop 1", -4.0, logprob=-1.0, tokens=5, score=-4.1),  # -4.0 + 0.5 * (-1.0 / 5)
+        Candidate("look", -3.9, logprob=-6.0, tokens=2, score=-5.4),  # higher V, lower score: not chosen
+    ]
+    with TrajectoryWriter(tmp_path / "e.jsonl") as writer:
+        writer.write(episode)
+    (back,) = read_episodes(tmp_path / "e.jsonl")
+    assert back.steps[0].candidates == episode.steps[0].candidates
+    text = _render(back)
+    assert "log pi" in text and "score" in text and "-6.00" in text and "-5.400" in text
+    chosen = next(line for line in text.splitlines() if "▶" in line)
+    assert "go to countertop 1" in chosen and "-4.100" in chosen
+    rows = [line for line in text.splitlines() if "-4.100" in line or "-5.400" in line]
+    assert "go to countertop 1" in rows[0] and "look" in rows[1]  # sorted by score, not by value

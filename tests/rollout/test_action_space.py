@@ -88,3 +88,57 @@ def test_config_refuses_admissible_math_and_unknown_values(tmp_path):
     with pytest.raises(ConfigError, match="`choice_score` must be one of mean, sum"):
         _cfg(tmp_path, choice_score="max")
     assert _cfg(tmp_path).actions == "free"
+
+
+def test_list_admissible_writes_the_commands_into_every_observation_the_policy_sees(tmp_path):
+    from agentrl.policies.action_space import with_admissible_list
+
+    assert with_admissible_list("You see a door. ", {"admissible_actions": ["open door", "look"]}) == (
+        "You see a door.\nAdmissible commands: open door, look."
+    )
+    assert with_admissible_list("Question: 1 + 1?", {"admissible_actions": []}) == "Question: 1 + 1?"
+    cfg = _cfg(tmp_path, policy="expert", episodes=1, max_steps=3, list_admissible=True)
+    rollout(cfg, pool=FakePool(num_tasks=1))
+    (row,) = [json.loads(line) for line in open(cfg.out)]
+    users = [m["content"] for m in row["messages"] if m["role"] == "user"]
+    listing = "Admissible commands: open door, go to room 0, go to room 1, go to room 2, go to room 3, look."
+    assert len(users) == 3 and all(u.endswith(listing) for u in users)
+    assert row["steps"][0]["observation"].endswith(listing)  # the step records what the agent saw
+    with pytest.raises(ConfigError, match="math lists no admissible commands to show"):
+        _cfg(tmp_path, env="math", list_admissible=True)
+
+
+def test_anti_loop_masks_a_command_that_changed_nothing_for_the_window(tmp_path, tiny_model):
+    model, tokenizer = tiny_model
+    cfg = _cfg(tmp_path, episodes=2, num_envs=2, max_steps=8, action_space="admissible", thoughts="off",
+               anti_loop=2)  # fmt: skip
+    rollout(cfg, pool=FakePool(num_tasks=2), generator=TransformersBackend(model, tokenizer))
+    masked_steps = 0
+    for row in [json.loads(line) for line in open(cfg.out)]:
+        steps = row["steps"]
+        answers = [s["observation"] for s in steps[1:]]
+        for i, (step, after) in enumerate(zip(steps, answers, strict=False)):
+            if after in ("Nothing happens.", step["observation"]):  # no change: masked in the next 2 steps
+                for later in steps[i + 1 : i + 3]:
+                    assert step["action"] in later["masked"] and later["action"] != step["action"]
+                    masked_steps += 1
+        for i, step in enumerate(steps):  # and nothing is masked that did not just fail
+            for command in step["masked"] or []:
+                assert any(s["action"] == command and a in ("Nothing happens.", s["observation"])
+                           for s, a in zip(steps[max(0, i - 2) : i], answers[max(0, i - 2) : i], strict=True))  # fmt: skip
+    assert masked_steps > 0
+    with pytest.raises(ConfigError, match="--anti-loop masks admissible commands"):
+        _cfg(tmp_path, anti_loop=2)
+
+
+def test_anti_loop_window_and_the_all_masked_fallback():
+    from agentrl.policies.action_space import allowed_commands, note_outcome
+    from agentrl.policies.base import Context
+
+    ctx = Context(slot=0, messages=[], observation="hall", info={"admissible_actions": ["a", "b"]}, env_kind="alfworld")
+    note_outcome(ctx, "a", "hall", "Nothing happens.")  # turn 1: a changed nothing
+    assert allowed_commands(ctx, 2) == (["b"], ["a"]) and allowed_commands(ctx, 0) == (["a", "b"], [])
+    note_outcome(ctx, "b", "hall", "hall")  # turn 2: b repeated the observation
+    assert allowed_commands(ctx, 2) == (["a", "b"], [])  # everything masked: nothing is
+    note_outcome(ctx, "c", "hall", "You open it.")  # turn 3: a's mask (turn 1) has expired for window 2
+    assert allowed_commands(ctx, 2) == (["a"], ["b"])

@@ -105,7 +105,7 @@ def test_learner_data_marks_exactly_the_action_turns(tmp_path, tiny_model):
     rollout(cfg, pool=FakePool(num_tasks=1))
     (ep,) = read_episodes(cfg.out)
     item = tokenize_episode(ep, tokenizer, level="step")
-    assert len(item.state_positions) == ep.num_steps == len(item.turn_ends)
+    assert len(item.state_positions) == ep.num_steps == len(item.after_positions)
     marked = [i for i, m in enumerate(item.action_mask) if m]
     text = tokenizer.decode([item.input_ids[i] for i in marked])
     assert text == "".join(f"Action: {s.action}<|im_end|>" for s in ep.steps)
