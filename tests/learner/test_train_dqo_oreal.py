@@ -47,7 +47,7 @@ def _run(model: Path, out: Path, data: Path, **kwargs) -> list[dict]:
 
 
 CASES = {
-    "qwen2-dqo": ("qwen2_dir", dict(algo="dqo", dqo_lambda=0.8)),
+    "qwen2-dqo": ("qwen2_dir", dict(algo="dqo", dqo_lambda=0.8, critic_lr=1e-2)),
     "neox-dqo-lora": ("neox_dir", dict(algo="dqo", lora=True, critic_lora=True, lr=3e-3, critic_lr=3e-3)),
     "qwen2-oreal-lora": ("qwen2_dir", dict(algo="oreal", lora=True, critic_lora=True, lr=3e-3, critic_lr=3e-3)),
     "neox-oreal": ("neox_dir", dict(algo="oreal")),
@@ -155,7 +155,7 @@ def test_oreal_epochs_count_policy_passes_after_the_warmup(qwen2_dir, tmp_path, 
 
 def _tokenized(task: str, success: bool, reward: float) -> TokenizedEpisode:
     return TokenizedEpisode(input_ids=[1, 2], action_mask=[False, True], segments=[-1, 0], state_positions=[0],
-                            turn_ends=[1], reward=reward, success=success, task_id=task, episode_id="e")  # fmt: skip
+                            after_positions=[1], reward=reward, success=success, task_id=task, episode_id="e")  # fmt: skip
 
 
 def test_oreal_items_drop_one_outcome_groups_and_keep_rloo_advantages():
