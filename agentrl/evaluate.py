@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from rich.progress import Progress
 
+from agentrl import agent_format
 from agentrl.build import build_env, build_generator, build_scorer
 from agentrl.config import ConfigError, option, require, to_dict
 from agentrl.evaluation import summarize, write_results
@@ -108,8 +109,9 @@ def beam_evaluate(cfg: EvalConfig, path: str) -> None:
     env = build_env(cfg)
     tasks = plan_episodes(sorted(env.unwrapped.task_ids), 1, cfg.episodes)
     generator = build_generator(cfg, seed=cfg.seed)
-    policy = ReActPolicy(generator, cfg.sampling(), history=cfg.history, example=cfg.example,
-                         thoughts=cfg.with_thoughts)
+    fmt, warnings = agent_format.of_run(cfg, generator)
+    agent_format.report(warnings)
+    policy = ReActPolicy(generator, cfg.sampling(), history=fmt.history, example=fmt.example, thoughts=fmt.thoughts)
     scorer = build_scorer(cfg, generator)
     with TrajectoryWriter(path) as writer, Progress(disable=not cfg.progress) as progress:
         bar = progress.add_task(f"beam-{cfg.beam} search", total=len(tasks))
@@ -141,5 +143,5 @@ def _beam_episode(cfg: EvalConfig, env: Any, policy: Any, scorer: Any, generator
         messages=list(best.context.messages),
         meta={"model": cfg.model, "critic": cfg.critic, "beam": width, "finished_beams": result.finished,
               "expansions": result.expansions, "search_steps": result.search_steps, "seed": cfg.seed,
-              "temperature": cfg.temperature, "value": best.value},
+              "temperature": cfg.temperature, "value": best.value, "agent": cfg.agent_format(generator).to_dict()},
     )

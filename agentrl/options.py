@@ -7,8 +7,8 @@ them under their group's title. Each group checks its own fields in ``__post_ini
 composed config. Where a new option goes:
 
 * :class:`EnvOptions`: which environment, split and data; step cap; parallel envs.
-* :class:`PolicyOptions`: how the agent chooses: policy, prompt (history, in-context example), critic, best-of-K
-  (action-space and thought options belong here too).
+* :class:`PolicyOptions`: how the agent chooses: policy, its agent format (thoughts, history, in-context
+  example, action space: ``None`` takes the model's ``agent_config.json``), critic, best-of-K, DAgger's beta.
 * :class:`ModelOptions`: which model and how it is run (backend, device, dtype, KV cache).
 * :class:`SamplingOptions`: decoding (temperature, top-p, token cap) and the seed.
 * :class:`OutputOptions`: where results go, resume, progress and the live view.
@@ -22,16 +22,18 @@ import importlib.util
 from pathlib import Path
 from typing import Any, ClassVar
 
+from agentrl import agent_format
+from agentrl.agent_format import FULL_HISTORY, AgentFormat, AgentFormatError
 from agentrl.backends.base import CHOICE_SCORES, Sampling
-from agentrl.config import on_off, option, require
+from agentrl.config import ConfigError, on_off, option, require
 from agentrl.envs import SPECS, EnvSpec
 from agentrl.envs.math.datasets import dataset_splits
 
 BACKENDS = ("transformers", "openai", "vllm")
 DTYPES = ("float32", "bfloat16", "float16")
-POLICIES = ("react", "expert", "random", "best_of_k")
+POLICIES = ("react", "expert", "random", "best_of_k", "dagger")
 ACTION_SPACES = ("free", "admissible")  # the same names as agentrl.policies.action_space
-MODEL_POLICIES = ("react", "best_of_k")  # they need a generator (and a model)
+MODEL_POLICIES = ("react", "best_of_k", "dagger")  # they need a generator (and a model)
 DEFAULT_BEST_OF = 5  # K of `--policy best_of_k` without --best-of (the paper's gains saturate at K=5)
 
 
@@ -125,14 +127,21 @@ class PolicyOptions(OptionGroup):
     title: ClassVar[str] = "policy"
 
     policy: str = option("react", help="policy: react (LLM), expert, random, best_of_k (react + critic; "
-                         "--best-of K selects it too)")
-    history: int | None = option(None, help="prompt keeps only the last N turns (default: full history)")
-    example: bool = option(True, help="put the in-context example in the system prompt")
-    thoughts: str = option("on", help="on: turns are `Think: ...` + `Action: ...`; off: thought-free `Action: ...` turns")
+                         "--best-of K selects it too), dagger (the LLM acts, the expert labels every state)")
+    history: int | None = option(None, help="prompt keeps only the last N turns; -1: the whole chat (default: the "
+                                 "model's agent_config.json, else the whole chat)")
+    example: bool | None = option(None, help="put the in-context example in the system prompt (default: the model's "
+                                  "agent_config.json, else on)")
+    thoughts: str | None = option(None, help="on: `Think: ...` + `Action: ...` turns; off: thought-free `Action: ...` "
+                                  "turns (default: the model's agent_config.json, else on)")
     action_space: str | None = option(None, help="free: the model writes its command; admissible: the command is "
                                       "chosen among the env's admissible ones (best-of-K: the top-K distinct ones; "
-                                      "default: free)")
+                                      "default: the model's agent_config.json, else free)")
     choice_score: str = option("mean", help="admissible: rank commands by mean (length-normalised) or sum log-prob")
+    beta_schedule: str = option("0", help="policy dagger: the expert's share of the steps in round r: B, linear:N "
+                                "(1 - r/N), exp:D (D^r)")
+    dagger_round: int = option(1, help="policy dagger: the round r the beta schedule is read at (1 = the first round "
+                               "after the demonstrations)")
     list_admissible: bool | None = option(None, help="append the admissible commands to every observation the "
                                           "policy sees (default: off)")
     anti_loop: int = option(0, help="admissible: mask a command that produced no change of state for the next N "
@@ -144,8 +153,15 @@ class PolicyOptions(OptionGroup):
 
     def __post_init__(self) -> None:
         require(self.policy in POLICIES, f"`policy` must be one of {', '.join(POLICIES)}, got {self.policy!r}")
-        require(self.history is None or self.history >= 0, f"`history` must be >= 0, got {self.history}")
-        self.thoughts = on_off(self.thoughts, "thoughts")
+        require(self.history is None or self.history >= FULL_HISTORY,
+                f"`history` must be >= 0 (or -1: the whole chat), got {self.history}")
+        if self.thoughts is not None:
+            self.thoughts = on_off(self.thoughts, "thoughts")
+        require(self.dagger_round >= 0, f"`dagger_round` must be >= 0, got {self.dagger_round}")
+        try:
+            self.beta  # noqa: B018 - checks the schedule
+        except ValueError as err:
+            require(False, f"`beta_schedule`: {err}")
         require(self.action_space is None or self.action_space in ACTION_SPACES,
                 f"`action_space` must be one of {', '.join(ACTION_SPACES)}, got {self.action_space!r}")
         require(self.choice_score in CHOICE_SCORES,
@@ -168,15 +184,31 @@ class PolicyOptions(OptionGroup):
         require(self.critic is not None, f"{flag} needs --critic DIR (a critic written by `agentrl learn`)")
         require(Path(str(self.critic)).is_dir(), f"--critic: no such folder: {self.critic}")
 
+    def agent_format(self, generator: Any = None) -> AgentFormat:
+        """The agent format in force: these options, else the model's ``agent_config.json`` (its folder, or what
+        ``generator`` reports: ``agentrl serve`` publishes it), else the defaults (see
+        :func:`agentrl.agent_format.of_run`; mismatch warnings are printed where the policy is built)."""
+        try:
+            return agent_format.of_run(self, generator)[0]
+        except AgentFormatError as err:
+            raise ConfigError(str(err)) from None
+
     @property
     def actions(self) -> str:
         """The action space in force: ``free`` or ``admissible``."""
-        return self.action_space or "free"
+        return self.agent_format().action_space
 
     @property
     def with_thoughts(self) -> bool:
-        """Assistant turns carry a ``Think:`` line (``--thoughts on``)."""
-        return self.thoughts == "on"
+        """Assistant turns carry a ``Think:`` line (``--thoughts on``, or the model's format)."""
+        return self.agent_format().thoughts
+
+    @property
+    def beta(self) -> float:
+        """Policy dagger: the probability that the expert acts at a step (the schedule at ``dagger_round``)."""
+        from agentrl.policies.dagger import beta_at
+
+        return beta_at(self.beta_schedule, self.dagger_round)
 
     @property
     def uses_model(self) -> bool:
@@ -248,6 +280,7 @@ class AgentOptions(PolicyOptions, ModelOptions, SamplingOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.agent_format()  # a damaged agent_config.json in the model folder fails here, naming file and key
         # K candidates are sampled (temperature 1) unless they are the top-K admissible commands (no sampling).
         sampled = (self.best_of or 1) > 1 and self.actions != "admissible"
         if self.temperature is None:

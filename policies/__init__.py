@@ -1,4 +1,5 @@
-"""Policies map (observation, info) to an action: ``react`` (LLM), ``expert``, ``random``, ``best_of_k``.
+"""Policies map (observation, info) to an action: ``react`` (LLM), ``expert``, ``random``, ``best_of_k``,
+``dagger`` (the LLM acts, the expert labels every state).
 
 ``make_policy(name, ...)`` builds one by name; see ``base.py`` for the Protocol they all follow.
 """
@@ -10,8 +11,8 @@ from typing import Any
 
 from agentrl.policies.base import Context, Decision, Policy
 
-POLICIES = ("react", "expert", "random", "best_of_k")
-MODEL_POLICIES = ("react", "best_of_k")  # need a generator (and a model)
+POLICIES = ("react", "expert", "random", "best_of_k", "dagger")
+MODEL_POLICIES = ("react", "best_of_k", "dagger")  # need a generator (and a model)
 
 
 def make_policy(
@@ -39,7 +40,7 @@ def make_policy(
         action_space: model policies: ``free`` or ``admissible`` (expert and random act admissibly anyway).
         anti_loop: model policies, admissible: mask a command that changed nothing for this many steps.
         seed: seed of the random policy.
-        **kwargs: passed on to the policy (e.g. ``critic``/``k`` for ``best_of_k``).
+        **kwargs: passed on to the policy (e.g. ``critic``/``k`` for ``best_of_k``, ``beta`` for ``dagger``).
     """
     if name not in POLICIES:
         import difflib
@@ -64,6 +65,11 @@ def make_policy(
         from agentrl.policies.random import RandomPolicy
 
         return RandomPolicy(seed=seed, example=example, thoughts=thoughts, **kwargs)
+    if name == "dagger":
+        from agentrl.policies.dagger import make as make_dagger
+
+        return make_dagger(generator=generator, sampling=sampling, history=history, example=example,
+                           thoughts=thoughts, action_space=action_space, seed=seed, **kwargs)
     module = importlib.import_module("agentrl.policies.best_of_k")
     return module.make(
         generator=generator, sampling=sampling, history=history, example=example, thoughts=thoughts,

@@ -41,7 +41,8 @@ class Decision:
     ``raw`` is the assistant message exactly as produced (recorded in ``messages``); ``action`` is what the
     env receives. ``valid`` is False when no action could be parsed (the raw text is sent instead).
     ``logprob`` is the policy's summed log-prob of a chosen command over its ``logprob_tokens`` tokens (the
-    command and the end of the turn), where the action space is constrained; else None.
+    command and the end of the turn), where the action space is constrained; else None. ``label`` is the
+    expert's action for the state when a DAgger policy records one.
     """
 
     action: str
@@ -53,6 +54,7 @@ class Decision:
     new_tokens: int = 0
     logprob: float | None = None
     logprob_tokens: int = 0
+    label: str | None = None
     masked: list[str] | None = None  # admissible commands the anti-loop option excluded at this step
 
 

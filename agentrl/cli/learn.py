@@ -169,6 +169,7 @@ class Config:
 def run(cfg: Config) -> int:
     from pathlib import Path
 
+    from agentrl.agent_format import AgentFormatError, write_for_training
     from agentrl.config import ConfigError
     from agentrl.data import DataError
     from agentrl.learner import train
@@ -185,6 +186,8 @@ def run(cfg: Config) -> int:
         raise ConfigError(f"`critic_init`: {cfg.critic_init} is not a critic folder (no value_model.json)")
     try:
         train(cfg)
-    except (DataError, TrajectoryError, ModelError) as err:
+        # the policy talks the way its training episodes do (thought-free, prompt variant, ...)
+        write_for_training([out / "policy", out / "policy_lora"], cfg.data, cfg.model)
+    except (DataError, TrajectoryError, ModelError, AgentFormatError) as err:
         raise ConfigError(str(err)) from None
     return 0

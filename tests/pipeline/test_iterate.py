@@ -60,3 +60,32 @@ def test_iterate_oreal_carries_the_reward_model_across_rounds(tmp_path: Path, ti
     assert metrics[0]["policy_loss"] is not None  # no warm-up in round 2
     assert abs(metrics[0]["rm_loss"] - 0.693147) > 1e-4  # a fresh zero head would give ln 2 exactly
     assert json.loads((out / "round-2" / "eval.json").read_text())["method"] == "OREAL round 2"
+
+
+def test_iterate_dagger_rounds_label_the_policys_states_and_train_sft_on_all_labels(tmp_path: Path,
+                                                                                     tiny_model_dir: Path,
+                                                                                     capsys) -> None:
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    out = tmp_path / "dagger"
+    argv = ["iterate", "--policy", "dagger", "--beta-schedule", "linear:4", "--out", str(out), "--rounds", "2",
+            "--model", str(tiny_model_dir), "--env", "math", "--dataset", f"jsonl:{data}", "--split", "test",
+            "--eval-split", "test", "--samples-per-task", "1", "--max-steps", "3", "--num-envs", "1",
+            "--temperature", "0", "--lr", "1e-3", "--batch-size", "2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "data: {'read': 2," in printed and "data: {'read': 4," in printed  # round 2: both rounds' labels
+    for r, beta in ((1, 0.75), (2, 0.5)):  # linear:4 -> 1 - r/4
+        folder = out / f"round-{r}"
+        rows = [json.loads(x) for x in (folder / "rollouts.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 and all(row["policy"] == "dagger" for row in rows)
+        assert all(row["meta"]["dagger"]["beta"] == beta for row in rows)
+        for row in rows:  # math's expert labels while the episode follows the reference; the chat ends there
+            labels = [step["label"] for step in row["steps"]]
+            labelled = labels.index(None) if None in labels else len(labels)
+            turns = [m["content"] for m in row["messages"] if m["role"] == "assistant"]
+            assert labelled >= 1 and turns == labels[:labelled]
+        assert (folder / "sft" / "policy" / "config.json").is_file() and not (folder / "sft" / "critic").exists()
+        assert json.loads((folder / "eval.json").read_text())["method"] == f"DAgger round {r}"
+    log = (out / "round-2" / "sft" / "metrics.jsonl").read_text().splitlines()
+    assert log and "loss" in json.loads(log[0])
