@@ -37,7 +37,8 @@ def run_demo(cfg: Any) -> dict[str, Any]:
     expert = out / "expert.jsonl"
     # The expert gets the generator's step cap, so no demonstration is cut short into a failure.
     stages.run("expert demonstrations", pipeline.finished(expert), pipeline.rollout,
-               **{**common, "max_steps": max(cfg.max_steps, 50)}, split="train", policy="expert", out=str(expert))
+               **{**common, "max_steps": max(cfg.max_steps, 50)}, split="train", policy="expert", out=str(expert),
+               thoughts=cfg.thoughts)  # the models trained on these inherit the format (agent_config.json)
 
     base = pipeline.base_model(stages, "tiny model", cfg.model, expert, out / "base-model", cfg.seed,
                                **cfg.tiny_sizes())

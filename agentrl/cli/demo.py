@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agentrl.config import option, require
+from agentrl.config import on_off, option, require
 from agentrl.options import SamplingOptions, TinyModelOptions
 
 
@@ -19,6 +19,8 @@ class Config(TinyModelOptions, SamplingOptions):
     room_size: str = option("any", help="room size of generated tasks: any, small, medium or large")
     model: str = option("tiny", help="`tiny` (from scratch on the task text, CPU-sized) or a model name/folder")
     example: bool = option(False, help="put the in-context example in the prompt (the tiny model learns the format by SFT)")
+    thoughts: str = option("on", help="on: the demonstrations' turns carry the expert's templated `Think:` line; off: "
+                           "thought-free `Action: ...` turns (the models then talk that way: agent_config.json)")
     workers: int = option(2, help="processes generating tasks")
     history: int | None = option(None, help="prompt keeps the last N turns (default: all; learner trains on full chats)")
     max_new_tokens: int = option(40, help="token cap per generated turn (a ReAct turn of this task is ~25 tokens)")
@@ -43,6 +45,7 @@ class Config(TinyModelOptions, SamplingOptions):
         require(self.train_tasks >= 6 and self.eval_tasks >= 1, "need train_tasks >= 6 and eval_tasks >= 1")
         require(self.eval_split in ("valid_seen", "valid_unseen"), f"eval_split: valid_seen|valid_unseen, got {self.eval_split!r}")
         require(self.best_of >= 2, f"best_of must be >= 2, got {self.best_of}")
+        self.thoughts = on_off(self.thoughts, "thoughts")
         require(self.samples_per_task >= 1 and self.num_envs >= 1, "samples_per_task and num_envs must be >= 1")
         super().__post_init__()
 
