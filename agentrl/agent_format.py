@@ -3,8 +3,9 @@
 A model trained on thought-free ``Action: ...`` turns, or on prompts that list the admissible commands, only
 works when it is prompted the same way. Like a generation config, the format travels with the model:
 ``agentrl model tiny`` and ``agentrl learn`` write it (from the trajectories the model is trained on),
-``rollout``, ``eval``, ``iterate`` and ``serve`` read it, and a flag given on the command line overrides it
-with a warning when the two disagree (a thought-free model prompted for thoughts).
+``rollout``, ``eval``, ``iterate`` and ``serve`` read it, and a flag given on the command line overrides it,
+with a warning when the two disagree on what the model reads or writes (a thought-free model prompted for
+thoughts; the action space only constrains decoding and is overridden silently).
 
 ``agent_config.json``::
 
@@ -39,6 +40,10 @@ FILENAME = "agent_config.json"
 FORMAT_VERSION = 1
 ACTION_SPACES = ("free", "admissible")
 FULL_HISTORY = -1  # a run config's explicit "whole chat" (None there means "as the model records")
+# Fields that change what the model reads or is asked to write; a run that differs from the model's file there
+# is warned. The action space only constrains decoding (the prompt is the same), so choosing among the
+# admissible commands with a free-text model is a choice, not a mismatch.
+PROMPT_FIELDS = ("thoughts", "example", "history", "list_admissible")
 
 
 class AgentFormatError(AgentRLError, ValueError):
@@ -125,7 +130,8 @@ def resolve(
     from ``recorded`` (the model's ``agent_config.json``), else the default.
 
     Returns:
-        The format and one warning per field that is given and differs from what ``recorded`` says.
+        The format and one warning per prompt field (:data:`PROMPT_FIELDS`) that is given and differs from
+        what ``recorded`` says.
     """
     base = recorded or AgentFormat()
     values: dict[str, Any] = {}
@@ -135,7 +141,7 @@ def resolve(
             continue
         value = _run_value(f.name, given[f.name])
         values[f.name] = value
-        if recorded is not None and value != getattr(recorded, f.name):
+        if recorded is not None and value != getattr(recorded, f.name) and f.name in PROMPT_FIELDS:
             warnings.append(
                 f"{source} was trained with {f.name} {_show(f.name, getattr(recorded, f.name))}; this run uses "
                 f"{f.name} {_show(f.name, value)} (the flag wins)"

@@ -1,4 +1,5 @@
-"""Train a policy offline from trajectories: OREO (policy + critic), SFT, rejection sampling or DPO."""
+"""Train a policy from trajectories: OREO or DQO (policy + critic), OREAL (policy + token reward model), SFT,
+rejection sampling or DPO."""
 
 from __future__ import annotations
 

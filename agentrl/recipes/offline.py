@@ -176,7 +176,7 @@ class SeedRun:
 
     def _learn(self, name: str, round_: int, start: str, rollouts: list[str]) -> None:
         section = self.cfg.learners[name]
-        data = []
+        data = [str(path) for path in section.get("extra_data", [])]
         for source in self.cfg.train_on(name):
             if source == "demonstrations" and self.demos is not None:
                 data.append(str(self.demos))
@@ -184,7 +184,6 @@ class SeedRun:
                 data.append(rollouts[-1])
             elif source == "all_rollouts":
                 data += rollouts
-        data += [str(path) for path in section.get("extra_data", [])]
         options = self.cfg.learn_options(section, round_)
         if section.get("carry_critic") and round_ > 1:
             options["critic_init"] = str(self.round_folder(round_ - 1) / name / "critic")

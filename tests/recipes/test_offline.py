@@ -30,17 +30,29 @@ def test_alfworld_mini_micro_protocol(tmp_path: Path, capsys) -> None:
     argv = ["--out", str(out), "--seeds", "0", "--tasks.train", "6", "--tasks.eval", "1", "--tasks.workers", "1",
             "--eval-on", "valid_unseen", "--vocab-size", "400", "--max-steps", "3", "--max-new-tokens", "12",
             "--num-envs", "2", "--rollouts.samples_per_task", "2", "--learners.DPO.lr", "1e-5",
-            "--evaluations.OREO+best-of-{k}.best_of", "[2]", *MICRO_MODEL]  # fmt: skip
+            "--evaluations.OREO+best-of-{k}.best_of", "[2]", "--thoughts", "off", "--tokenizer", "word",
+            "--learners.OREAL", "{algo: oreal, lr: 0.0002, oreal_rm_warmup: 1}", "--evaluations.OREAL", "{policy: OREAL}",
+            *MICRO_MODEL]  # fmt: skip
     assert run_bench("alfworld_mini", argv) == 0
     seed = out / "seed0"
     assert len((seed / "rollouts.jsonl").read_text().splitlines()) == 12  # 6 tasks x 2 rollouts
-    methods = ["SFT", "RS", "DPO", "OREO", "OREO+best-of-2"]
+    methods = ["SFT", "RS", "DPO", "OREO", "OREO+best-of-2", "OREAL"]
     for method in methods:
         result = json.loads((seed / "results" / "valid_unseen" / f"{method}.json").read_text())
         assert result["episodes"] == 1 and result["method"] == method
-    for stage, lr in (("sft", 2e-3), ("OREO", 2e-4), ("RS", 2e-4), ("DPO", 1e-5)):
+    for stage, lr in (("sft", 2e-3), ("OREO", 2e-4), ("RS", 2e-4), ("DPO", 1e-5), ("OREAL", 2e-4)):
         learn_config = json.loads((seed / stage / "learn_config.json").read_text())
         assert learn_config["max_length"] == 4096 and learn_config["save_every"] == 100 and learn_config["lr"] == lr
+    oreal = json.loads((seed / "OREAL" / "learn_config.json").read_text())
+    assert oreal["data"] == [str(out / "demonstrations.jsonl"), str(seed / "rollouts.jsonl")]
+    assert oreal["oreal_rm_warmup"] == 1
+    # thought-free word-level run: the demonstrations' format travels to every model and evaluation
+    from agentrl.agent_format import load
+    from agentrl.trajectory import read_episodes
+
+    assert all(load(seed / folder).thoughts is False for folder in ("base-model", "sft/policy", "OREO/policy"))
+    evaluated = read_episodes(seed / "results" / "valid_unseen" / "OREO.jsonl")[0]
+    assert evaluated.meta["agent"]["thoughts"] is False and "Think" not in evaluated.messages[0]["content"]
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["results"]["valid_unseen"]) == methods
     assert all(0.0 <= row["nothing_happens"] <= 1.0 for row in summary["results"]["valid_unseen"].values())
@@ -59,7 +71,9 @@ def test_math_micro_protocol_with_beams_then_rerun(tmp_path: Path, capsys) -> No
     out = tmp_path / "mm"
     argv = ["--out", str(out), "--problems", "6", "--demonstrations.episodes", "6", "--rollouts.episodes", "4",
             "--eval-episodes", "2", "--vocab-size", "300", "--max-steps", "2", "--max-new-tokens", "6",
-            "--num-envs", "1", "--evaluations.OREO beam B={b}.beam", "[1, 2]", *MICRO_MODEL]  # fmt: skip
+            "--num-envs", "1", "--evaluations.OREO beam B={b}.beam", "[1, 2]",
+            "--learners.DQO", "{algo: dqo, train_on: [rollouts], lr: 0.00002}", "--evaluations.DQO greedy",
+            "{policy: DQO}", *MICRO_MODEL]  # fmt: skip
     assert run_bench("math_mini", argv) == 0
     assert len((out / "demonstrations.jsonl").read_text().splitlines()) == 6
     assert len((out / "seed0" / "rollouts.jsonl").read_text().splitlines()) == 4
@@ -67,7 +81,9 @@ def test_math_micro_protocol_with_beams_then_rerun(tmp_path: Path, capsys) -> No
     learn_config = json.loads((out / "seed0" / "OREO" / "learn_config.json").read_text())
     assert learn_config["level"] == "step" and learn_config["save_every"] == 100
     summary = json.loads((out / "summary.json").read_text())
-    methods = ["SFT greedy", "OREO greedy", "OREO beam B=1", "OREO beam B=2"]
+    methods = ["SFT greedy", "OREO greedy", "OREO beam B=1", "OREO beam B=2", "DQO greedy"]
+    dqo = json.loads((out / "seed0" / "DQO" / "learn_config.json").read_text())
+    assert (dqo["algo"], dqo["level"], dqo["data"]) == ("dqo", "token", [str(out / "seed0" / "rollouts.jsonl")])
     for dataset in ("gsm-symbolic", "gsm8k-test-100"):
         assert list(summary["results"][dataset]) == methods
         assert all(row["episodes"] == 2 and row["nothing_happens"] is None for row in summary["results"][dataset].values())
@@ -101,6 +117,32 @@ def test_iterate_two_rounds_then_rerun_skips(tmp_path: Path, tiny_model_dir: Pat
     capsys.readouterr()
     assert main(argv) == 0  # everything done: every stage is skipped
     assert capsys.readouterr().out.count("done already") == 6
+
+
+def test_iterate_oreal_carries_the_reward_model_across_rounds(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """OREAL rounds learn on their own rollouts (plus the demonstrations, which make the groups mixed: the tiny
+    model rarely solves a problem); round 2 starts from round 1's token reward model, without warm-up."""
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    demos = tmp_path / "demos.jsonl"
+    env = ["--env", "math", "--dataset", f"jsonl:{data}", "--max-steps", "3", "--num-envs", "1"]
+    assert main(["rollout", *env, "--split", "test", "--policy", "expert", "--out", str(demos)]) == 0
+    out = tmp_path / "iter"
+    argv = ["iterate", "--algo", "oreal", "--out", str(out), "--rounds", "2", "--model", str(tiny_model_dir), *env,
+            "--split", "test", "--samples-per-task", "2", "--lr", "1e-3", "--batch-size", "2", "--extra-data",
+            str(demos), "--oreal-rm-warmup", "1"]  # fmt: skip
+    assert main(argv) == 0
+    seed = out / "seed0"
+    first, second = (json.loads((seed / f"round-{r}" / "OREAL" / "learn_config.json").read_text()) for r in (1, 2))
+    assert first["data"] == [str(demos), str(seed / "round-1" / "rollouts.jsonl")]
+    assert second["data"] == [str(demos), str(seed / "round-2" / "rollouts.jsonl")]  # round 2's samples only
+    assert (first["oreal_rm_warmup"], first["critic_init"]) == (1, None)
+    assert (second["oreal_rm_warmup"], second["critic_init"]) == (0, str(seed / "round-1" / "OREAL" / "critic"))
+    metrics = [json.loads(x) for x in (seed / "round-2" / "OREAL" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["policy_loss"] is not None  # no warm-up in round 2
+    assert abs(metrics[0]["rm_loss"] - 0.693147) > 1e-4  # a fresh zero head would give ln 2 exactly
+    result = json.loads((seed / "results" / f"jsonl:{data}" / "OREAL_round_2.json").read_text())
+    assert result["method"] == "OREAL round 2"
 
 
 def test_iterate_dagger_rounds_label_the_policys_states_and_train_sft_on_all_labels(tmp_path: Path,

@@ -62,6 +62,8 @@ def test_resolve_takes_flags_then_the_model_then_defaults_and_warns_on_mismatch(
     assert warnings == ["M was trained with thoughts off; this run uses thoughts on (the flag wins)",
                         "M was trained with history 2; this run uses history full (the flag wins)"]
     assert agent_format.resolve({"thoughts": "off"}, None) == (AgentFormat(thoughts=False), [])
+    # constraining decoding to the admissible commands changes no prompt: no warning
+    assert agent_format.resolve({"action_space": "admissible"}, recorded)[1] == []
 
 
 def test_infer_reads_meta_or_the_chat_and_takes_the_majority_with_a_warning():
