@@ -255,6 +255,7 @@ def train(cfg: Any, save: bool = True) -> dict[str, Any]:
     episodes, counts = load_tokenized(
         cfg.data, tokenizer, level=cfg.level, step_delimiters=STEP_SPLITS[cfg.step_split],
         reward_map=parse_reward_map(cfg.reward_map), max_length=cfg.max_length, only_success=cfg.algo == "rs",
+        allow_labels=cfg.algo == "sft",
     )  # fmt: skip
     items: list = dpo_pairs(episodes, cfg.seed) if cfg.algo == "dpo" else list(range(len(episodes)))
     console.print(f"data: {counts}, {len(items)} training items" + (" (pairs)" if cfg.algo == "dpo" else ""))
