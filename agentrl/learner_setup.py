@@ -16,6 +16,7 @@ from torch import nn
 
 from agentrl.critic import CRITIC_ADAPTER, ValueModel, active_adapter, adapters_disabled, decoder_of, is_peft
 from agentrl.data import ReferenceCache, TokenizedEpisode, collate
+from agentrl.models import ModelError
 
 POLICY_ADAPTER = "default"
 EXACT_KL_MAX_VOCAB = 4096  # up to this vocabulary the default KL is exact (one reference forward per batch)
@@ -74,6 +75,34 @@ def build_critic(
         return ValueModel(backbone, hidden, adapter=CRITIC_ADAPTER, base=model_path).to(device)
     backbone = AutoModel.from_pretrained(model_path, dtype=torch.float32)
     return ValueModel(backbone, hidden, base=model_path).to(device)
+
+
+def load_critic_weights(critic: ValueModel, folder: str | Path) -> None:
+    """Starts ``critic`` from a critic saved by an earlier run (``OUT/critic``): its value head and its adapter
+    (LoRA) or backbone (full), e.g. to carry OREAL's token reward model from one ``iterate`` round to the next.
+
+    Raises:
+        ModelError: ``folder`` is not a critic, or its layout (full / LoRA) differs from ``critic``'s.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    meta_path = folder / "value_model.json"
+    if not meta_path.is_file():
+        raise ModelError(f"critic_init: {folder} is not a critic folder (no value_model.json)")
+    kind = json.loads(meta_path.read_text()).get("kind")
+    if kind != critic.kind:
+        raise ModelError(f"critic_init: {folder} holds a {kind} critic, this run builds a {critic.kind} one")
+    critic.value_head.load_state_dict(load_file(str(folder / "value_head.safetensors")))
+    if critic.adapter:
+        from peft import set_peft_model_state_dict
+
+        tensors = load_file(str(folder / "adapter" / "adapter_model.safetensors"))
+        set_peft_model_state_dict(critic.backbone, tensors, adapter_name=critic.adapter)
+    else:
+        from transformers import AutoModel
+
+        critic.backbone.load_state_dict(AutoModel.from_pretrained(folder, dtype=torch.float32).state_dict())
 
 
 def resolve_kl_topk(requested: int | None, policy: nn.Module, console: Any) -> int:
@@ -190,6 +219,48 @@ def compute_reference_cache(
         topk_logps=list(torch.split(torch.cat(top_logps), counts)),
         fingerprint=fingerprint,
     )
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def oreal_items(
+    episodes: list[TokenizedEpisode], seed: int, pairs: bool
+) -> tuple[list[int], list[float], dict[str, int]]:
+    """OREAL's training items: groups of samples of one task, their RLOO advantages, mixed groups only.
+
+    Each task's episodes form a group (``rollout --samples-per-task K``); its advantages are leave-one-out over
+    the whole group on rewards +1 (success) and -1 (failure), as the authors' code scores them, whatever
+    ``--reward-map`` says. Groups whose pass rate is 0 or 1 carry no signal and are dropped. ``pairs`` keeps one
+    success and one failure per group, drawn with ``seed`` (the authors' code).
+
+    Returns:
+        ``items`` (episode indices, in task order), ``advantages`` (one per episode, 0 where not kept) and counts
+        ``{"groups", "mixed_groups", "all_success", "all_failure"}``.
+    """
+    from agentrl.losses_oreal import rloo_advantages
+
+    tasks: dict[str, list[int]] = {}
+    for i, episode in enumerate(episodes):
+        tasks.setdefault(episode.task_id, []).append(i)
+    group = torch.empty(len(episodes), dtype=torch.long)
+    for g, members in enumerate(tasks.values()):
+        group[members] = g
+    reward = torch.tensor([1.0 if e.success else -1.0 for e in episodes])
+    advantages = rloo_advantages(reward, group).tolist() if episodes else []
+    rng = random.Random(seed)
+    items: list[int] = []
+    counts = {"groups": len(tasks), "mixed_groups": 0, "all_success": 0, "all_failure": 0}
+    for task in sorted(tasks):
+        wins = [i for i in tasks[task] if episodes[i].success]
+        fails = [i for i in tasks[task] if not episodes[i].success]
+        if not fails or not wins:
+            counts["all_success" if wins else "all_failure"] += 1
+            continue
+        counts["mixed_groups"] += 1
+        items += [rng.choice(wins), rng.choice(fails)] if pairs else sorted(tasks[task])
+    kept = set(items)
+    return items, [a if i in kept else 0.0 for i, a in enumerate(advantages)], counts
 
 
 # ------------------------------------------------------------------------------------------ distributed

@@ -141,13 +141,16 @@ def dqo_value_loss(
         weight: ``[B]`` importance weights ``w`` (detached inside), or None for ``w = 1``.
 
     Returns:
-        The scalar loss and metrics ``value_loss``, ``value_mean``, ``target_mean``.
+        The scalar loss and metrics ``value_loss``, ``value_mse`` (the loss with ``w = 1``: comparable across
+        steps while ``w`` changes), ``value_mean``, ``target_mean``.
     """
     target = lambda_returns(values, step_logratio, state_mask, reward, beta, lam)
-    loss = _weighted_row_mean((values - target) ** 2, state_mask, weight)
+    error = (values - target) ** 2
+    loss = _weighted_row_mean(error, state_mask, weight)
     m = state_mask.to(values.dtype)
     return loss, {
         "value_loss": loss.item(),
+        "value_mse": _masked_row_mean(error.detach(), state_mask).item(),
         "value_mean": ((values.detach() * m).sum() / m.sum()).item(),
         "target_mean": ((target * m).sum() / m.sum()).item(),
     }
@@ -178,7 +181,7 @@ def dqo_policy_loss(
         weight: ``[B]`` importance weights (detached inside), or None for ``w = 1``.
 
     Returns:
-        The scalar loss and metrics ``policy_loss``, ``logratio_mean``.
+        The scalar loss and metrics ``policy_loss``, ``policy_mse`` (the loss with ``w = 1``), ``logratio_mean``.
     """
     m = state_mask.to(step_logratio.dtype)
     lr = step_logratio * m
@@ -187,4 +190,8 @@ def dqo_policy_loss(
     r = terminal_rewards(state_mask, reward).to(lr.dtype)
     residual = values.detach() + beta * lr - r - next_return
     loss = _weighted_row_mean(residual**2, state_mask, weight)
-    return loss, {"policy_loss": loss.item(), "logratio_mean": (lr.detach().sum() / m.sum()).item()}
+    return loss, {
+        "policy_loss": loss.item(),
+        "policy_mse": _masked_row_mean(residual.detach() ** 2, state_mask).item(),
+        "logratio_mean": (lr.detach().sum() / m.sum()).item(),
+    }

@@ -1,4 +1,5 @@
-"""Iterate: roll out the current policy, learn from the data, evaluate; repeat for R rounds (OREO or DAgger + SFT)."""
+"""Iterate: roll out the current policy, learn from the data, evaluate; repeat for R rounds (OREO, DQO, OREAL, or
+DAgger + SFT)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from agentrl.options import EnvOptions, ModelOptions, SamplingOptions, values
 
 @dataclass
 class Config(EnvOptions, ModelOptions, SamplingOptions):
-    """Options of `agentrl iterate`; round r lives in OUT/round-r/ (rollouts.jsonl, oreo/ or sft/, eval.json)."""
+    """Options of `agentrl iterate`; round r lives in OUT/round-r/ (rollouts.jsonl, ALGO/ or sft/, eval.json)."""
 
     out: str = option("", help="output folder; a rerun skips finished stages of finished rounds")
     rounds: int = option(2, help="number of rounds R")
@@ -33,8 +34,11 @@ class Config(EnvOptions, ModelOptions, SamplingOptions):
                                     "evaluation split)")
     num_envs: int = option(2, help="parallel environments")
     temperature: float | None = option(1.0, help="rollout sampling temperature (evaluations are greedy)")
+    algo: str = option("oreo", help="learner of each round: oreo | dqo | oreal (on-policy: one round, one pass)")
     extra_data: list[str] = option([], help="trajectory files added to every round's training data (e.g. expert demos)")
-    accumulate: bool = option(True, help="train round r on the rollouts of rounds 1..r (else only round r)")
+    accumulate: bool | None = option(
+        None, help="train round r on the rollouts of rounds 1..r, else only round r (default: on, off for oreal)"
+    )
     samples_per_task: int = option(5, help="rollouts per training task (the paper: 5)")
     episodes: int | None = option(None, help="cap on rollout episodes per round")
     eval_episodes: int | None = option(None, help="cap on evaluation episodes")
@@ -44,13 +48,20 @@ class Config(EnvOptions, ModelOptions, SamplingOptions):
     beta: float = option(0.03, help="OREO KL coefficient")
     epochs: float = option(1.0, help="passes over each round's data")
     batch_size: int = option(8, help="episodes per optimizer step")
+    oreal_rm_warmup: int = option(
+        10, help="oreal: steps of round 1 in which only the token reward model trains (later rounds start from "
+        "the previous round's reward model, without warm-up)",
+    )
     lora: bool = option(False, help="policy as LoRA adapter")
 
     def __post_init__(self) -> None:
         require(bool(self.out), "`out` is required")
         require(bool(self.model), "`model` is required: the initial policy")
         require(self.rounds >= 1, f"`rounds` must be >= 1, got {self.rounds}")
+        require(self.algo in ("oreo", "dqo", "oreal"), f"`algo` must be oreo, dqo or oreal, got {self.algo!r}")
         require(self.policy in ("react", "dagger"), f"`policy` must be react or dagger, got {self.policy!r}")
+        if self.accumulate is None:
+            self.accumulate = self.algo != "oreal"  # OREAL learns on the current policy's samples only
         super().__post_init__()
         self.eval_split = self.eval_split or self.env_spec.eval_split
 
@@ -83,9 +94,13 @@ def run(cfg: Config) -> int:
                        algo="sft", data=data, model=policy, out=str(learned), lr=cfg.lr, epochs=cfg.epochs,
                        batch_size=cfg.batch_size, lora=cfg.lora, seed=cfg.seed + r)
         else:
-            learned, name = folder / "oreo", "OREO"
-            stages.run(f"round {r}: OREO", learned / "critic", pipeline.learn, algo="oreo", data=data, model=policy,
-                       out=str(learned), level=cfg.level, lr=cfg.lr, beta=cfg.beta, epochs=cfg.epochs,
+            learned, name = folder / cfg.algo, cfg.algo.upper()
+            if cfg.algo == "oreal":  # the token reward model carries over: it trains alone in round 1 only
+                previous = out / f"round-{r - 1}" / "oreal" / "critic"
+                learn_kwargs.update(oreal_rm_warmup=cfg.oreal_rm_warmup if r == 1 else 0,
+                                    critic_init=str(previous) if r > 1 else None)  # fmt: skip
+            stages.run(f"round {r}: {name}", learned / "critic", pipeline.learn, algo=cfg.algo, data=data,
+                       model=policy, out=str(learned), level=cfg.level, lr=cfg.lr, beta=cfg.beta, epochs=cfg.epochs,
                        batch_size=cfg.batch_size, lora=cfg.lora, seed=cfg.seed + r, **learn_kwargs)
         policy = str(learned / "policy")
         result = folder / "eval.json"

@@ -1,12 +1,15 @@
-"""Train a policy offline from trajectories: OREO (policy + critic), SFT, rejection sampling or DPO."""
+"""Train a policy from trajectories: OREO or DQO (policy + critic), OREAL (policy + token reward model), SFT,
+rejection sampling or DPO."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from agentrl.config import option, require
 
-ALGOS = ("oreo", "sft", "rs", "dpo")
+ALGOS = ("oreo", "dqo", "oreal", "sft", "rs", "dpo")
+DQO_WEIGHTS = ("both", "policy", "value", "none")
 
 
 @dataclass
@@ -14,7 +17,9 @@ class Config:
     """Options of `agentrl learn` (paper defaults: beta 0.03, alpha 0.01/0.1/0.3 by level, lr 5e-6)."""
 
     algo: str = option(
-        "oreo", help="oreo | sft | rs (SFT on successful episodes) | dpo (success vs failure pairs)"
+        "oreo",
+        help="oreo | dqo | oreal (groups of samples per task, on-policy per round) | sft | rs (SFT on successful "
+        "episodes) | dpo (success vs failure pairs)",
     )
     data: list[str] = option([], help="trajectory JSONL file(s), comma-separated")
     model: str = option("default", help="model folder, hub name, or `default` (SmolLM2-135M-Instruct)")
@@ -28,13 +33,36 @@ class Config:
     critic_lora: bool = option(
         False, help="critic as a LoRA adapter (with --lora: on the policy's frozen base)"
     )
+    critic_init: str | None = option(
+        None,
+        help="start the critic (OREAL: the token reward model) from this critic folder of an earlier run, "
+        "e.g. the previous iterate round's OUT/critic (same layout: full or LoRA)",
+    )
     lora_r: int = option(64, help="LoRA rank (paper: 64)")
     lora_alpha: int = option(64, help="LoRA alpha (paper: 64)")
     beta: float = option(
         0.03, help="KL coefficient beta of the soft Bellman equation (DPO: its inverse temperature)"
     )
     alpha: float | None = option(
-        None, help="KL regulariser weight (default by level: token 0.01, step 0.1, response 0.3)"
+        None,
+        help="KL regulariser weight (OREO default by level: token 0.01, step 0.1, response 0.3; DQO: 0, none; "
+        "OREAL: 0.01 on its k3 estimate)",
+    )
+    dqo_lambda: float = option(1.0, help="DQO: lambda of the lambda-return targets (1: Monte Carlo, 0: one-step)")
+    dqo_clip: float = option(math.e, help="DQO: clip c of the trajectory importance weight min(pi/pi_ref, c)")
+    dqo_weight: str = option(
+        "both", help="DQO: which losses the importance weight multiplies: both | policy | value | none"
+    )
+    oreal_eta: float = option(0.5, help="OREAL: weight of the failed samples' policy-gradient term")
+    oreal_rm_warmup: int = option(
+        10,
+        help="OREAL: optimizer steps at the start in which only the token reward model trains (with --epochs they "
+        "come on top of the epochs' steps)",
+    )
+    oreal_pairs: bool = option(
+        True,
+        help="OREAL: train on one success and one failure per task (the authors' code); off: every sample of "
+        "each task with both outcomes",
     )
     lr: float = option(5e-6, help="policy learning rate (LoRA usually wants ~1e-4)")
     critic_lr: float | None = option(
@@ -43,7 +71,9 @@ class Config:
     batch_size: int = option(8, help="episodes per micro-batch (DPO: pairs)")
     grad_accum: int = option(1, help="micro-batches per optimizer step")
     max_steps: int | None = option(None, help="optimizer steps (overrides --epochs)")
-    epochs: float = option(1.0, help="passes over the data when --max-steps is not given")
+    epochs: float = option(
+        1.0, help="passes over the data when --max-steps is not given (OREAL: the policy's passes)"
+    )
     stop_after: int | None = option(None, help="stop (with a checkpoint) after this step, as if interrupted")
     save_every: int = option(0, help="checkpoint every N steps (0: only at the end)")
     seed: int = option(0, help="seed of initialisation and data order")
@@ -52,7 +82,8 @@ class Config:
     group_by_length: bool | None = option(
         None,
         help="batch episodes of similar length together: less padding, batch order stays random (default: on, "
-        "except OREO, whose successes and failures differ in length, so grouped batches would be all one outcome)",
+        "except OREO/DQO/OREAL, whose successes and failures differ in length, so grouped batches would be all "
+        "one outcome)",
     )
     reward_map: str = option(
         "none",
@@ -76,7 +107,7 @@ class Config:
     warmup_steps: int = option(0, help="linear warmup steps")
     weight_decay: float = option(0.0, help="AdamW weight decay")
     low_memory: bool = option(
-        False, help="OREO: one autograd graph at a time (the critic runs once more, without gradients)"
+        False, help="OREO/DQO: one autograd graph at a time (the critic runs once more, without gradients)"
     )
     gradient_checkpointing: bool = option(
         False, help="recompute layer activations in backward (less memory, ~1 forward more)"
@@ -115,8 +146,22 @@ class Config:
             self.chunk_size >= 1 and self.log_every >= 1 and self.save_every >= 0,
             "bad chunk_size/log_every/save_every",
         )
+        require(0.0 <= self.dqo_lambda <= 1.0, f"`dqo_lambda` must be in [0, 1], got {self.dqo_lambda}")
+        require(self.dqo_clip > 0, f"`dqo_clip` must be > 0, got {self.dqo_clip}")
+        require(self.dqo_weight in DQO_WEIGHTS, f"`dqo_weight`: {'|'.join(DQO_WEIGHTS)}, got {self.dqo_weight!r}")
+        require(self.oreal_eta >= 0 and self.oreal_rm_warmup >= 0, "`oreal_eta`, `oreal_rm_warmup` must be >= 0")
+        require(
+            self.algo != "oreal" or self.level == "token",
+            f"OREAL weighs single tokens: `level` must be token, got {self.level!r}",
+        )
+        require(
+            not self.critic_init or self.algo in ("oreo", "dqo", "oreal"),
+            f"`critic_init`: {self.algo} trains no critic",
+        )
+        require(self.alpha is None or self.alpha >= 0, f"`alpha` must be >= 0, got {self.alpha}")
         if self.alpha is None:
-            self.alpha = {"token": 0.01, "step": 0.1, "response": 0.3}[self.level]
+            by_algo = {"dqo": 0.0, "oreal": 0.01}
+            self.alpha = by_algo.get(self.algo, {"token": 0.01, "step": 0.1, "response": 0.3}[self.level])
         if self.critic_lr is None:
             self.critic_lr = 1e-4 if self.critic_lora else self.lr
 
@@ -137,6 +182,8 @@ def run(cfg: Config) -> int:
     for path in cfg.data:
         if not Path(path).is_file():
             raise ConfigError(f"`data`: no such file: {path}")
+    if cfg.critic_init and not (Path(cfg.critic_init) / "value_model.json").is_file():
+        raise ConfigError(f"`critic_init`: {cfg.critic_init} is not a critic folder (no value_model.json)")
     try:
         train(cfg)
         # the policy talks the way its training episodes do (thought-free, prompt variant, ...)

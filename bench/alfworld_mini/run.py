@@ -9,7 +9,8 @@ Protocol (every size is in ``bench/alfworld_mini/config.yaml``; flags override i
 4. per seed, each starting from the SFT policy: rejection sampling (SFT on the successful episodes of
    demonstrations + rollouts), DPO (success vs failure pairs of the same task, from demonstrations + rollouts:
    a task no rollout solved still pairs its demonstration with a failed rollout), OREO (token level, policy +
-   critic, on demonstrations + rollouts);
+   critic, on demonstrations + rollouts); with ``learners``, also DQO and/or OREAL on the rollouts (the SFT
+   policy's own samples, grouped by task for OREAL);
 5. per seed: evaluate SFT, RS, DPO and OREO greedily, and OREO + best-of-K (K > 1) with the OREO critic, on
    both evaluation splits; best-of-1 is OREO greedy (one candidate, nothing to choose);
 6. aggregate: success mean +- std over seeds per split and method, and per task type; a markdown table
@@ -74,6 +75,12 @@ class Config:
     dpo_lr: float | None = option(None, help="DPO policy learning rate (default: lr); small.yaml's SFT policy "
                                   "collapses under DPO at 2e-4")
     best_of: list[int] = option([1, 3, 5], help="K of the OREO + best-of-K evaluations (1: OREO greedy)")
+    learners: list[str] = option([], help="also these learners, each from the SFT policy on its rollouts (the "
+                                 "samples of pi_ref, rollouts_per_task per task), one pass: dqo, oreal")
+    learners_with_demos: bool = option(False, help="dqo/oreal also train on the demonstrations (off-policy: the "
+                                       "learner warns; OREAL then finds successes in tasks no rollout solved)")
+    oreal_rm_warmup: int = option(10, help="OREAL: steps in which only the token reward model trains (the paper: "
+                                  "10), before its one policy pass")
     only: list[str] = option([], help="run only the stages whose name matches one of these shell patterns, "
                              "comma-separated, e.g. '*: RS,*: evaluate SFT *': a seed's independent stages can "
                              "then run in two processes (no summary then)")
@@ -85,11 +92,14 @@ class Config:
             require(split in SPLITS, f"splits: valid_seen or valid_unseen, got {split!r}")
         require(all(k >= 1 for k in self.best_of), f"best_of: every K must be >= 1, got {self.best_of}")
         require(self.rollouts_per_task >= 1, f"rollouts_per_task must be >= 1, got {self.rollouts_per_task}")
+        for algo in self.learners:
+            require(algo in ("dqo", "oreal"), f"learners: dqo or oreal, got {algo!r}")
 
 
 def methods(cfg: Config) -> list[str]:
     """Evaluated methods in table order."""
-    return ["SFT", "RS", "DPO", "OREO"] + [f"OREO+best-of-{k}" for k in cfg.best_of if k > 1]
+    return (["SFT", "RS", "DPO", "OREO"] + [algo.upper() for algo in cfg.learners]
+            + [f"OREO+best-of-{k}" for k in cfg.best_of if k > 1])  # fmt: skip
 
 
 def run_seed(cfg: Config, seed: int, data: Path, expert: Path) -> None:
@@ -122,6 +132,12 @@ def run_seed(cfg: Config, seed: int, data: Path, expert: Path) -> None:
     stages.run(f"seed {seed}: DPO", out / "dpo" / "policy" / "config.json", pipeline.learn, algo="dpo",
                data=both, model=str(sft), out=str(out / "dpo"), lr=cfg.dpo_lr or cfg.lr, beta=cfg.dpo_beta,
                epochs=cfg.epochs, **train)
+    own = [str(expert), str(rollouts)] if cfg.learners_with_demos else [str(rollouts)]
+    for algo in cfg.learners:  # DQO's weight pi/pi_ref and OREAL's update assume pi_ref's (the SFT policy's) samples
+        stages.run(f"seed {seed}: {algo.upper()}", out / algo / "critic", pipeline.learn, algo=algo, data=own,
+                   model=str(sft), out=str(out / algo), lr=cfg.lr, critic_lr=cfg.critic_lr, beta=cfg.beta,
+                   epochs=cfg.epochs, **({"oreal_rm_warmup": cfg.oreal_rm_warmup} if algo == "oreal" else {}),
+                   **train)  # fmt: skip
 
     oreo = {"model": str(out / "oreo" / "policy")}
     # Run order puts the paper's comparison first (SFT, OREO, best-of-K); tables use ``methods()`` order.
@@ -130,6 +146,7 @@ def run_seed(cfg: Config, seed: int, data: Path, expert: Path) -> None:
         if k > 1:
             evals[f"OREO+best-of-{k}"] = {**oreo, "critic": str(out / "oreo" / "critic"), "best_of": k}
     evals.update({"RS": {"model": str(out / "rs" / "policy")}, "DPO": {"model": str(out / "dpo" / "policy")}})
+    evals.update({algo.upper(): {"model": str(out / algo / "policy")} for algo in cfg.learners})
     for split in cfg.splits:
         for method, extra in evals.items():
             path = out / "results" / split / f"{method}.json"

@@ -3,7 +3,8 @@
 GSM-Symbolic (or chain-sum) train problems -> expert (reference-solution) rollouts -> tiny from-scratch model
 fitted on that text -> SFT -> sampled SFT-policy rollouts (successes and failures) -> step-level OREO (policy +
 critic) -> evaluation on the dataset's test split and the 100 real GSM8K test problems: SFT greedy, OREO greedy
-and OREO + critic-guided step beam search with B = 1, 3, 5.
+and OREO + critic-guided step beam search with B = 1, 3, 5; with ``learners``, DQO and/or OREAL (token level,
+on the SFT policy's rollouts) evaluated greedily too.
 
     .venv/bin/python bench/math_mini/run.py                      # bench/math_mini/config.yaml
     .venv/bin/python bench/math_mini/run.py --config my.yaml --out runs/math_mini/other --beams 1,3
@@ -92,6 +93,16 @@ class Config:
         "line", help="OREO step split: line (one step per line, the paper's GSM8K) or turn"
     )
     beams: list[int] = option([1, 3, 5], help="beam widths B of the critic-guided step beam search")
+    learners: list[str] = option(
+        [],
+        help="also these learners (token level, from the SFT policy, one pass), evaluated greedily: dqo, oreal",
+    )
+    learners_expert: bool = option(
+        False,
+        help="dqo/oreal also train on the expert solutions (off-policy for both: the learner warns); default: "
+        "on the SFT policy's own rollouts, samples_per_task per problem (OREAL's groups)",
+    )
+    oreal_rm_warmup: int = option(10, help="OREAL: steps in which only the token reward model trains")
     beam_temperature: float = option(1.0, help="sampling temperature of the beam search's candidates")
 
     def __post_init__(self) -> None:
@@ -113,6 +124,8 @@ class Config:
         require(
             self.level in ("step", "token", "response"), f"level: step|token|response, got {self.level!r}"
         )
+        for algo in self.learners:
+            require(algo in ("dqo", "oreal"), f"learners: dqo or oreal, got {algo!r}")
 
 
 def _plot(**kwargs: Any) -> int:
@@ -125,6 +138,19 @@ def oreo_data(cfg: Config, out: Path) -> list[str]:
     """OREO's trajectory files: the SFT policy's rollouts, after the expert solutions unless ``oreo_expert`` is off."""
     rollouts = str(out / "sft-rollouts.jsonl")
     return [str(out / "expert.jsonl"), rollouts] if cfg.oreo_expert else [rollouts]
+
+
+def learner_stages(cfg: Config, stages: Stages, out: Path) -> None:
+    """DQO / OREAL from the SFT policy at the token level (DQO's MDP; OREAL weighs tokens), one pass each, on the
+    SFT policy's rollouts: the samples of pi_ref that DQO's importance weight and OREAL's update assume."""
+    rollouts = str(out / "sft-rollouts.jsonl")
+    data = [str(out / "expert.jsonl"), rollouts] if cfg.learners_expert else [rollouts]
+    for algo in cfg.learners:
+        extra = {"oreal_rm_warmup": cfg.oreal_rm_warmup} if algo == "oreal" else {}
+        stages.run(f"{algo.upper()} token-level", out / algo / "critic", pipeline.learn, algo=algo, data=data,
+                   model=str(out / "sft" / "policy"), out=str(out / algo), lr=cfg.oreo_lr, critic_lr=cfg.critic_lr,
+                   beta=cfg.beta, epochs=cfg.oreo_epochs, batch_size=cfg.batch_size, seed=cfg.seed, log_every=25,
+                   save_every=100, **extra)  # fmt: skip
 
 
 def eval_plan(cfg: Config, out: Path) -> list[tuple[str, str, dict[str, Any]]]:
@@ -146,6 +172,7 @@ def eval_plan(cfg: Config, out: Path) -> list[tuple[str, str, dict[str, Any]]]:
                 },
             )
         )
+    methods += [(f"{algo.upper()} greedy", {"model": str(out / algo / "policy")}) for algo in cfg.learners]
     plan = []
     for dataset, n in ((cfg.dataset, cfg.test_problems), ("gsm8k-test-100", cfg.gsm8k_problems)):
         if n:
@@ -274,6 +301,7 @@ def run_protocol(cfg: Config) -> dict[str, Any]:
         save_every=100,
     )
 
+    learner_stages(cfg, stages, out)
     rows, by_dataset = [], {}
     for dataset, method, extra in eval_plan(cfg, out):
         path = result_path(out, dataset, method)

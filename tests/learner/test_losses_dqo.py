@@ -69,7 +69,7 @@ def test_value_loss_hand_computed_with_gradient_to_values_only():
     (0.4-0.89)^2 = 0.2401, (0.6-0.98)^2 = 0.1444; loss = 0.540525 / 3 = 0.180175.
     d/dV_h = (2/3)(V_h - G_h) = [-0.263333, -0.326667, -0.253333]: G is a detached target (were it not,
     V_1 would also get (2/3)(V_0 - G_0) * -(1 - lambda) = +0.131667 from term 0). lr gets no gradient.
-    With w = 2 the loss and the gradients double."""
+    With w = 2 the loss and the gradients double (value_mse stays the unweighted 0.180175)."""
     values, lr, mask, reward, beta = _three_states(requires_grad=True)
     loss, m = dqo.dqo_value_loss(values, lr, mask, reward, beta, lam=0.5)
     assert loss.item() == pytest.approx(0.180175, abs=1e-6) and m["value_loss"] == pytest.approx(0.180175)
@@ -77,8 +77,9 @@ def test_value_loss_hand_computed_with_gradient_to_values_only():
     assert torch.allclose(values.grad, torch.tensor([[-0.263333, -0.326667, -0.253333]]), atol=1e-6)
     assert lr.grad is None
     values.grad = None
-    loss, _ = dqo.dqo_value_loss(values, lr, mask, reward, beta, lam=0.5, weight=torch.tensor([2.0]))
+    loss, m = dqo.dqo_value_loss(values, lr, mask, reward, beta, lam=0.5, weight=torch.tensor([2.0]))
     assert loss.item() == pytest.approx(0.36035, abs=1e-6)
+    assert m["value_mse"] == pytest.approx(0.180175, abs=1e-6)  # the unweighted error, for comparing steps
     loss.backward()
     assert torch.allclose(values.grad, torch.tensor([[-0.526667, -0.653333, -0.506667]]), atol=1e-6)
 

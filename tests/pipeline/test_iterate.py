@@ -38,6 +38,30 @@ def test_iterate_two_rounds_then_rerun_skips(tmp_path: Path, tiny_model_dir: Pat
     assert capsys.readouterr().out.count("done already") == 6
 
 
+def test_iterate_oreal_carries_the_reward_model_across_rounds(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """OREAL rounds learn on their own rollouts (plus the demonstrations, which make the groups mixed: the tiny
+    model rarely solves a problem); round 2 starts from round 1's token reward model, without warm-up."""
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    demos = tmp_path / "demos.jsonl"
+    env = ["--env", "math", "--dataset", f"jsonl:{data}", "--max-steps", "3", "--num-envs", "1"]
+    assert main(["rollout", *env, "--split", "test", "--policy", "expert", "--out", str(demos)]) == 0
+    out = tmp_path / "iter"
+    argv = ["iterate", "--algo", "oreal", "--out", str(out), "--rounds", "2", "--model", str(tiny_model_dir), *env,
+            "--split", "test", "--eval-split", "test", "--samples-per-task", "2", "--lr", "1e-3",
+            "--batch-size", "2", "--extra-data", str(demos), "--oreal-rm-warmup", "1"]  # fmt: skip
+    assert main(argv) == 0
+    first, second = (json.loads((out / f"round-{r}" / "oreal" / "learn_config.json").read_text()) for r in (1, 2))
+    assert first["data"] == [str(demos), str(out / "round-1" / "rollouts.jsonl")]
+    assert second["data"] == [str(demos), str(out / "round-2" / "rollouts.jsonl")]  # round 2's samples only
+    assert (first["oreal_rm_warmup"], first["critic_init"]) == (1, None)
+    assert (second["oreal_rm_warmup"], second["critic_init"]) == (0, str(out / "round-1" / "oreal" / "critic"))
+    metrics = [json.loads(x) for x in (out / "round-2" / "oreal" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["policy_loss"] is not None  # no warm-up in round 2
+    assert abs(metrics[0]["rm_loss"] - 0.693147) > 1e-4  # a fresh zero head would give ln 2 exactly
+    assert json.loads((out / "round-2" / "eval.json").read_text())["method"] == "OREAL round 2"
+
+
 def test_iterate_dagger_rounds_label_the_policys_states_and_train_sft_on_all_labels(tmp_path: Path,
                                                                                      tiny_model_dir: Path,
                                                                                      capsys) -> None:

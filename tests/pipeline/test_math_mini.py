@@ -56,6 +56,8 @@ def test_math_mini_protocol_micro(tmp_path: Path, capsys) -> None:
         "1",
         "--beams",
         "1,2",
+        "--learners",
+        "dqo",
     ]
     assert protocol.main(argv) == 0  # the shipped config.yaml, overridden by the flags
 
@@ -64,7 +66,9 @@ def test_math_mini_protocol_micro(tmp_path: Path, capsys) -> None:
     assert (out / "oreo" / "critic").is_dir() and (out / "oreo" / "policy" / "config.json").is_file()
     for stage in ("sft", "oreo"):  # checkpoints on the way, so a killed stage resumes
         assert json.loads((out / stage / "learn_config.json").read_text())["save_every"] == 100
-    methods = ["SFT greedy", "OREO greedy", "OREO beam B=1", "OREO beam B=2"]
+    methods = ["SFT greedy", "OREO greedy", "OREO beam B=1", "OREO beam B=2", "DQO greedy"]
+    dqo = json.loads((out / "dqo" / "learn_config.json").read_text())
+    assert (dqo["algo"], dqo["level"], dqo["data"]) == ("dqo", "token", [str(out / "sft-rollouts.jsonl")])
     for dataset, n in (("gsm-symbolic", 2), ("gsm8k-test-100", 1)):
         for method in methods:
             result = json.loads(protocol.result_path(out, dataset, method).read_text())
@@ -81,7 +85,7 @@ def test_math_mini_protocol_micro(tmp_path: Path, capsys) -> None:
 
     capsys.readouterr()
     assert protocol.main(argv) == 0  # everything done: every stage is skipped
-    assert capsys.readouterr().out.count("done already") == 5 + 2 * len(methods) + 3
+    assert capsys.readouterr().out.count("done already") == 6 + 2 * len(methods) + 3
 
 
 def test_math_mini_dataset_key_picks_the_test_set(tmp_path: Path) -> None:
