@@ -144,6 +144,7 @@ def _training_items(
     episodes, counts = load_tokenized(
         cfg.data, tokenizer, level=cfg.level, step_delimiters=STEP_SPLITS[cfg.step_split],
         reward_map=parse_reward_map(cfg.reward_map), max_length=cfg.max_length, only_success=cfg.algo == "rs",
+        allow_labels=cfg.algo == "sft",
     )  # fmt: skip
     advantages = None
     if cfg.algo == "dpo":
