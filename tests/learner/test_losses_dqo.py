@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agentrl import losses
-from agentrl import losses_dqo as dqo
+from agentrl.losses import dqo
 
 
 def _three_states(requires_grad: bool = False):

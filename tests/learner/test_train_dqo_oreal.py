@@ -15,8 +15,8 @@ from agentrl.cli import main
 from agentrl.cli.learn import Config
 from agentrl.critic import ValueModel
 from agentrl.data import TokenizedEpisode
-from agentrl.learner import data_source_warnings, train
-from agentrl.learner_setup import oreal_items
+from agentrl.learner import train
+from agentrl.learner_setup import data_source_warnings, oreal_items
 from agentrl.trajectory import TrajectoryWriter
 
 from .helpers import episode

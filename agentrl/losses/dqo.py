@@ -16,7 +16,7 @@ recursion (the paper's printed sum drops its tail term; the recursion keeps it):
   data sampled from ``pi_ref`` while ``pi`` moves away from it (the paper clips at ``c = e``).
 
 With ``lambda = 1`` and ``w = 1`` the targets are OREO's (``G_h = R - beta * sum_{i >= h} lr_i``) and the
-policy loss is OREO's Eq. 9 without its KL regulariser. Shapes follow :mod:`agentrl.losses`: ``B`` episodes,
+policy loss is OREO's Eq. 9 without its KL regulariser. Shapes follow :mod:`agentrl.losses.common`: ``B`` episodes,
 ``S`` states (segments; one per action token at the token level, DQO's MDP) with ``state_mask`` marking the real
 ones, ``N`` action tokens.
 """
@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from agentrl.losses import Metrics, _masked_row_mean
+from agentrl.losses.common import Metrics, masked_row_mean
 
 DEFAULT_CLIP = math.e
 WEIGHT_TARGETS = ("both", "policy", "value", "none")
@@ -113,8 +113,8 @@ def _weighted_row_mean(
 ) -> torch.Tensor:
     """``[B, S]`` -> scalar: mean over rows of ``w_b`` times the masked mean over states (``w = 1`` if None)."""
     if weight is None:
-        return _masked_row_mean(x, state_mask)
-    return _masked_row_mean(x * weight.detach()[:, None].to(x.dtype), state_mask)
+        return masked_row_mean(x, state_mask)
+    return masked_row_mean(x * weight.detach()[:, None].to(x.dtype), state_mask)
 
 
 def dqo_value_loss(
@@ -150,7 +150,7 @@ def dqo_value_loss(
     m = state_mask.to(values.dtype)
     return loss, {
         "value_loss": loss.item(),
-        "value_mse": _masked_row_mean(error.detach(), state_mask).item(),
+        "value_mse": masked_row_mean(error.detach(), state_mask).item(),
         "value_mean": ((values.detach() * m).sum() / m.sum()).item(),
         "target_mean": ((target * m).sum() / m.sum()).item(),
     }
@@ -192,6 +192,6 @@ def dqo_policy_loss(
     loss = _weighted_row_mean(residual**2, state_mask, weight)
     return loss, {
         "policy_loss": loss.item(),
-        "policy_mse": _masked_row_mean(residual.detach() ** 2, state_mask).item(),
+        "policy_mse": masked_row_mean(residual.detach() ** 2, state_mask).item(),
         "logratio_mean": (lr.detach().sum() / m.sum()).item(),
     }
