@@ -172,13 +172,8 @@ def dqo_policy_loss(
     ``( sg[V(s_{T-1})] + beta * lr_{T-1} - R )^2``.
 
     Args:
-        values: ``[B, S]`` critic values (detached inside).
-        step_logratio: ``[B, S]`` ``lr_h``, differentiable w.r.t. the policy.
-        state_mask: ``[B, S]`` bool.
-        reward: ``[B]``.
-        beta: KL coefficient.
-        lam: ``lambda``.
-        weight: ``[B]`` importance weights (detached inside), or None for ``w = 1``.
+        values: ``[B, S]`` critic values (detached inside); the other arguments as in :func:`dqo_value_loss`,
+            except ``step_logratio``, which is differentiable w.r.t. the policy here.
 
     Returns:
         The scalar loss and metrics ``policy_loss``, ``policy_mse`` (the loss with ``w = 1``), ``logratio_mean``.
