@@ -98,8 +98,9 @@ class Config:
 
 def methods(cfg: Config) -> list[str]:
     """Evaluated methods in table order."""
+    critics = ["OREO"] + (["DQO"] if "dqo" in cfg.learners else [])  # critics trained where search reads them
     return (["SFT", "RS", "DPO", "OREO"] + [algo.upper() for algo in cfg.learners]
-            + [f"OREO+best-of-{k}" for k in cfg.best_of if k > 1])  # fmt: skip
+            + [f"{c}+best-of-{k}" for c in critics for k in cfg.best_of if k > 1])  # fmt: skip
 
 
 def run_seed(cfg: Config, seed: int, data: Path, expert: Path) -> None:
@@ -147,6 +148,9 @@ def run_seed(cfg: Config, seed: int, data: Path, expert: Path) -> None:
             evals[f"OREO+best-of-{k}"] = {**oreo, "critic": str(out / "oreo" / "critic"), "best_of": k}
     evals.update({"RS": {"model": str(out / "rs" / "policy")}, "DPO": {"model": str(out / "dpo" / "policy")}})
     evals.update({algo.upper(): {"model": str(out / algo / "policy")} for algo in cfg.learners})
+    if "dqo" in cfg.learners:  # DQO's critic is trained at afterstates too: best-of-K with it, as with OREO's
+        dqo = {"model": str(out / "dqo" / "policy"), "critic": str(out / "dqo" / "critic")}
+        evals.update({f"DQO+best-of-{k}": {**dqo, "best_of": k} for k in cfg.best_of if k > 1})
     for split in cfg.splits:
         for method, extra in evals.items():
             path = out / "results" / split / f"{method}.json"

@@ -30,19 +30,20 @@ def test_alfworld_mini_micro_protocol(tmp_path: Path, capsys) -> None:
             "--workers", "1", "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--vocab-size", "400",
             "--max-steps", "3", "--max-new-tokens", "12", "--num-envs", "2", "--batch-size", "4",
             "--sft-epochs", "1", "--rollouts-per-task", "2", "--epochs", "1", "--best-of", "1,2", "--dpo-lr", "1e-5",
-            "--learners", "oreal", "--learners-with-demos", "--oreal-rm-warmup", "1"]  # fmt: skip
+            "--learners", "dqo,oreal", "--learners-with-demos", "--oreal-rm-warmup", "1"]  # fmt: skip
     assert run.main(argv) == 0
     seed = out / "seed0"
     assert len((seed / "sft-rollouts.jsonl").read_text().splitlines()) == 12  # 6 tasks x 2 rollouts
-    for method in ("SFT", "RS", "DPO", "OREO", "OREAL", "OREO+best-of-2"):
+    for method in ("SFT", "RS", "DPO", "OREO", "DQO", "OREAL", "OREO+best-of-2", "DQO+best-of-2"):
         result = json.loads((seed / "results" / "valid_unseen" / f"{method}.json").read_text())
         assert result["episodes"] == 1 and result["method"] == method
-    for stage in ("sft", "oreo", "rs", "dpo", "oreal"):
+    for stage in ("sft", "oreo", "rs", "dpo", "dqo", "oreal"):
         learn_config = json.loads((seed / stage / "learn_config.json").read_text())
         assert learn_config["max_length"] == 4096 and learn_config["save_every"] == 100
         assert learn_config["lr"] == (1e-5 if stage == "dpo" else 2e-3 if stage == "sft" else 2e-4)
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary["splits"]["valid_unseen"]) == ["SFT", "RS", "DPO", "OREO", "OREAL", "OREO+best-of-2"]
+    assert list(summary["splits"]["valid_unseen"]) == ["SFT", "RS", "DPO", "OREO", "DQO", "OREAL", "OREO+best-of-2",
+                                                       "DQO+best-of-2"]  # fmt: skip
     oreal = json.loads((seed / "oreal" / "learn_config.json").read_text())
     assert oreal["data"] == [str(out / "expert.jsonl"), str(seed / "sft-rollouts.jsonl")]
     assert oreal["oreal_rm_warmup"] == 1
