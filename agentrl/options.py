@@ -7,8 +7,9 @@ them under their group's title. Each group checks its own fields in ``__post_ini
 composed config. Where a new option goes:
 
 * :class:`EnvOptions`: which environment, split and data; step cap; parallel envs.
-* :class:`PolicyOptions`: how the agent chooses: policy, its agent format (thoughts, history, in-context
-  example, action space: ``None`` takes the model's ``agent_config.json``), critic, best-of-K, DAgger's beta.
+* :class:`PromptOptions`: the agent format, how its turns read: thoughts, history window, in-context example,
+  action space, the admissible list, anti-loop (``None`` takes the model's ``agent_config.json``).
+* :class:`PolicyOptions`: how the agent chooses: policy, critic, best-of-K, DAgger's beta.
 * :class:`ModelOptions`: which model and how it is run (backend, device, dtype, KV cache).
 * :class:`SamplingOptions`: decoding (temperature, top-p, token cap) and the seed.
 * :class:`OutputOptions`: where results go, resume, progress and the live view.
@@ -71,8 +72,8 @@ class EnvOptions(OptionGroup):
         require(self.env in SPECS, f"`env` must be one of {', '.join(SPECS)}, got {self.env!r}")
         spec = self.env_spec
         for name, hint in spec.required.items():
-            require(getattr(self, name) is not None, f"{self.env} needs `{name}`: {hint}")
-        if self.data is not None and self.env == "alfworld":
+            require(getattr(self, name) is not None or self.makes_data(), f"{self.env} needs `{name}`: {hint}")
+        if self.data is not None and self.env == "alfworld" and not self.makes_data():
             require(Path(self.data).is_dir(), f"`data`: no such folder: {self.data}")
         if self.games is not None and self.env == "textworld":
             require(Path(self.games).exists(), f"`games`: no such file or folder: {self.games}")
@@ -99,6 +100,10 @@ class EnvOptions(OptionGroup):
         require(self.step_timeout > 0, f"`step_timeout` must be > 0, got {self.step_timeout}")
         super().__post_init__()
 
+    def makes_data(self) -> bool:
+        """Whether the config creates its env's data itself (a recipe that generates tasks); then none is needed."""
+        return False
+
     @property
     def env_spec(self) -> EnvSpec:
         """The registry entry of ``env``."""
@@ -121,13 +126,11 @@ class EnvOptions(OptionGroup):
 
 
 @dataclasses.dataclass
-class PolicyOptions(OptionGroup):
-    """How the agent chooses its actions: policy, prompt, critic and best-of-K."""
+class PromptOptions(OptionGroup):
+    """The agent format: how the agent's turns read (``None``: the model's ``agent_config.json``, else the default)."""
 
-    title: ClassVar[str] = "policy"
+    title: ClassVar[str] = "prompt"
 
-    policy: str = option("react", help="policy: react (LLM), expert, random, best_of_k (react + critic; "
-                         "--best-of K selects it too), dagger (the LLM acts, the expert labels every state)")
     history: int | None = option(None, help="prompt keeps only the last N turns; -1: the whole chat (default: the "
                                  "model's agent_config.json, else the whole chat)")
     example: bool | None = option(None, help="put the in-context example in the system prompt (default: the model's "
@@ -138,30 +141,16 @@ class PolicyOptions(OptionGroup):
                                       "chosen among the env's admissible ones (best-of-K: the top-K distinct ones; "
                                       "default: the model's agent_config.json, else free)")
     choice_score: str = option("mean", help="admissible: rank commands by mean (length-normalised) or sum log-prob")
-    beta_schedule: str = option("0", help="policy dagger: the expert's share of the steps in round r: B, linear:N "
-                                "(1 - r/N), exp:D (D^r)")
-    dagger_round: int = option(1, help="policy dagger: the round r the beta schedule is read at (1 = the first round "
-                               "after the demonstrations)")
     list_admissible: bool | None = option(None, help="append the admissible commands to every observation the "
                                           "policy sees (default: off)")
     anti_loop: int = option(0, help="admissible: mask a command that produced no change of state for the next N "
                             "steps (0: off)")
-    logprob_weight: float = option(0.0, help="best-of-K over admissible commands: c in score = V + c * log pi")
-    critic: str | None = option(None, help="critic folder (OUT/critic of `agentrl learn`) for best-of-K and beams")
-    best_of: int | None = option(None, help="best-of-K: sample K actions per step and act on the critic's best "
-                                 f"(--policy best_of_k alone: K={DEFAULT_BEST_OF})")
 
     def __post_init__(self) -> None:
-        require(self.policy in POLICIES, f"`policy` must be one of {', '.join(POLICIES)}, got {self.policy!r}")
         require(self.history is None or self.history >= FULL_HISTORY,
                 f"`history` must be >= 0 (or -1: the whole chat), got {self.history}")
         if self.thoughts is not None:
             self.thoughts = on_off(self.thoughts, "thoughts")
-        require(self.dagger_round >= 0, f"`dagger_round` must be >= 0, got {self.dagger_round}")
-        try:
-            self.beta  # noqa: B018 - checks the schedule
-        except ValueError as err:
-            require(False, f"`beta_schedule`: {err}")
         require(self.action_space is None or self.action_space in ACTION_SPACES,
                 f"`action_space` must be one of {', '.join(ACTION_SPACES)}, got {self.action_space!r}")
         require(self.choice_score in CHOICE_SCORES,
@@ -169,20 +158,7 @@ class PolicyOptions(OptionGroup):
         require(self.anti_loop >= 0, f"`anti_loop` must be >= 0, got {self.anti_loop}")
         require(not self.anti_loop or self.actions == "admissible",
                 "--anti-loop masks admissible commands: use it with --action-space admissible")
-        if self.best_of is not None:
-            require(self.best_of >= 1, f"--best-of must be >= 1, got {self.best_of}")
-            require(self.policy in MODEL_POLICIES,
-                    f"--best-of samples from the LLM: use --policy react (got {self.policy})")
-            self.policy = "best_of_k"
-        if self.policy == "best_of_k":
-            self.best_of = DEFAULT_BEST_OF if self.best_of is None else self.best_of
-            self.require_critic(f"--best-of {self.best_of}")
         super().__post_init__()
-
-    def require_critic(self, flag: str) -> None:
-        """``flag`` (best-of-K, beam search) scores candidates with a critic: ``critic`` must be a folder."""
-        require(self.critic is not None, f"{flag} needs --critic DIR (a critic written by `agentrl learn`)")
-        require(Path(str(self.critic)).is_dir(), f"--critic: no such folder: {self.critic}")
 
     def agent_format(self, generator: Any = None) -> AgentFormat:
         """The agent format in force: these options, else the model's ``agent_config.json`` (its folder, or what
@@ -202,6 +178,46 @@ class PolicyOptions(OptionGroup):
     def with_thoughts(self) -> bool:
         """Assistant turns carry a ``Think:`` line (``--thoughts on``, or the model's format)."""
         return self.agent_format().thoughts
+
+
+@dataclasses.dataclass
+class PolicyOptions(OptionGroup):
+    """How the agent chooses its actions: policy, critic, best-of-K, DAgger's beta."""
+
+    title: ClassVar[str] = "policy"
+
+    policy: str = option("react", help="policy: react (LLM), expert, random, best_of_k (react + critic; "
+                         "--best-of K selects it too), dagger (the LLM acts, the expert labels every state)")
+    beta_schedule: str = option("0", help="policy dagger: the expert's share of the steps in round r: B, linear:N "
+                                "(1 - r/N), exp:D (D^r)")
+    dagger_round: int = option(1, help="policy dagger: the round r the beta schedule is read at (1 = the first round "
+                               "after the demonstrations)")
+    logprob_weight: float = option(0.0, help="best-of-K over admissible commands: c in score = V + c * log pi")
+    critic: str | None = option(None, help="critic folder (OUT/critic of `agentrl learn`) for best-of-K and beams")
+    best_of: int | None = option(None, help="best-of-K: sample K actions per step and act on the critic's best "
+                                 f"(--policy best_of_k alone: K={DEFAULT_BEST_OF})")
+
+    def __post_init__(self) -> None:
+        require(self.policy in POLICIES, f"`policy` must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        require(self.dagger_round >= 0, f"`dagger_round` must be >= 0, got {self.dagger_round}")
+        try:
+            self.beta  # noqa: B018 - checks the schedule
+        except ValueError as err:
+            require(False, f"`beta_schedule`: {err}")
+        if self.best_of is not None:
+            require(self.best_of >= 1, f"--best-of must be >= 1, got {self.best_of}")
+            require(self.policy in MODEL_POLICIES,
+                    f"--best-of samples from the LLM: use --policy react (got {self.policy})")
+            self.policy = "best_of_k"
+        if self.policy == "best_of_k":
+            self.best_of = DEFAULT_BEST_OF if self.best_of is None else self.best_of
+            self.require_critic(f"--best-of {self.best_of}")
+        super().__post_init__()
+
+    def require_critic(self, flag: str) -> None:
+        """``flag`` (best-of-K, beam search) scores candidates with a critic: ``critic`` must be a folder."""
+        require(self.critic is not None, f"{flag} needs --critic DIR (a critic written by `agentrl learn`)")
+        require(Path(str(self.critic)).is_dir(), f"--critic: no such folder: {self.critic}")
 
     @property
     def beta(self) -> float:
@@ -275,7 +291,7 @@ class OutputOptions(OptionGroup):
 
 
 @dataclasses.dataclass
-class AgentOptions(PolicyOptions, ModelOptions, SamplingOptions):
+class AgentOptions(PolicyOptions, PromptOptions, ModelOptions, SamplingOptions):
     """The agent: a policy, its model and its decoding (what :func:`agentrl.build.build_policy` builds)."""
 
     def __post_init__(self) -> None:
@@ -330,6 +346,7 @@ class TinyModelOptions(OptionGroup):
     num_heads: int = option(4, help="tiny model: attention heads")
     vocab_size: int = option(1024, help="tiny model: vocabulary fitted to the demonstrations (word: a cap, rarer "
                              "words become <|unk|>)")
+    split_digits: bool = option(False, help="tiny model, bpe: one token per digit (numbers never merge into pieces)")
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "num_heads", "vocab_size"):
@@ -341,7 +358,7 @@ class TinyModelOptions(OptionGroup):
 
     def tiny_sizes(self) -> dict[str, Any]:
         """Keywords of :func:`agentrl.models.tiny_model_from_trajectories`."""
-        names = ("tokenizer", "hidden_size", "num_layers", "num_heads", "vocab_size")
+        names = ("tokenizer", "hidden_size", "num_layers", "num_heads", "vocab_size", "split_digits")
         return {name: getattr(self, name) for name in names}
 
 

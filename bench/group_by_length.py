@@ -39,8 +39,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=4096)
     args = parser.parse_args()
 
-    from agentrl.cli.learn import Config
     from agentrl.data import load_tokenized
+    from agentrl.learn_config import LearnConfig as Config
     from agentrl.learner import train
     from agentrl.models import load_tokenizer
 

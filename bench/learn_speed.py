@@ -98,7 +98,7 @@ def run_one(args: argparse.Namespace) -> dict:
     """One configuration in this process: train, then report step times and peak memory."""
     import torch
 
-    from agentrl.cli.learn import Config
+    from agentrl.learn_config import LearnConfig as Config
     from agentrl.learner import train
 
     settings = {

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from agentrl.cli import main
-from agentrl.cli.learn import Config
 from agentrl.critic import ValueModel
+from agentrl.learn_config import LearnConfig as Config
 from agentrl.learner import train
 
 from .helpers import write_dataset
