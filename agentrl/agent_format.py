@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from agentrl.errors import AgentRLError
+from agentrl.policies.action_space import ACTION_SPACES
+from agentrl.trajectory import iter_episodes
 
 FILENAME = "agent_config.json"
 FORMAT_VERSION = 1
-ACTION_SPACES = ("free", "admissible")
 FULL_HISTORY = -1  # a run config's explicit "whole chat" (None there means "as the model records")
 # Fields that change what the model reads or is asked to write; a run that differs from the model's file there
 # is warned. The action space only constrains decoding (the prompt is the same), so choosing among the
@@ -212,7 +213,6 @@ def _recorded(episode: Any) -> dict[str, Any]:
 def write_for_training(folders: Iterable[str | Path], data: str | Iterable[str], base_model: str | None) -> AgentFormat:
     """Infers the format of a model trained on the trajectory file(s) ``data`` from ``base_model`` and writes
     it to every folder in ``folders`` (warnings go to stderr)."""
-    from agentrl.trajectory import iter_episodes
 
     paths = [p for p in str(data).split(",") if p] if isinstance(data, str | Path) else list(data)
     base = load(base_model) if base_model and Path(str(base_model)).expanduser().is_dir() else None

@@ -10,7 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from agentrl import agent_format
+from agentrl.backends.openai_backend import OpenAIBackend
+from agentrl.backends.transformers_backend import TransformersBackend
+from agentrl.backends.vllm_backend import VLLMBackend
 from agentrl.config import ConfigError
+from agentrl.envs.workers import EnvPool, EnvStartError
 from agentrl.errors import EnvBuildError
 from agentrl.options import AgentOptions, EnvOptions, ModelOptions
 from agentrl.policies import Policy, make_policy
@@ -28,7 +32,6 @@ def build_env(opts: EnvOptions) -> Any:
 
 def build_pool(opts: EnvOptions) -> Any:
     """``opts.num_envs`` envs in worker processes (:class:`agentrl.envs.workers.EnvPool`)."""
-    from agentrl.envs.workers import EnvPool, EnvStartError
 
     try:
         return EnvPool(opts.env_id, opts.env_kwargs(), opts.num_envs, step_timeout=opts.step_timeout)
@@ -39,15 +42,12 @@ def build_pool(opts: EnvOptions) -> Any:
 def build_generator(opts: ModelOptions, seed: int = 0) -> Any:
     """The generation backend ``opts.backend`` serving ``opts.model``."""
     if opts.backend == "transformers":
-        from agentrl.backends.transformers_backend import TransformersBackend
 
         return TransformersBackend.from_pretrained(opts.model, device=opts.device, dtype=opts.dtype,
                                                    carry_cache=opts.carry_cache)
     if opts.backend == "openai":
-        from agentrl.backends.openai_backend import OpenAIBackend
 
         return OpenAIBackend(base_url=str(opts.base_url), model=opts.model)
-    from agentrl.backends.vllm_backend import VLLMBackend
 
     return VLLMBackend(opts.model, seed=seed)
 

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from agentrl.errors import AgentRLError
+from agentrl.trajectory import iter_episodes
 from agentrl.types import Episode
 
 LEVELS = ("token", "step", "response")
@@ -321,7 +322,6 @@ def load_tokenized(
     Raises:
         DataError: an episode cannot be tokenized, or a DAgger episode without ``allow_labels``.
     """
-    from agentrl.trajectory import iter_episodes
 
     if isinstance(paths, str | Path):
         paths = [p for p in str(paths).split(",") if p]

@@ -22,7 +22,6 @@ from agentrl.options import RunOptions, values
 from agentrl.policies.react import ReActPolicy
 from agentrl.replay import play
 from agentrl.rollout import RolloutConfig, plan_episodes, rollout
-from agentrl.search import beam_search
 from agentrl.trajectory import TrajectoryWriter, finished_ids, read_episodes
 from agentrl.types import Episode, episode_id
 
@@ -129,6 +128,8 @@ def beam_evaluate(cfg: EvalConfig, path: str) -> None:
 def _beam_episode(cfg: EvalConfig, env: Any, policy: Any, scorer: Any, generator: Any, index: int, task: str,
                   eid: str) -> Episode:
     """One task's beam search, recorded as the episode of its chosen beam."""
+    from agentrl.search import beam_search  # torch (the critic's scorer): only when a search runs
+
     width = int(cfg.beam or 1)
     result = beam_search(env, policy, scorer, width=width, max_steps=int(cfg.max_steps or 1),
                          reset_kwargs={"seed": cfg.seed + index, "options": {"task_id": task}},

@@ -31,9 +31,19 @@ from torch import nn
 
 from agentrl import batches, learner_io
 from agentrl import learner_setup as setup
+from agentrl.config import to_dict
 from agentrl.critic import ValueModel
-from agentrl.data import DataError, ReferenceCache, TokenizedEpisode
+from agentrl.data import (
+    DataError,
+    ReferenceCache,
+    TokenizedEpisode,
+    dpo_pairs,
+    fingerprint,
+    load_tokenized,
+    parse_reward_map,
+)
 from agentrl.learner_steps import CRITIC_ALGOS, MICRO_STEPS, REFERENCE_ALGOS
+from agentrl.models import load_tokenizer, resolve_model
 
 STEP_SPLITS = {"turn": (), "line": ("\n",), "line+sentence": ("\n", ". ")}
 
@@ -139,7 +149,6 @@ def _training_items(
 ) -> tuple[list[TokenizedEpisode], list, list[float] | None]:
     """The episodes (tokenized once) and the items to train on: episode indices; DPO: (success, failure) pairs
     of a task; OREAL: mixed-outcome groups, with RLOO advantages."""
-    from agentrl.data import dpo_pairs, load_tokenized, parse_reward_map
 
     episodes, counts = load_tokenized(
         cfg.data, tokenizer, level=cfg.level, step_delimiters=STEP_SPLITS[cfg.step_split],
@@ -197,7 +206,6 @@ def _reference(run: Run) -> tuple[ReferenceCache | None, nn.Module | None]:
     and, for the exact KL with full fine-tuning, a frozen copy of the initial policy."""
     from rich.progress import Progress
 
-    from agentrl.data import fingerprint
 
     cfg = run.cfg
     kl_algo = cfg.algo == "oreo" or (cfg.algo == "dqo" and cfg.alpha > 0)  # a KL regulariser to compute
@@ -245,7 +253,6 @@ def _optimizers(run: Run) -> None:
 def setup_run(cfg: Any) -> Run:
     """Everything a run needs, in the order it must happen: data (tokenized once), models, the reference cache
     (before any update), optimizers, and with ``--resume`` the latest checkpoint's state."""
-    from agentrl.models import load_tokenizer, resolve_model
 
     device, rank, world, console, autocast = _runtime(cfg)
     out = Path(cfg.out)
@@ -268,7 +275,7 @@ def setup_run(cfg: Any) -> Run:
         run.step = learner_io.load_checkpoint(resume_from, policy, critic, run.optimizers, run.schedulers)
         console.print(f"resumed from {resume_from} (step {run.step})")
     if run.main:
-        (out / "learn_config.json").write_text(json.dumps(cfg_dict(cfg), indent=2) + "\n")
+        (out / "learn_config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     return run
 
 
@@ -377,6 +384,3 @@ def train(cfg: Any, save: bool = True) -> dict[str, Any]:
         dist.destroy_process_group()
     return {"steps": run.step, "total": run.total, "final": metrics, "out": str(out)}
 
-
-def cfg_dict(cfg: Any) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}

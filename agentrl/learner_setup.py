@@ -16,7 +16,9 @@ from torch import nn
 
 from agentrl.critic import CRITIC_ADAPTER, ValueModel, active_adapter, adapters_disabled, decoder_of, is_peft
 from agentrl.data import ReferenceCache, TokenizedEpisode, collate
+from agentrl.losses.oreal import rloo_advantages
 from agentrl.models import ModelError
+from agentrl.trajectory import iter_episodes
 
 POLICY_ADAPTER = "default"
 EXACT_KL_MAX_VOCAB = 4096  # up to this vocabulary the default KL is exact (one reference forward per batch)
@@ -240,7 +242,6 @@ def data_source_warnings(cfg: Any, model_path: str, passes: float) -> list[str]:
     OREAL's update assumes they were sampled from the current policy (one round, one pass). Demonstrations (an
     ``expert`` policy) and rollouts of another model break both; a second pass breaks OREAL's.
     """
-    from agentrl.trajectory import iter_episodes
 
     if cfg.algo not in ("dqo", "oreal") or (cfg.algo == "dqo" and cfg.dqo_weight == "none"):
         return []
@@ -280,7 +281,6 @@ def oreal_items(
         ``items`` (episode indices, in task order), ``advantages`` (one per episode, 0 where not kept) and counts
         ``{"groups", "mixed_groups", "all_success", "all_failure"}``.
     """
-    from agentrl.losses.oreal import rloo_advantages
 
     tasks: dict[str, list[int]] = {}
     for i, episode in enumerate(episodes):

@@ -19,7 +19,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from agentrl import agent_format
 from agentrl.errors import AgentRLError
+from agentrl.trajectory import read_episodes
 
 DEFAULT_MODEL = "default"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -285,8 +287,6 @@ def tiny_model_from_trajectories(data: str, out: str | Path, **sizes: Any) -> Pa
     """
     from jinja2 import Template
 
-    from agentrl import agent_format
-    from agentrl.trajectory import read_episodes
 
     episodes = read_episodes(data)
     if not episodes:

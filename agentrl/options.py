@@ -26,15 +26,16 @@ from typing import Any, ClassVar
 from agentrl import agent_format
 from agentrl.agent_format import FULL_HISTORY, AgentFormat, AgentFormatError
 from agentrl.backends.base import CHOICE_SCORES, Sampling
+from agentrl.backends.vllm_backend import INSTALL_HINT
 from agentrl.config import ConfigError, on_off, option, require
 from agentrl.envs import SPECS, EnvSpec
 from agentrl.envs.math.datasets import dataset_splits
+from agentrl.policies import MODEL_POLICIES, POLICIES
+from agentrl.policies.action_space import ACTION_SPACES
+from agentrl.policies.dagger import beta_at
 
 BACKENDS = ("transformers", "openai", "vllm")
 DTYPES = ("float32", "bfloat16", "float16")
-POLICIES = ("react", "expert", "random", "best_of_k", "dagger")
-ACTION_SPACES = ("free", "admissible")  # the same names as agentrl.policies.action_space
-MODEL_POLICIES = ("react", "best_of_k", "dagger")  # they need a generator (and a model)
 DEFAULT_BEST_OF = 5  # K of `--policy best_of_k` without --best-of (the paper's gains saturate at K=5)
 
 
@@ -222,7 +223,6 @@ class PolicyOptions(OptionGroup):
     @property
     def beta(self) -> float:
         """Policy dagger: the probability that the expert acts at a step (the schedule at ``dagger_round``)."""
-        from agentrl.policies.dagger import beta_at
 
         return beta_at(self.beta_schedule, self.dagger_round)
 
@@ -308,7 +308,6 @@ class AgentOptions(PolicyOptions, PromptOptions, ModelOptions, SamplingOptions):
                 "best-of-K over admissible commands ranks the top K: use --backend transformers (or openai with "
                 "`agentrl serve`); vLLM's guided choice samples")
         if self.uses_model and self.backend == "vllm":
-            from agentrl.backends.vllm_backend import INSTALL_HINT
 
             require(importlib.util.find_spec("vllm") is not None, INSTALL_HINT)
         if self.uses_model and self.backend == "openai":

@@ -22,6 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from agentrl.agent_format import AgentFormat
@@ -252,9 +260,8 @@ class _Run:
     # -- bookkeeping --------------------------------------------------------------------------------------
 
     def _end(self, episode: _Active, error: str | None = None, truncated: bool = False) -> None:
-        end = getattr(self.policy, "end", None)
-        if end is not None and episode.context is not None:
-            end(episode.context)
+        if episode.context is not None:
+            self.policy.end(episode.context)
         self._finish(episode, error=error, truncated=truncated)
 
     def _finish(self, episode: _Active, error: str | None = None, truncated: bool = False) -> None:
@@ -298,14 +305,6 @@ class _Run:
         }
 
     def _progress(self) -> Any:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
 
         return Progress(
             TextColumn("[bold]rollout"),

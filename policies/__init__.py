@@ -6,10 +6,15 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Any
 
 from agentrl.policies.base import Context, Decision, Policy
+from agentrl.policies.dagger import make as make_dagger
+from agentrl.policies.expert import ExpertPolicy
+from agentrl.policies.random import RandomPolicy
+from agentrl.policies.react import ReActPolicy
 
 POLICIES = ("react", "expert", "random", "best_of_k", "dagger")
 MODEL_POLICIES = ("react", "best_of_k", "dagger")  # need a generator (and a model)
@@ -43,38 +48,23 @@ def make_policy(
         **kwargs: passed on to the policy (e.g. ``critic``/``k`` for ``best_of_k``, ``beta`` for ``dagger``).
     """
     if name not in POLICIES:
-        import difflib
-
         close = difflib.get_close_matches(name, POLICIES, n=1)
         hint = f"; did you mean `{close[0]}`?" if close else ""
         raise ValueError(f"unknown policy `{name}`{hint} (choose from {', '.join(POLICIES)})")
     if name in MODEL_POLICIES and generator is None:
         raise ValueError(f"policy `{name}` needs a model (--model)")
-    if name == "react":
-        from agentrl.policies.react import ReActPolicy
-
-        return ReActPolicy(
-            generator, sampling, history=history, example=example, thoughts=thoughts, action_space=action_space,
-            anti_loop=anti_loop, **kwargs,
-        )
     if name == "expert":
-        from agentrl.policies.expert import ExpertPolicy
-
         return ExpertPolicy(example=example, thoughts=thoughts, **kwargs)
     if name == "random":
-        from agentrl.policies.random import RandomPolicy
-
         return RandomPolicy(seed=seed, example=example, thoughts=thoughts, **kwargs)
+    react = {"history": history, "example": example, "thoughts": thoughts, "action_space": action_space,
+             "anti_loop": anti_loop}
+    if name == "react":
+        return ReActPolicy(generator, sampling, **react, **kwargs)
     if name == "dagger":
-        from agentrl.policies.dagger import make as make_dagger
-
-        return make_dagger(generator=generator, sampling=sampling, history=history, example=example,
-                           thoughts=thoughts, action_space=action_space, seed=seed, **kwargs)
-    module = importlib.import_module("agentrl.policies.best_of_k")
-    return module.make(
-        generator=generator, sampling=sampling, history=history, example=example, thoughts=thoughts,
-        action_space=action_space, anti_loop=anti_loop, **kwargs
-    )
+        return make_dagger(generator=generator, sampling=sampling, seed=seed, **react, **kwargs)
+    best_of_k = importlib.import_module("agentrl.policies.best_of_k")  # torch (the critic): only when asked for
+    return best_of_k.make(generator=generator, sampling=sampling, **react, **kwargs)
 
 
 __all__ = ["POLICIES", "Context", "Decision", "Policy", "make_policy"]

@@ -75,3 +75,7 @@ class Policy(Protocol):
     def observe(self, context: Context, decision: Decision, observation: str, info: dict[str, Any]) -> None:
         """Appends the decision (assistant turn) and the env's answer (user turn) to the context."""
         ...
+
+    def end(self, context: Context) -> None:
+        """The episode is over: drop what was kept for it (a generator's KV cache, a critic's prefix)."""
+        ...

@@ -34,6 +34,7 @@ from typing import Any
 from agentrl.policies.base import Context, Decision, Policy
 from agentrl.policies.expert import ExpertPolicy, MissingExpertError
 from agentrl.policies.prompts import record_turn
+from agentrl.policies.react import ReActPolicy
 
 SCHEDULES = ("constant", "linear", "exp")
 
@@ -140,33 +141,23 @@ class DAggerPolicy:
             record_turn(context, label, observation, info)
 
     def end(self, context: Context) -> None:
-        end = getattr(self.learner, "end", None)
-        if end is not None:
-            end(context.memory["learner"])
+        self.learner.end(context.memory["learner"])
 
     def episode_meta(self, context: Context) -> dict[str, Any]:
         """``{"dagger": {"beta", "expert_steps", "learner_steps", "corrections"}}`` for the episode's meta."""
         return {"dagger": dict(context.memory["dagger"])}
 
 
-def make(
-    *,
-    generator: Any,
-    sampling: Any = None,
-    history: int | None = None,
-    example: bool = True,
-    thoughts: bool = True,
-    action_space: str = "free",
-    beta: float | None = None,
-    seed: int = 0,
-    **kwargs: Any,
-) -> DAggerPolicy:
+def make(*, generator: Any, sampling: Any = None, beta: float | None = None, seed: int = 0,
+         **react: Any) -> DAggerPolicy:
     """``make_policy("dagger", ...)``: a ReAct learner on ``generator`` (free text or choosing among the
-    admissible commands, per ``action_space``), the expert acting with probability ``beta``."""
-    from agentrl.policies.react import ReActPolicy
+    admissible commands, per ``action_space``), the expert acting with probability ``beta``.
 
+    ``react`` holds the learner's options (``history``, ``example``, ``thoughts``, ``action_space``, ...); the expert
+    writes its labels in the same format (``example``, ``thoughts``).
+    """
     if beta is None:
         raise ValueError("policy dagger needs beta (the expert's share of the steps; --beta-schedule)")
-    learner = ReActPolicy(generator, sampling, history=history, example=example, thoughts=thoughts,
-                          action_space=action_space, **kwargs)
-    return DAggerPolicy(learner, beta, seed=seed, example=example, thoughts=thoughts)
+    learner = ReActPolicy(generator, sampling, **react)
+    return DAggerPolicy(learner, beta, seed=seed, example=react.get("example", True),
+                        thoughts=react.get("thoughts", True))

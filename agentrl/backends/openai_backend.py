@@ -17,6 +17,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from agentrl.agent_format import AgentFormat
 from agentrl.backends.base import Completion, Request, Sampling
 from agentrl.errors import AgentRLError
 
@@ -149,7 +150,6 @@ class OpenAIBackend:
         """
         import openai
 
-        from agentrl.agent_format import AgentFormat
 
         try:
             models = list(self.client.models.list())

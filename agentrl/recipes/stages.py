@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from agentrl.config import ConfigError
+from agentrl.envs.alfworld.generator import GenerationError, generate
 from agentrl.evaluate import EvalConfig, evaluate
 from agentrl.evaluation import compare_table, load_results, method_names
 from agentrl.learn_config import LearnConfig, learn
@@ -90,7 +91,6 @@ def finished(path: str | Path) -> Path:
 def gen_tasks(root: Path, split: str, n: int, seed: int, room_size: str = "any", workers: int = 1,
               task_types: Sequence[str] = (), max_steps: int = 50) -> None:
     """``n`` expert-verified ALFWorld tasks of ``split`` under ``root`` (what ``agentrl gen alfworld`` does)."""
-    from agentrl.envs.alfworld.generator import GenerationError, generate
 
     types = {"task_types": list(task_types)} if task_types else {}
     try:

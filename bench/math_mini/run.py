@@ -18,19 +18,15 @@ table with Wilson 95% CIs), ``summary.json`` (rates, CIs, stage wall times), ``s
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from agentrl.cli import main as agentrl
+from agentrl.cli.recipe import main_with
 
 CONFIG = Path(__file__).with_name("config.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not any(a == "--config" or a.startswith("--config=") for a in argv):
-        argv = ["--config", str(CONFIG), *argv]
-    return agentrl(["recipe", *argv])
+    return main_with(CONFIG, argv)
 
 
 if __name__ == "__main__":
