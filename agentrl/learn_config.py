@@ -97,7 +97,7 @@ class LearnConfig:
     )
     afterstates: bool = option(
         True,
-        help="OREO: also train the critic at each assistant turn's end-of-turn token, the state after the "
+        help="OREO/DQO: also train the critic at each assistant turn's end-of-turn token, the state after the "
         "action, where best-of-K, beam search, replay and the critic report read it; off: the reference "
         "implementation's states only (such a critic is refused by search)",
     )

@@ -189,9 +189,9 @@ def _models(cfg: Any, model_path: str, device: str, console: Any) -> tuple[nn.Mo
     critic = None
     if cfg.algo in CRITIC_ALGOS:
         critic = setup.build_critic(policy, model_path, cfg.critic_lora, cfg.lora_r, cfg.lora_alpha, device)
-        # saved with it: search reads a critic only where it was trained (OREO's afterstates; DQO's and OREAL's
-        # critics are trained at the states only, and OREAL's is a token reward model, not a value)
-        afterstates = cfg.algo == "oreo" and bool(cfg.afterstates)
+        # saved with it: search reads a critic only where it was trained (OREO's and DQO's afterstates; OREAL's
+        # is a token reward model, never a value)
+        afterstates = cfg.algo in ("oreo", "dqo") and bool(cfg.afterstates)
         critic.trained_at = {"algo": cfg.algo, "level": cfg.level, "afterstates": afterstates}
         if cfg.critic_init:
             setup.load_critic_weights(critic, cfg.critic_init)

@@ -95,11 +95,19 @@ def _policy_logps(
         return losses.token_logps_and_kl(logits, batch["targets"], ref_logits, cfg.chunk_size)
 
 
-def _state_values(run: Run, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``[B, S]`` the critic's values at the state positions."""
+def _state_values(run: Run, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The critic's values at the state positions ``[B, S]`` and at the afterstates ``[B, T]``."""
     with run.autocast():
         values = run.critic.values(batch["input_ids"], batch["attention_mask"])
-    return values.gather(1, batch["state_positions"])
+    return values.gather(1, batch["state_positions"]), values.gather(1, batch["after_positions"])
+
+
+def _after_segments(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``[B, T]`` the segment of each turn's end-of-turn token (an action token: every turn's last segment)."""
+    b, s = batch["state_mask"].shape
+    dense = torch.full(batch["action_mask"].shape, -1, dtype=torch.long, device=batch["action_mask"].device)
+    dense[batch["action_mask"]] = batch["action_segments"] - batch["action_rows"] * s
+    return dense.gather(1, batch["after_positions"])
 
 
 def _dqo_micro(run: Run, batch: dict[str, torch.Tensor], scale: float) -> dict[str, float]:
@@ -118,9 +126,17 @@ def _dqo_micro(run: Run, batch: dict[str, torch.Tensor], scale: float) -> dict[s
     value_weight = weight if cfg.dqo_weight in ("both", "value") else None
     policy_weight = weight if cfg.dqo_weight in ("both", "policy") else None
 
-    def value_step(values: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def value_step(values: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        states, after = values
+        after_args = {}
+        if cfg.afterstates:  # trained where best-of-K and beam search read the critic
+            targets = losses.dqo.afterstate_targets(
+                states, step_lr.detach(), mask, reward, cfg.beta, cfg.dqo_lambda, _after_segments(batch),
+                batch["after_mask"],
+            )  # fmt: skip
+            after_args = {"after_values": after, "after_targets": targets, "after_mask": batch["after_mask"]}
         loss, metrics = losses.dqo.dqo_value_loss(
-            values, step_lr.detach(), mask, reward, cfg.beta, cfg.dqo_lambda, value_weight
+            states, step_lr.detach(), mask, reward, cfg.beta, cfg.dqo_lambda, value_weight, **after_args
         )
         (loss * scale).backward()
         return loss, metrics
@@ -129,7 +145,7 @@ def _dqo_micro(run: Run, batch: dict[str, torch.Tensor], scale: float) -> dict[s
         values = _state_values(run, batch)
         value_loss, vm = value_step(values)
     policy_loss, pm = losses.dqo.dqo_policy_loss(
-        values, step_lr, mask, reward, cfg.beta, cfg.dqo_lambda, policy_weight
+        values[0], step_lr, mask, reward, cfg.beta, cfg.dqo_lambda, policy_weight
     )
     kl_mean = losses.row_mean(kl, batch["action_rows"], b) if kl is not None else None
     ((policy_loss + (cfg.alpha * kl_mean if kl_mean is not None else 0.0)) * scale).backward()

@@ -17,6 +17,8 @@ from agentrl.critic import ValueModel
 from agentrl.data import TokenizedEpisode
 from agentrl.learner import train
 from agentrl.learner_setup import data_source_warnings, oreal_items
+from agentrl.models import ModelError
+from agentrl.policies.scoring import CriticScorer
 from agentrl.trajectory import TrajectoryWriter
 
 from .helpers import episode
@@ -56,7 +58,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_trains_a_foreign_model_and_its_outputs_load(name, request, tmp_path, capsys):
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     fixture, extra = CASES[name]
     model_dir = request.getfixturevalue(fixture)
@@ -85,6 +87,14 @@ def test_trains_a_foreign_model_and_its_outputs_load(name, request, tmp_path, ca
     assert any(not torch.equal(before[k], after[k]) for k in after if k in before), "no policy weight changed"
     critic = ValueModel.from_pretrained(tmp_path / "out" / "critic")
     assert critic.value_head.weight.abs().sum() > 0  # trained from zero and saved
+    # DQO's critic is trained at afterstates (search may read it), OREAL's reward model never is
+    assert critic.trained_at == {"algo": kwargs["algo"], "level": "token", "afterstates": kwargs["algo"] == "dqo"}
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if kwargs["algo"] == "dqo":  # best-of-K / beam search take it
+        CriticScorer.from_pretrained(str(tmp_path / "out" / "critic"), tokenizer)
+    else:
+        with pytest.raises(ModelError, match="not trained at afterstates"):
+            CriticScorer.from_pretrained(str(tmp_path / "out" / "critic"), tokenizer)
     ids = torch.tensor([[5, 6, 7, 8]])
     assert torch.isfinite(critic.values(ids)).all() and critic.values(ids).abs().sum() > 0
 
@@ -115,14 +125,15 @@ def test_resume_reaches_the_same_metrics_and_weights(algo, fixture, request, tmp
 
 
 def test_dqo_with_lambda_one_and_no_weight_is_oreo(tiny_model_dir, tmp_path):
-    """lambda = 1, w = 1 and OREO's KL weight: DQO's targets and losses are OREO's (trained at the states only,
-    as the reference implementation), so are the updates."""
+    """lambda = 1, w = 1 and OREO's KL weight: DQO's targets and losses are OREO's (at the states and at the
+    afterstates, both trained by default), so are the updates."""
     data = write_groups(tmp_path / "d.jsonl", None)
     common = dict(lr=1e-3, batch_size=4, max_steps=3, alpha=0.01)
-    oreo = _run(tiny_model_dir, tmp_path / "oreo", data, algo="oreo", afterstates=False, **common)
+    oreo = _run(tiny_model_dir, tmp_path / "oreo", data, algo="oreo", **common)
     dqo = _run(tiny_model_dir, tmp_path / "dqo", data, algo="dqo", dqo_lambda=1.0, dqo_weight="none", **common)
     for a, b in zip(oreo, dqo, strict=True):
-        for key in ("loss", "value_loss", "policy_loss", "kl", "grad_norm", "critic_grad_norm"):
+        for key in ("loss", "value_loss", "afterstate_value_loss", "policy_loss", "kl", "grad_norm",
+                    "critic_grad_norm"):  # fmt: skip
             assert a[key] == pytest.approx(b[key], abs=1e-6), (a["step"], key)
 
 
@@ -214,7 +225,6 @@ def test_critic_init_starts_from_a_saved_critic(layout, qwen2_dir, tmp_path):
     """A critic saved by one run and loaded into a freshly built one (value head + backbone or adapter) gives the
     same values; a critic of the other layout is refused by name."""
     from agentrl.learner_setup import build_critic, build_policy, load_critic_weights
-    from agentrl.models import ModelError
 
     lora = layout != "full"
 
