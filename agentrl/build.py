@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentrl import agent_format
+from agentrl.backends.openai_backend import OpenAIBackend
+from agentrl.backends.transformers_backend import TransformersBackend
+from agentrl.backends.vllm_backend import VLLMBackend
+from agentrl.config import ConfigError
+from agentrl.envs.workers import EnvPool, EnvStartError
 from agentrl.errors import EnvBuildError
 from agentrl.options import AgentOptions, EnvOptions, ModelOptions
 from agentrl.policies import Policy, make_policy
@@ -26,7 +32,6 @@ def build_env(opts: EnvOptions) -> Any:
 
 def build_pool(opts: EnvOptions) -> Any:
     """``opts.num_envs`` envs in worker processes (:class:`agentrl.envs.workers.EnvPool`)."""
-    from agentrl.envs.workers import EnvPool, EnvStartError
 
     try:
         return EnvPool(opts.env_id, opts.env_kwargs(), opts.num_envs, step_timeout=opts.step_timeout)
@@ -37,15 +42,12 @@ def build_pool(opts: EnvOptions) -> Any:
 def build_generator(opts: ModelOptions, seed: int = 0) -> Any:
     """The generation backend ``opts.backend`` serving ``opts.model``."""
     if opts.backend == "transformers":
-        from agentrl.backends.transformers_backend import TransformersBackend
 
         return TransformersBackend.from_pretrained(opts.model, device=opts.device, dtype=opts.dtype,
                                                    carry_cache=opts.carry_cache)
     if opts.backend == "openai":
-        from agentrl.backends.openai_backend import OpenAIBackend
 
         return OpenAIBackend(base_url=str(opts.base_url), model=opts.model)
-    from agentrl.backends.vllm_backend import VLLMBackend
 
     return VLLMBackend(opts.model, seed=seed)
 
@@ -59,7 +61,10 @@ def build_scorer(opts: AgentOptions, generator: Any) -> Any:
 
 
 def build_policy(opts: AgentOptions, generator: Any = None) -> Policy:
-    """The policy ``opts.policy`` (react, expert, random, best_of_k), on ``generator`` if it generates text.
+    """The policy ``opts.policy`` (react, expert, random, best_of_k, dagger), on ``generator`` if it generates text.
+
+    It talks in the agent format of :meth:`~agentrl.options.PolicyOptions.agent_format` (the options, else the
+    model's ``agent_config.json``); a flag that disagrees with the model's file is printed as a warning here.
 
     Args:
         opts: the agent's options (policy, prompt, critic, best-of-K, model, sampling).
@@ -67,9 +72,16 @@ def build_policy(opts: AgentOptions, generator: Any = None) -> Policy:
     """
     if opts.uses_model and generator is None:
         generator = build_generator(opts, seed=opts.seed)
+    try:
+        fmt, warnings = agent_format.of_run(opts, generator)
+    except agent_format.AgentFormatError as err:  # e.g. a served model's format that does not parse
+        raise ConfigError(str(err)) from None
+    agent_format.report(warnings)
     extra: dict[str, Any] = {}
     if opts.policy == "best_of_k":
         extra = {"critic": build_scorer(opts, generator), "k": opts.best_of, "logprob_weight": opts.logprob_weight}
-    return make_policy(opts.policy, generator=generator, sampling=opts.sampling(), history=opts.history,
-                       example=opts.example, thoughts=opts.with_thoughts, action_space=opts.actions,
+    if opts.policy == "dagger":
+        extra = {"beta": opts.beta}
+    return make_policy(opts.policy, generator=generator, sampling=opts.sampling(), history=fmt.history,
+                       example=fmt.example, thoughts=fmt.thoughts, action_space=fmt.action_space,
                        anti_loop=opts.anti_loop, seed=opts.seed, **extra)

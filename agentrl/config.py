@@ -9,6 +9,7 @@ nearest valid key; the CLI turns that into exit code 2 with a one-line message.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
 import types
@@ -32,9 +33,9 @@ def option(
 ) -> Any:  # noqa: A002
     """A dataclass field with a help string (mutable defaults go through ``default_factory``)."""
     metadata = {"help": help, "positional": positional, "nargs": nargs}
-    if isinstance(default, list | dict):
+    if isinstance(default, list | dict) or (dataclasses.is_dataclass(default) and not isinstance(default, type)):
         value = default
-        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata, **kwargs)
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(value), metadata=metadata, **kwargs)
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
@@ -76,15 +77,24 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
             (item_tp,) = typing.get_args(base) or (str,)
             items = value if isinstance(value, list) else [v for v in str(value).split(",") if v.strip()]
             return [_coerce(v.strip() if isinstance(v, str) else v, item_tp, key, where) for v in items]
+        if dataclasses.is_dataclass(base) and isinstance(base, type):
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return from_dict(base, value, where=f"{where}: {key}")
         if origin is dict or base is dict:
             if not isinstance(value, dict):
                 raise ValueError(value)
+            args = typing.get_args(base)
+            if len(args) == 2 and args[1] is not Any:
+                return {k: _coerce(v, args[1], f"{key}.{k}", where) for k, v in value.items()}
             return value
         if base in (int, float, str):
             if base is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return base(value)
         return value
+    except ConfigError:  # a nested section's own check: its message is the better one
+        raise
     except (TypeError, ValueError):
         name = getattr(base, "__name__", str(base))
         raise ConfigError(f"{where}: `{key}` must be {name}, got {value!r}") from None
@@ -208,16 +218,16 @@ def parse_config(cls: type[C], argv: list[str], prog: str, description: str | No
     """``--config file.yaml`` first, then flags on top; unknown keys raise :class:`ConfigError`."""
     parser = build_parser(cls, prog, description)
     known, extra = parser.parse_known_args(argv)
-    if extra:
-        flag = next((a for a in extra if a.startswith("-")), extra[0])
-        key = flag.lstrip("-").split("=")[0]
-        raise _unknown(key, [f.replace("_", "-") for f in _fields(cls)], "command line")
+    nested = _dotted_flags(extra, [f.replace("_", "-") for f in _fields(cls)])
     data: dict[str, Any] = {}
     lines: dict[str, int] = {}
     where = "command line"
-    if known.config:
-        data, lines = load_yaml(known.config)
-        where = str(known.config)
+    config = known.config or getattr(cls, "default_config", None)  # a command may ship a default YAML
+    if config:
+        data, lines = load_yaml(config)
+        where = str(config)
+    for key, value in nested.items():  # `--sft.epochs 3` overrides `sft: {epochs: ...}` of the YAML
+        data[key] = _deep_merge(data.get(key) if isinstance(data.get(key), dict) else {}, value)
     flags = {k: v for k, v in vars(known).items() if k != "config"}
     fields = _fields(cls)
     for key in data:
@@ -229,6 +239,43 @@ def parse_config(cls: type[C], argv: list[str], prog: str, description: str | No
     for key in flags:
         merged_lines.pop(key, None)
     return from_dict(cls, merged, where=where, lines=merged_lines)
+
+
+def _dotted_flags(extra: list[str], valid: list[str]) -> dict[str, Any]:
+    """``["--sft.epochs", "3", "--learners.OREO.lr", "1e-4"]`` -> ``{"sft": {"epochs": 3}, "learners": ...}``.
+
+    The value is the next argument, read as YAML (``3`` -> 3, ``[1, 3]`` -> a list); section keys may hold any
+    character but dots (method names such as ``OREO beam B={b}``), so there is no ``--key=value`` form.
+
+    Raises:
+        ConfigError: a flag that is neither a field nor a dotted path into one (with the nearest valid key).
+    """
+    nested: dict[str, Any] = {}
+    for i in range(0, len(extra), 2):
+        flag = extra[i]
+        key = flag[2:] if flag.startswith("--") else flag
+        if not flag.startswith("--") or "." not in key:
+            raise _unknown(key.split("=")[0], valid, "command line")
+        if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+            raise ConfigError(f"command line: `{flag}` needs a value (`{flag} VALUE`)")
+        first, *rest = key.split(".")  # a field name, then section keys
+        *path, last = [first.replace("-", "_"), *rest]
+        node = nested
+        for part in path:
+            node = node.setdefault(part, {})
+        try:
+            node[last] = yaml.safe_load(extra[i + 1])
+        except yaml.YAMLError:
+            raise ConfigError(f"command line: `{flag}`: cannot read {extra[i + 1]!r}") from None
+    return nested
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(
+            merged.get(key), dict) else value
+    return merged
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

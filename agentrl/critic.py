@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from agentrl.models import resolve_model
+
 CRITIC_ADAPTER = "critic"
 FORMAT = 1
 
@@ -201,7 +203,6 @@ class ValueModel(nn.Module):
         if meta["kind"] == "lora":
             from peft import PeftModel
 
-            from agentrl.models import resolve_model
 
             if not meta.get("base"):
                 raise ValueError(f"{meta_path}: a LoRA critic needs `base`")

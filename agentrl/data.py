@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from agentrl.errors import AgentRLError
+from agentrl.trajectory import iter_episodes
 from agentrl.types import Episode
 
 LEVELS = ("token", "step", "response")
@@ -302,16 +303,25 @@ def load_tokenized(
     reward_map: dict[float, float] | None = None,
     max_length: int = 2048,
     only_success: bool = False,
+    allow_labels: bool = False,
 ) -> tuple[list[TokenizedEpisode], dict[str, int]]:
     """Reads trajectory JSONL file(s) and tokenizes every episode.
 
     Episodes longer than ``max_length`` tokens are dropped (OREO's value targets need the whole
     trajectory up to its terminal reward); so are episodes with an ``error``.
 
+    Args:
+        allow_labels: accept DAgger episodes (``meta["dagger"]``). Their chat holds the expert's *labels* at
+            the states the learner visited, while their reward belongs to the actions actually executed: they
+            are behaviour-cloning data (SFT), and a learner that reads rewards (OREO, RS, DPO, DQO, OREAL) must
+            not see them, so by default they are refused.
+
     Returns:
         The tokenized episodes and counts ``{"read", "kept", "too_long", "errored", "failed"}``.
+
+    Raises:
+        DataError: an episode cannot be tokenized, or a DAgger episode without ``allow_labels``.
     """
-    from agentrl.trajectory import iter_episodes
 
     if isinstance(paths, str | Path):
         paths = [p for p in str(paths).split(",") if p]
@@ -326,6 +336,11 @@ def load_tokenized(
             if only_success and not episode.success:
                 counts["failed"] += 1
                 continue
+            if episode.meta.get("dagger") is not None and not allow_labels:
+                raise DataError(
+                    f"{path}: episode {number} ({episode.episode_id}) is DAgger data (expert labels at the "
+                    "learner's states; its reward belongs to the executed actions): only SFT learns from it"
+                )
             item = tokenize_episode(
                 episode,
                 tokenizer,

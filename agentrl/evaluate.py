@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from rich.progress import Progress
 
+from agentrl import agent_format
 from agentrl.build import build_env, build_generator, build_scorer
 from agentrl.config import ConfigError, option, require, to_dict
 from agentrl.evaluation import summarize, write_results
@@ -21,7 +22,6 @@ from agentrl.options import RunOptions, values
 from agentrl.policies.react import ReActPolicy
 from agentrl.replay import play
 from agentrl.rollout import RolloutConfig, plan_episodes, rollout
-from agentrl.search import beam_search
 from agentrl.trajectory import TrajectoryWriter, finished_ids, read_episodes
 from agentrl.types import Episode, episode_id
 
@@ -108,8 +108,9 @@ def beam_evaluate(cfg: EvalConfig, path: str) -> None:
     env = build_env(cfg)
     tasks = plan_episodes(sorted(env.unwrapped.task_ids), 1, cfg.episodes)
     generator = build_generator(cfg, seed=cfg.seed)
-    policy = ReActPolicy(generator, cfg.sampling(), history=cfg.history, example=cfg.example,
-                         thoughts=cfg.with_thoughts)
+    fmt, warnings = agent_format.of_run(cfg, generator)
+    agent_format.report(warnings)
+    policy = ReActPolicy(generator, cfg.sampling(), history=fmt.history, example=fmt.example, thoughts=fmt.thoughts)
     scorer = build_scorer(cfg, generator)
     with TrajectoryWriter(path) as writer, Progress(disable=not cfg.progress) as progress:
         bar = progress.add_task(f"beam-{cfg.beam} search", total=len(tasks))
@@ -127,6 +128,8 @@ def beam_evaluate(cfg: EvalConfig, path: str) -> None:
 def _beam_episode(cfg: EvalConfig, env: Any, policy: Any, scorer: Any, generator: Any, index: int, task: str,
                   eid: str) -> Episode:
     """One task's beam search, recorded as the episode of its chosen beam."""
+    from agentrl.search import beam_search  # torch (the critic's scorer): only when a search runs
+
     width = int(cfg.beam or 1)
     result = beam_search(env, policy, scorer, width=width, max_steps=int(cfg.max_steps or 1),
                          reset_kwargs={"seed": cfg.seed + index, "options": {"task_id": task}},
@@ -141,5 +144,5 @@ def _beam_episode(cfg: EvalConfig, env: Any, policy: Any, scorer: Any, generator
         messages=list(best.context.messages),
         meta={"model": cfg.model, "critic": cfg.critic, "beam": width, "finished_beams": result.finished,
               "expansions": result.expansions, "search_steps": result.search_steps, "seed": cfg.seed,
-              "temperature": cfg.temperature, "value": best.value},
+              "temperature": cfg.temperature, "value": best.value, "agent": cfg.agent_format(generator).to_dict()},
     )

@@ -1,9 +1,11 @@
-"""The learner: one explicit training loop for OREO, SFT, rejection sampling (RS) and DPO.
+"""The learner: one explicit training loop for OREO, DQO, OREAL, SFT, rejection sampling (RS) and DPO.
 
-``train(cfg)`` reads like nanoGPT's ``train.py``: data -> forward -> losses -> backward -> step -> log ->
-checkpoint. What differs between algorithms is one micro-batch function each (``MICRO_STEPS``): forward,
-loss from :mod:`agentrl.losses`, backward. Models, the reference cache and checkpoint I/O live in
-:mod:`agentrl.learner_setup`.
+``train(cfg)`` is setup -> loop, as torchtune shapes its recipes: :func:`setup_run` builds a :class:`Run`
+(data, models, reference cache, optimizers, resumed state) and :func:`train_loop` reads like nanoGPT's
+``train.py``: data -> forward -> losses -> backward -> step -> log -> checkpoint. What differs between
+algorithms is one micro-batch function each (:mod:`agentrl.learner_steps`). Which items form which micro-batch:
+:mod:`agentrl.batches`; models and the reference cache: :mod:`agentrl.learner_setup`; checkpoints and the
+output folder: :mod:`agentrl.learner_io`.
 
 Cost of one OREO micro-batch here (LoRA policy + LoRA critic on one frozen base, cached reference):
 one policy forward/backward and one critic forward/backward; no reference forward and no second (no-grad)
@@ -19,17 +21,65 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from agentrl import losses
-from agentrl.data import DataError, ReferenceCache, TokenizedEpisode, collate
+from agentrl import batches, learner_io
+from agentrl import learner_setup as setup
+from agentrl.config import to_dict
+from agentrl.critic import ValueModel
+from agentrl.data import (
+    DataError,
+    ReferenceCache,
+    TokenizedEpisode,
+    dpo_pairs,
+    fingerprint,
+    load_tokenized,
+    parse_reward_map,
+)
+from agentrl.learner_steps import CRITIC_ALGOS, MICRO_STEPS, REFERENCE_ALGOS
+from agentrl.models import load_tokenizer, resolve_model
 
-DEFAULT_ALPHA = {"token": 0.01, "step": 0.1, "response": 0.3}  # paper A.3
 STEP_SPLITS = {"turn": (), "line": ("\n",), "line+sentence": ("\n", ". ")}
-GROUP_WINDOW = 16  # --group-by-length sorts windows of this many batches
+
+
+@dataclass
+class Run:
+    """One training run, built by :func:`setup_run`: what the loop and the micro-batch steps read."""
+
+    cfg: Any  # the `agentrl learn` Config, with --kl-topk resolved
+    device: str
+    rank: int  # this process; process 0 logs, checkpoints and saves
+    world: int  # processes (data parallel)
+    out: Path
+    console: Any
+    autocast: Callable[[], Any]  # bf16 autocast, or a null context
+    tokenizer: Any
+    model_path: str
+    episodes: list[TokenizedEpisode]
+    items: list  # episode indices; DPO: (success, failure) index pairs
+    lengths: list[int] | None  # tokens per item when batches are grouped by length, else None
+    advantages: list[float] | None  # OREAL: one RLOO advantage per episode
+    policy: nn.Module
+    critic: ValueModel | None  # OREO/DQO: the value model; OREAL: the token reward model
+    total: int  # optimizer steps of the whole run
+    ref_cache: ReferenceCache | None = None
+    reference: nn.Module | None = None  # a frozen copy of the initial policy (exact KL with full fine-tuning only)
+    params: list[nn.Parameter] = field(default_factory=list)  # the policy's trainable parameters
+    critic_params: list[nn.Parameter] = field(default_factory=list)
+    optimizers: list[torch.optim.Optimizer] = field(default_factory=list)  # policy, then critic
+    schedulers: list[Any] = field(default_factory=list)
+    step: int = 0  # optimizer steps done
+    token_norms: tuple[float, float, float] | None = None  # OREAL: (N+, N-, N) of this step, per micro-batch
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
 
 
 def _step_of(line: str) -> float:
@@ -55,7 +105,7 @@ class MetricsLogger:
         self.file.write(json.dumps(metrics) + "\n")
         self.file.flush()
         if echo:
-            keys = ("loss", "value_loss", "policy_loss", "kl", "lr", "tokens_per_s")
+            keys = ("loss", "value_loss", "rm_loss", "policy_loss", "kl", "lr", "tokens_per_s")
             parts = [f"{k} {metrics[k]:.4g}" for k in keys if metrics.get(k) is not None]
             self.console.print(f"step {metrics['step']:>5}  " + "  ".join(parts))
 
@@ -63,94 +113,7 @@ class MetricsLogger:
         self.file.close()
 
 
-def _oreo_micro(ctx: dict[str, Any], batch: dict[str, torch.Tensor], scale: float) -> dict[str, float]:
-    """OREO on one micro-batch: critic step on Eq. 8, policy step on Eq. 9/10 + alpha * KL.
-
-    Default order: policy forward, critic forward, value backward, policy backward (two forwards, two
-    backwards; both autograd graphs are alive together). ``--low-memory``: the critic first runs without
-    gradients to give ``sg[V]`` for the policy loss, the policy backward frees the policy graph, then the
-    critic runs with gradients (one graph at a time, for one more critic forward). Same numbers either way.
-    With ``--afterstates`` (default) the critic is also trained at every turn's end-of-turn token, where
-    best-of-K and beam search read it (:func:`agentrl.losses.afterstate_targets`).
-    """
-    cfg, policy, critic = ctx["cfg"], ctx["policy"], ctx["critic"]
-    b, s = batch["state_mask"].shape
-
-    def critic_values() -> tuple[torch.Tensor, torch.Tensor]:  # V at the states [B, S] and afterstates [B, T]
-        with ctx["autocast"]():
-            values = critic.values(batch["input_ids"], batch["attention_mask"])
-        return values.gather(1, batch["state_positions"]), values.gather(1, batch["after_positions"])
-
-    def value_step(values: tuple[torch.Tensor, torch.Tensor], token_lr: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        states, after = values
-        after_args = {}
-        if cfg.afterstates:
-            token_dense = token_lr.new_zeros(batch["action_mask"].shape).masked_scatter(batch["action_mask"], token_lr)
-            targets = losses.afterstate_targets(
-                token_dense, batch["after_positions"], batch["after_mask"], batch["reward"], cfg.beta
-            )
-            after_args = {"after_values": after, "after_targets": targets, "after_mask": batch["after_mask"]}
-        step_lr = losses.segment_sum(token_lr, batch["action_segments"], b, s)
-        loss, metrics = losses.oreo_value_loss(
-            states, step_lr, batch["state_mask"], batch["reward"], cfg.beta, **after_args
-        )
-        (loss * scale).backward()  # frees the critic's graph
-        return loss, metrics
-
-    if cfg.low_memory:
-        with torch.no_grad():
-            values = critic_values()
-    with ctx["autocast"]():
-        logits = ctx["action_logits"](policy, batch)  # [N, V], only the positions that predict actions
-        if cfg.kl_topk > 0:
-            logp, kl = losses.token_logps_and_topk_kl(
-                logits, batch["targets"], batch["ref_topk_ids"], batch["ref_topk_logps"], cfg.chunk_size
-            )
-        else:  # exact full-vocabulary KL: one reference forward per micro-batch
-            ref_logits = ctx["reference_logits"](policy, ctx["reference"], batch)
-            logp, kl = losses.token_logps_and_kl(logits, batch["targets"], ref_logits, cfg.chunk_size)
-    token_lr = logp - batch["ref_logps"]  # [N]
-    step_lr = losses.segment_sum(token_lr, batch["action_segments"], b, s)  # [B, S]
-    if not cfg.low_memory:
-        values = critic_values()
-        value_loss, vm = value_step(values, token_lr.detach())
-    policy_loss, pm = losses.oreo_policy_loss(values[0], step_lr, batch["state_mask"], batch["reward"], cfg.beta)
-    kl_mean = losses.row_mean(kl, batch["action_rows"], b)
-    ((policy_loss + cfg.alpha * kl_mean) * scale).backward()
-    if cfg.low_memory:
-        value_loss, vm = value_step(critic_values(), token_lr.detach())
-    total = value_loss.item() + policy_loss.item() + cfg.alpha * kl_mean.item()
-    return {**vm, **pm, "kl": kl_mean.item(), "loss": total}
-
-
-def _sft_micro(ctx: dict[str, Any], batch: dict[str, torch.Tensor], scale: float) -> dict[str, float]:
-    """SFT (and RS, whose data holds successful episodes only): NLL of the action tokens."""
-    with ctx["autocast"]():
-        logits = ctx["action_logits"](ctx["policy"], batch)
-        logp = losses.token_logps(logits, batch["targets"], ctx["cfg"].chunk_size)
-    loss, m = losses.sft_loss(logp, batch["action_rows"], batch["input_ids"].shape[0])
-    (loss * scale).backward()
-    return {**m, "loss": loss.item(), "policy_loss": loss.item()}
-
-
-def _dpo_micro(ctx: dict[str, Any], batch: dict[str, torch.Tensor], scale: float) -> dict[str, float]:
-    """DPO: rows ``0..P-1`` of the batch are the successful episodes, rows ``P..2P-1`` their failed partners."""
-    rows = batch["input_ids"].shape[0]
-    with ctx["autocast"]():
-        logits = ctx["action_logits"](ctx["policy"], batch)
-        logp = losses.token_logps(logits, batch["targets"], ctx["cfg"].chunk_size)
-    seq = logp.new_zeros(rows).index_add(0, batch["action_rows"], logp)
-    ref = batch["ref_logps"].new_zeros(rows).index_add(0, batch["action_rows"], batch["ref_logps"])
-    p = rows // 2
-    loss, m = losses.dpo_loss(seq[:p], seq[p:], ref[:p], ref[p:], ctx["cfg"].beta)
-    (loss * scale).backward()
-    return {**m, "loss": loss.item(), "policy_loss": loss.item()}
-
-
-MICRO_STEPS = {"oreo": _oreo_micro, "sft": _sft_micro, "rs": _sft_micro, "dpo": _dpo_micro}
-
-
-def _schedule(kind: str, warmup: int, total: int):
+def _schedule(kind: str, warmup: int, total: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if warmup and step < warmup:
             return (step + 1) / warmup
@@ -162,238 +125,262 @@ def _schedule(kind: str, warmup: int, total: int):
     return factor
 
 
-def _micro_batch(
-    items: list, micro: int, batch_size: int, seed: int, lengths: list[int] | None = None
-) -> list:
-    """Items of global micro-batch ``micro``: epoch ``e`` visits the items in a permutation seeded by
-    ``seed + e``, so the data position is a pure function of the micro-batch counter (exact resume).
-
-    With ``lengths`` (tokens per item) batches are grouped by length, as Hugging Face's ``group_by_length``
-    does: the permutation is cut into windows of ``GROUP_WINDOW`` batches, each window is sorted by length and
-    cut into batches, and the batches are shuffled. Episodes of similar length share a batch, so less of each
-    batch is padding (in random batches of ALFWorld demonstrations ~40% of the computed tokens are).
-    """
-    per_epoch = max(1, len(items) // batch_size)
-    epoch, pos = divmod(micro, per_epoch)
-    generator = torch.Generator().manual_seed(seed + epoch)
-    order = torch.randperm(len(items), generator=generator).tolist()
-    if lengths is not None:
-        order = order[: per_epoch * batch_size]  # the ragged tail is dropped either way
-        window = GROUP_WINDOW * batch_size
-        grouped = []
-        for start in range(0, len(order), window):
-            grouped += sorted(order[start : start + window], key=lambda i: -lengths[i])
-        batches = [grouped[b * batch_size : (b + 1) * batch_size] for b in range(per_epoch)]
-        shuffle = torch.randperm(per_epoch, generator=generator).tolist()
-        return [items[i] for i in batches[shuffle[pos]]]
-    return [items[i] for i in order[pos * batch_size : (pos + 1) * batch_size]]
+# ------------------------------------------------------------------------------------------------ setup
 
 
-def _grouping_lengths(algo: str, group_by_length: bool | None, size: list[int], items: list) -> list[int] | None:
-    """Per-item lengths for :func:`_micro_batch` to group by, or None for random batches.
+def _runtime(cfg: Any) -> tuple[str, int, int, Any, Callable[[], Any]]:
+    """``(device, rank, world, console, autocast)``; seeds torch (the same seed on every process: LoRA and
+    value-head initialisation are identical without a broadcast)."""
+    from rich.console import Console
 
-    ``group_by_length=None`` groups for every algorithm but OREO. Agent episodes that succeed are short and
-    failures run to the step cap (median 722 vs 1,486 tokens in seed 0 of bench/alfworld_mini/small.yaml), so
-    length-sorted windows make batches of one outcome: 285 of that run's 300 OREO batches, against 20 of 300
-    random ones. The critic then chases each batch's mean return instead of telling states apart. DPO items are
-    (success, failure) pairs, grouped by the longer of the two.
-    """
-    if not (group_by_length if group_by_length is not None else algo != "oreo"):
-        return None
-    return [max(size[c], size[r]) for c, r in items] if algo == "dpo" else size
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world, device = learner_io.init_distributed(device)  # (0, 1, device) unless launched multi-process
+    console = Console(highlight=False, soft_wrap=True, quiet=rank != 0)
+    torch.manual_seed(cfg.seed)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.startswith("cuda"))
+    autocast = (
+        (lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    )
+    return device, rank, world, console, autocast
 
 
-def _collate(
-    algo: str, episodes: list[TokenizedEpisode], chosen: list, pad_id: int, ref: ReferenceCache | None
-):
-    if algo == "dpo":  # items are (success, failure) index pairs
-        idx = [c for c, _ in chosen] + [r for _, r in chosen]
+def _training_items(
+    cfg: Any, tokenizer: Any, console: Any
+) -> tuple[list[TokenizedEpisode], list, list[float] | None]:
+    """The episodes (tokenized once) and the items to train on: episode indices; DPO: (success, failure) pairs
+    of a task; OREAL: mixed-outcome groups, with RLOO advantages."""
+
+    episodes, counts = load_tokenized(
+        cfg.data, tokenizer, level=cfg.level, step_delimiters=STEP_SPLITS[cfg.step_split],
+        reward_map=parse_reward_map(cfg.reward_map), max_length=cfg.max_length, only_success=cfg.algo == "rs",
+        allow_labels=cfg.algo == "sft",
+    )  # fmt: skip
+    advantages = None
+    if cfg.algo == "dpo":
+        items: list = dpo_pairs(episodes, cfg.seed)
+    elif cfg.algo == "oreal":
+        items, advantages, groups = setup.oreal_items(episodes, cfg.seed, cfg.oreal_pairs)
+        counts = {**counts, **groups}
     else:
-        idx = chosen
-    return collate([episodes[i] for i in idx], pad_id, indices=idx, ref=ref)
+        items = list(range(len(episodes)))
+    console.print(f"data: {counts}, {len(items)} training items" + (" (pairs)" if cfg.algo == "dpo" else ""))
+    if not items:
+        raise DataError(
+            f"no training data left in {cfg.data} (counts: {counts}; rs needs successes, dpo pairs, oreal "
+            "tasks with both a success and a failure)"
+        )
+    return episodes, items, advantages
+
+
+def _total_steps(cfg: Any, num_items: int, world: int, model_path: str, console: Any) -> int:
+    """Optimizer steps of the run (``--max-steps``, else ``--epochs`` passes; OREAL's reward-model warm-up
+    comes on top of the policy's epochs), after warning about data the algorithm's assumptions do not fit."""
+    per_epoch = max(1, num_items // (cfg.batch_size * world)) // cfg.grad_accum
+    warmup = cfg.oreal_rm_warmup if cfg.algo == "oreal" else 0
+    total = cfg.max_steps or max(1, int(cfg.epochs * per_epoch)) + warmup
+    for warning in setup.data_source_warnings(cfg, model_path, max(0, total - warmup) / per_epoch):
+        console.print(f"[yellow]warning: {warning}[/]")
+    return total
+
+
+def _models(cfg: Any, model_path: str, device: str, console: Any) -> tuple[nn.Module, ValueModel | None, Any]:
+    """The policy and, for the critic algorithms, the critic; returns ``cfg`` with ``--kl-topk`` resolved."""
+    policy = setup.build_policy(model_path, cfg.lora, cfg.lora_r, cfg.lora_alpha, device)
+    critic = None
+    if cfg.algo in CRITIC_ALGOS:
+        critic = setup.build_critic(policy, model_path, cfg.critic_lora, cfg.lora_r, cfg.lora_alpha, device)
+        # saved with it: search reads a critic only where it was trained (OREO's and DQO's afterstates; OREAL's
+        # is a token reward model, never a value)
+        afterstates = cfg.algo in ("oreo", "dqo") and bool(cfg.afterstates)
+        critic.trained_at = {"algo": cfg.algo, "level": cfg.level, "afterstates": afterstates}
+        if cfg.critic_init:
+            setup.load_critic_weights(critic, cfg.critic_init)
+    cfg = dataclasses.replace(cfg, kl_topk=setup.resolve_kl_topk(cfg.kl_topk, policy, console))
+    if cfg.gradient_checkpointing:
+        setup.enable_gradient_checkpointing(policy, *([critic.backbone] if critic is not None else []))
+    return policy, critic, cfg
+
+
+def _reference(run: Run) -> tuple[ReferenceCache | None, nn.Module | None]:
+    """The reference cache (computed once per dataset, before any update: the reference is the initial policy)
+    and, for the exact KL with full fine-tuning, a frozen copy of the initial policy."""
+    from rich.progress import Progress
+
+
+    cfg = run.cfg
+    kl_algo = cfg.algo == "oreo" or (cfg.algo == "dqo" and cfg.alpha > 0)  # a KL regulariser to compute
+    ref_cache = None
+    if cfg.algo in REFERENCE_ALGOS:
+        topk = max(1, cfg.kl_topk)
+        key = fingerprint(run.model_path, *cfg.data, cfg.level, cfg.step_split, cfg.max_length, topk)
+        path = run.out / "reference_cache.safetensors"
+        ref_cache = ReferenceCache.load(path, key)
+        if ref_cache is None:
+            with Progress(console=run.console, transient=True) as bar:
+                ref_cache = setup.compute_reference_cache(
+                    run.policy, run.episodes, run.tokenizer.pad_token_id, topk, cfg.batch_size, run.device, key,
+                    run.autocast, bar,
+                )  # fmt: skip
+            if run.main:
+                ref_cache.save(path)
+        if kl_algo and cfg.kl_topk > 0:
+            setup.report_kl_coverage(ref_cache, cfg.kl_topk, run.console)
+    reference = None
+    if kl_algo and cfg.kl_topk == 0 and not setup.is_peft(run.policy):
+        reference = copy.deepcopy(run.policy).eval().requires_grad_(False)
+    return ref_cache, reference
+
+
+def _optimizers(run: Run) -> None:
+    """AdamW for the policy (and the critic) with the learning-rate schedules, into ``run``."""
+    cfg = run.cfg
+    run.params = setup.policy_parameters(run.policy)
+    run.optimizers = [torch.optim.AdamW(run.params, lr=cfg.lr, weight_decay=cfg.weight_decay)]
+    if run.critic is not None:
+        run.critic_params = run.critic.trainable_parameters()
+        run.optimizers.append(
+            torch.optim.AdamW(run.critic_params, lr=cfg.critic_lr, weight_decay=cfg.weight_decay)
+        )
+    frozen = [p for p in run.params + run.critic_params if not p.requires_grad]
+    if frozen:  # a parameter the optimizer owns but autograd ignores would silently never train
+        raise RuntimeError(f"{len(frozen)} trainable parameters have requires_grad=False")
+    run.schedulers = [
+        torch.optim.lr_scheduler.LambdaLR(o, _schedule(cfg.lr_schedule, cfg.warmup_steps, run.total))
+        for o in run.optimizers
+    ]
+
+
+def setup_run(cfg: Any) -> Run:
+    """Everything a run needs, in the order it must happen: data (tokenized once), models, the reference cache
+    (before any update), optimizers, and with ``--resume`` the latest checkpoint's state."""
+
+    device, rank, world, console, autocast = _runtime(cfg)
+    out = Path(cfg.out)
+    resume_from = learner_io.latest_checkpoint(out / "checkpoints") if cfg.resume else None
+    if cfg.resume and resume_from is None:
+        console.print(f"[yellow]--resume: no checkpoint in {out / 'checkpoints'}; starting from scratch[/]")
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = resolve_model(cfg.model)
+    tokenizer = load_tokenizer(model_path)
+    episodes, items, advantages = _training_items(cfg, tokenizer, console)
+    lengths = batches.grouping_lengths(cfg.algo, cfg.group_by_length, [len(e.input_ids) for e in episodes], items)
+    total = _total_steps(cfg, len(items), world, model_path, console)
+    policy, critic, cfg = _models(cfg, model_path, device, console)
+    run = Run(cfg=cfg, device=device, rank=rank, world=world, out=out, console=console, autocast=autocast,
+              tokenizer=tokenizer, model_path=model_path, episodes=episodes, items=items, lengths=lengths,
+              advantages=advantages, policy=policy, critic=critic, total=total)  # fmt: skip
+    run.ref_cache, run.reference = _reference(run)
+    _optimizers(run)
+    if resume_from:
+        run.step = learner_io.load_checkpoint(resume_from, policy, critic, run.optimizers, run.schedulers)
+        console.print(f"resumed from {resume_from} (step {run.step})")
+    if run.main:
+        (out / "learn_config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    return run
+
+
+# ------------------------------------------------------------------------------------------------- loop
+
+
+def _optimizer_step(run: Run) -> dict[str, Any]:
+    """One optimizer step: ``--grad-accum`` micro-batches (every ``world``-th of the one global sequence on
+    this process), gradients averaged over processes, clipped per model, one step of each optimizer."""
+    cfg = run.cfg
+    started = time.perf_counter()
+    sums: dict[str, float] = {}
+    tokens = 0
+    if cfg.algo == "oreal":  # per-token losses divide by the whole step's token counts
+        run.token_norms = batches.step_token_norms(cfg, run.episodes, run.items, run.lengths, run.step, run.world)
+    for j in range(cfg.grad_accum):
+        micro = batches.micro_index(run.step, j, cfg.grad_accum, run.world, run.rank)
+        chosen = batches.micro_batch(run.items, micro, cfg.batch_size, cfg.seed, run.lengths)
+        batch = batches.collate_items(
+            cfg.algo, run.episodes, chosen, run.tokenizer.pad_token_id, run.ref_cache, run.advantages
+        )
+        batch = {k: v.to(run.device) for k, v in batch.items()}
+        tokens += int(batch["attention_mask"].sum())
+        # Each micro-batch loss is scaled by 1/grad_accum: the gradients add up to the full batch mean.
+        for k, v in MICRO_STEPS[cfg.algo](run, batch, 1.0 / cfg.grad_accum).items():
+            sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+    if run.world > 1:
+        sums = learner_io.all_reduce_mean(run.params + run.critic_params, {**sums, "tokens": tokens}, run.world)
+        tokens = int(sums.pop("tokens") * run.world)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.params, cfg.max_grad_norm)
+    if run.critic is not None:
+        sums["critic_grad_norm"] = torch.nn.utils.clip_grad_norm_(run.critic_params, cfg.max_grad_norm).item()
+    lrs = [s.get_last_lr()[0] for s in run.schedulers]
+    for opt, sched in zip(run.optimizers, run.schedulers, strict=True):
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    run.step += 1
+    if run.device.startswith("cuda"):
+        torch.cuda.synchronize()  # honest timing: wait for the GPU before reading the clock
+    elapsed = time.perf_counter() - started
+    return {
+        "step": run.step, "loss": sums.pop("loss"), "value_loss": sums.pop("value_loss", None),
+        "policy_loss": sums.pop("policy_loss", None), "kl": sums.pop("kl", None), "lr": lrs[0],
+        "critic_lr": lrs[1] if len(lrs) > 1 else None, "grad_norm": grad_norm.item(),
+        "tokens_per_s": tokens / elapsed, "step_time_s": elapsed, **sums,
+    }  # fmt: skip
+
+
+def train_loop(run: Run, logger: MetricsLogger | None) -> dict[str, Any] | None:
+    """Optimizer steps until ``run.total`` (or ``--stop-after``), logging each and checkpointing every
+    ``--save-every`` steps and at the end; returns the last step's metrics."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    cfg = run.cfg
+    stop_at = min(run.total, cfg.stop_after) if cfg.stop_after else run.total
+    metrics = None
+    run.policy.train()
+    if run.critic is not None:
+        run.critic.train()
+    columns = [TextColumn("[bold]learn {task.fields[algo]}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn()]  # fmt: skip
+    with Progress(*columns, console=run.console, transient=True) as bar:
+        task = bar.add_task("learn", total=run.total, completed=run.step, algo=cfg.algo)
+        while run.step < stop_at:
+            metrics = _optimizer_step(run)
+            if logger is not None:
+                logger.log(metrics, echo=run.step % cfg.log_every == 0 or run.step == stop_at)
+            bar.update(task, completed=run.step)
+            if run.main and ((cfg.save_every and run.step % cfg.save_every == 0) or run.step == stop_at):
+                learner_io.save_checkpoint(run.out / "checkpoints", run.step, run.policy, run.critic,
+                                           run.optimizers, run.schedulers)  # fmt: skip
+    return metrics
 
 
 def train(cfg: Any, save: bool = True) -> dict[str, Any]:
-    """Trains a policy (and for OREO a critic) on trajectory files; see ``agentrl learn --help`` for ``cfg``.
+    """Trains a policy (and for OREO/DQO a critic, for OREAL a token reward model) on trajectory files; see
+    ``agentrl learn --help`` for ``cfg``.
 
     ``save=False`` skips writing ``OUT/policy`` and ``OUT/critic`` at the end (benchmarks).
 
     Returns:
-        A summary: ``{"steps", "final": last metrics, "out"}``.
+        A summary: ``{"steps", "total", "final": last metrics, "out"}``.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from transformers.utils import logging as hf_logging
 
-    from agentrl import learner_setup as setup
-    from agentrl.data import dpo_pairs, fingerprint, load_tokenized, parse_reward_map
-    from agentrl.models import load_tokenizer, resolve_model
-
     hf_logging.disable_progress_bar()  # our own rich progress is enough
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    rank, world, device = setup.init_distributed(device)  # (0, 1, device) unless launched multi-process
-    main = rank == 0  # only the main process logs, checkpoints and saves
-    console = Console(highlight=False, soft_wrap=True, quiet=not main)
-    out = Path(cfg.out)
-    ckpt_dir = out / "checkpoints"
-    resume_from = setup.latest_checkpoint(ckpt_dir) if cfg.resume else None
-    if cfg.resume and resume_from is None:
-        console.print(f"[yellow]--resume: no checkpoint in {ckpt_dir}; starting from scratch[/]")
-    out.mkdir(parents=True, exist_ok=True)
-    # Same seed on every process: LoRA / value-head initialisation is identical, no broadcast needed.
-    torch.manual_seed(cfg.seed)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.startswith("cuda"))
-    autocast = (
-        (lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16))
-        if bf16
-        else contextlib.nullcontext
-    )
-
-    # ---- data: tokenized once; DPO works on (success, failure) pairs of the same task
-    model_path = resolve_model(cfg.model)
-    tokenizer = load_tokenizer(model_path)
-    episodes, counts = load_tokenized(
-        cfg.data, tokenizer, level=cfg.level, step_delimiters=STEP_SPLITS[cfg.step_split],
-        reward_map=parse_reward_map(cfg.reward_map), max_length=cfg.max_length, only_success=cfg.algo == "rs",
-    )  # fmt: skip
-    items: list = dpo_pairs(episodes, cfg.seed) if cfg.algo == "dpo" else list(range(len(episodes)))
-    console.print(f"data: {counts}, {len(items)} training items" + (" (pairs)" if cfg.algo == "dpo" else ""))
-    if not items:
-        raise DataError(
-            f"no training data left in {cfg.data} (counts: {counts}; rs needs successes, dpo pairs)"
-        )
-    lengths = _grouping_lengths(cfg.algo, cfg.group_by_length, [len(e.input_ids) for e in episodes], items)
-    per_epoch = max(1, len(items) // (cfg.batch_size * world)) // cfg.grad_accum
-    total = cfg.max_steps or max(1, int(cfg.epochs * per_epoch))
-
-    # ---- models: policy (+ critic); the reference is the initial policy, cached before any update
-    policy = setup.build_policy(model_path, cfg.lora, cfg.lora_r, cfg.lora_alpha, device)
-    critic = None
-    if cfg.algo == "oreo":
-        critic = setup.build_critic(policy, model_path, cfg.critic_lora, cfg.lora_r, cfg.lora_alpha, device)
-        critic.trained_at = {"level": cfg.level, "afterstates": bool(cfg.afterstates)}  # saved with it
-    cfg = dataclasses.replace(cfg, kl_topk=setup.resolve_kl_topk(cfg.kl_topk, policy, console))
-    if cfg.gradient_checkpointing:
-        setup.enable_gradient_checkpointing(policy, *([critic.backbone] if critic is not None else []))
-    ref_cache = None
-    if cfg.algo in ("oreo", "dpo"):
-        topk = max(1, cfg.kl_topk)
-        key = fingerprint(model_path, *cfg.data, cfg.level, cfg.step_split, cfg.max_length, topk)
-        ref_cache = ReferenceCache.load(out / "reference_cache.safetensors", key)
-        if ref_cache is None:
-            with Progress(console=console, transient=True) as bar:
-                ref_cache = setup.compute_reference_cache(
-                    policy, episodes, tokenizer.pad_token_id, topk, cfg.batch_size, device, key, autocast, bar
-                )
-            if main:
-                ref_cache.save(out / "reference_cache.safetensors")
-        if cfg.algo == "oreo" and cfg.kl_topk > 0:
-            setup.report_kl_coverage(ref_cache, cfg.kl_topk, console)
-    reference = None
-    if cfg.algo == "oreo" and cfg.kl_topk == 0 and not setup.is_peft(policy):
-        reference = copy.deepcopy(policy).eval().requires_grad_(False)  # full fine-tuning + exact KL only
-
-    params = setup.policy_parameters(policy)
-    critic_params: list = []
-    optimizers = [torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)]
-    if critic is not None:
-        critic_params = critic.trainable_parameters()
-        optimizers.append(torch.optim.AdamW(critic_params, lr=cfg.critic_lr, weight_decay=cfg.weight_decay))
-    frozen = [p for p in params + critic_params if not p.requires_grad]
-    if frozen:  # a parameter the optimizer owns but autograd ignores would silently never train
-        raise RuntimeError(f"{len(frozen)} trainable parameters have requires_grad=False")
-    schedulers = [
-        torch.optim.lr_scheduler.LambdaLR(o, _schedule(cfg.lr_schedule, cfg.warmup_steps, total))
-        for o in optimizers
-    ]
-    step = setup.load_checkpoint(resume_from, policy, critic, optimizers, schedulers) if resume_from else 0
-    if resume_from:
-        console.print(f"resumed from {resume_from} (step {step})")
-    if main:
-        (out / "learn_config.json").write_text(json.dumps(cfg_dict(cfg), indent=2) + "\n")
-    logger = MetricsLogger(out / "metrics.jsonl", console, resume_step=step) if main else None
-    ctx = {
-        "cfg": cfg, "policy": policy, "critic": critic, "reference": reference, "autocast": autocast,
-        "action_logits": setup.action_logits, "reference_logits": setup.reference_logits,
-    }  # fmt: skip
-    micro_step = MICRO_STEPS[cfg.algo]
-    stop_at = min(total, cfg.stop_after) if cfg.stop_after else total
-
-    metrics: dict[str, Any] | None = None
-    policy.train()
-    if critic is not None:
-        critic.train()
-    columns = [
-        TextColumn("[bold]learn {task.fields[algo]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("learn", total=total, completed=step, algo=cfg.algo)
-        while step < stop_at:
-            started = time.perf_counter()
-            sums: dict[str, float] = {}
-            tokens = 0
-            for j in range(cfg.grad_accum):
-                # process `rank` takes every `world`-th micro-batch of the one global sequence
-                micro = (step * cfg.grad_accum + j) * world + rank
-                chosen = _micro_batch(items, micro, cfg.batch_size, cfg.seed, lengths)
-                batch = {
-                    k: v.to(device)
-                    for k, v in _collate(
-                        cfg.algo, episodes, chosen, tokenizer.pad_token_id, ref_cache
-                    ).items()
-                }
-                tokens += int(batch["attention_mask"].sum())
-                # Each micro-batch loss is scaled by 1/grad_accum: the gradients add up to the full batch mean.
-                for k, v in micro_step(ctx, batch, 1.0 / cfg.grad_accum).items():
-                    sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
-            if world > 1:
-                sums = setup.all_reduce_mean(params + critic_params, {**sums, "tokens": tokens}, world)
-                tokens = int(sums.pop("tokens") * world)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            if critic is not None:
-                sums["critic_grad_norm"] = torch.nn.utils.clip_grad_norm_(
-                    critic_params, cfg.max_grad_norm
-                ).item()
-            lrs = [s.get_last_lr()[0] for s in schedulers]
-            for opt, sched in zip(optimizers, schedulers, strict=True):
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-            step += 1
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()  # honest timing: wait for the GPU before reading the clock
-            elapsed = time.perf_counter() - started
-            metrics = {
-                "step": step, "loss": sums.pop("loss"), "value_loss": sums.pop("value_loss", None),
-                "policy_loss": sums.pop("policy_loss", None), "kl": sums.pop("kl", None), "lr": lrs[0],
-                "critic_lr": lrs[1] if len(lrs) > 1 else None, "grad_norm": grad_norm.item(),
-                "tokens_per_s": tokens / elapsed, "step_time_s": elapsed, **sums,
-            }  # fmt: skip
-            if main:
-                logger.log(metrics, echo=step % cfg.log_every == 0 or step == stop_at)
-            bar.update(task, completed=step)
-            if main and ((cfg.save_every and step % cfg.save_every == 0) or step == stop_at):
-                setup.save_checkpoint(ckpt_dir, step, policy, critic, optimizers, schedulers)
-    if main:
-        logger.close()
-    if step >= total and save and main:
-        setup.save_outputs(out, policy, critic, tokenizer, model_path)
-        console.print(
-            f"done: {step} steps; policy -> {out / 'policy'}"
-            + (f", critic -> {out / 'critic'}" if critic else "")
-        )
+    run = setup_run(cfg)
+    logger = MetricsLogger(run.out / "metrics.jsonl", run.console, resume_step=run.step) if run.main else None
+    try:
+        metrics = train_loop(run, logger)
+    finally:
+        if logger is not None:
+            logger.close()
+    out, console = run.out, run.console
+    if run.step >= run.total and save and run.main:
+        learner_io.save_outputs(out, run.policy, run.critic, run.tokenizer, run.model_path)
+        critic = f", critic -> {out / 'critic'}" if run.critic else ""
+        console.print(f"done: {run.step} steps; policy -> {out / 'policy'}{critic}")
     else:
-        console.print(f"stopped at step {step} of {total}; continue with --resume")
-    if world > 1:
+        console.print(f"stopped at step {run.step} of {run.total}; continue with --resume")
+    if run.world > 1:
         import torch.distributed as dist
 
         dist.barrier()  # the main process has finished writing before anyone exits
         dist.destroy_process_group()
-    return {"steps": step, "total": total, "final": metrics, "out": str(out)}
+    return {"steps": run.step, "total": run.total, "final": metrics, "out": str(out)}
 
-
-def cfg_dict(cfg: Any) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}

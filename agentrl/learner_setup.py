@@ -1,13 +1,13 @@
-"""What the training loop needs around it: models, the reference cache, checkpoints, and the output folder.
+"""What the training loop is set up with: models, the reference cache, the training items and checks on the data.
 
-Kept apart from :mod:`agentrl.learner` so that the loop itself stays one readable function.
+Kept apart from :mod:`agentrl.learner` so that the loop itself stays readable; checkpoints and the output folder
+are in :mod:`agentrl.learner_io`.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,9 @@ from torch import nn
 
 from agentrl.critic import CRITIC_ADAPTER, ValueModel, active_adapter, adapters_disabled, decoder_of, is_peft
 from agentrl.data import ReferenceCache, TokenizedEpisode, collate
+from agentrl.losses.oreal import rloo_advantages
+from agentrl.models import ModelError
+from agentrl.trajectory import iter_episodes
 
 POLICY_ADAPTER = "default"
 EXACT_KL_MAX_VOCAB = 4096  # up to this vocabulary the default KL is exact (one reference forward per batch)
@@ -74,6 +77,34 @@ def build_critic(
         return ValueModel(backbone, hidden, adapter=CRITIC_ADAPTER, base=model_path).to(device)
     backbone = AutoModel.from_pretrained(model_path, dtype=torch.float32)
     return ValueModel(backbone, hidden, base=model_path).to(device)
+
+
+def load_critic_weights(critic: ValueModel, folder: str | Path) -> None:
+    """Starts ``critic`` from a critic saved by an earlier run (``OUT/critic``): its value head and its adapter
+    (LoRA) or backbone (full), e.g. to carry OREAL's token reward model from one ``iterate`` round to the next.
+
+    Raises:
+        ModelError: ``folder`` is not a critic, or its layout (full / LoRA) differs from ``critic``'s.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    meta_path = folder / "value_model.json"
+    if not meta_path.is_file():
+        raise ModelError(f"critic_init: {folder} is not a critic folder (no value_model.json)")
+    kind = json.loads(meta_path.read_text()).get("kind")
+    if kind != critic.kind:
+        raise ModelError(f"critic_init: {folder} holds a {kind} critic, this run builds a {critic.kind} one")
+    critic.value_head.load_state_dict(load_file(str(folder / "value_head.safetensors")))
+    if critic.adapter:
+        from peft import set_peft_model_state_dict
+
+        tensors = load_file(str(folder / "adapter" / "adapter_model.safetensors"))
+        set_peft_model_state_dict(critic.backbone, tensors, adapter_name=critic.adapter)
+    else:
+        from transformers import AutoModel
+
+        critic.backbone.load_state_dict(AutoModel.from_pretrained(folder, dtype=torch.float32).state_dict())
 
 
 def resolve_kl_topk(requested: int | None, policy: nn.Module, console: Any) -> int:
@@ -192,161 +223,83 @@ def compute_reference_cache(
     )
 
 
-# ------------------------------------------------------------------------------------------ distributed
+# ------------------------------------------------------------------------------------------------ data
 
 
-def init_distributed(device: str) -> tuple[int, int, str]:
-    """``(rank, world_size, device)``. Under ``accelerate launch`` / ``torchrun`` (``WORLD_SIZE > 1``) joins
-    the process group (NCCL on GPU, gloo on CPU) and picks ``cuda:LOCAL_RANK``; otherwise ``(0, 1, device)``."""
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, device
-    import torch.distributed as dist
-
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.startswith("cuda"):
-        device = f"cuda:{local}"
-        torch.cuda.set_device(local)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return dist.get_rank(), world, device
+def _same_model(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return a == b
 
 
-def all_reduce_mean(grads_of: list[nn.Parameter], values: dict[str, float], world: int) -> dict[str, float]:
-    """Data parallelism without wrapping the models: averages the gradients of ``grads_of`` and the
-    metric ``values`` over all processes (each process ran different micro-batches)."""
-    import torch.distributed as dist
+def data_source_warnings(cfg: Any, model_path: str, passes: float) -> list[str]:
+    """What makes the data wrong for DQO's importance weight or OREAL's on-policy update (empty: nothing).
 
-    for p in grads_of:
-        if p.grad is not None:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad.div_(world)
-    keys = sorted(values)
-    device = grads_of[0].device if grads_of else "cpu"
-    packed = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
-    return {k: v / world for k, v in zip(keys, packed.tolist(), strict=True)}
+    ``passes``: how many passes over the data the policy's updates make (OREAL's warm-up steps not counted).
 
-
-# ------------------------------------------------------------------------------------------ checkpoints
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(
-    folder: Path, step: int, policy: nn.Module, critic: ValueModel | None, optimizers: list, schedulers: list
-) -> Path:
-    """``folder/step-XXXXXX/``: trainable weights (safetensors), optimizer + scheduler + RNG states, step.
-
-    Written under a temporary name and renamed, so a crash never leaves a half checkpoint.
+    DQO's ``w = pi / pi_ref`` assumes the episodes were sampled from ``pi_ref``, the model training starts from;
+    OREAL's update assumes they were sampled from the current policy (one round, one pass). Demonstrations (an
+    ``expert`` policy) and rollouts of another model break both; a second pass breaks OREAL's.
     """
-    from safetensors.torch import save_file
 
-    target = folder / f"step-{step:06d}"
-    tmp = folder / f".step-{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in policy_trainable_state(policy).items()},
-        str(tmp / "policy.safetensors"),
+    if cfg.algo not in ("dqo", "oreal") or (cfg.algo == "dqo" and cfg.dqo_weight == "none"):
+        return []
+    experts = others = 0
+    for path in cfg.data:
+        for episode in iter_episodes(path):
+            if episode.policy == "expert":
+                experts += 1
+            elif not _same_model(str(episode.meta.get("model", model_path)), model_path):
+                others += 1
+    assumption = (
+        "DQO's importance weight pi/pi_ref assumes episodes sampled from the initial policy"
+        if cfg.algo == "dqo"
+        else "OREAL is on-policy per round: it assumes episodes sampled from the policy being trained"
     )
-    if critic is not None:
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in critic.trainable_state().items()},
-            str(tmp / "critic.safetensors"),
-        )
-    state = {
-        "optimizers": [o.state_dict() for o in optimizers],
-        "schedulers": [s.state_dict() for s in schedulers],
-        "rng": _rng_state(),
-    }
-    torch.save(state, tmp / "state.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps({"step": step}) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
+    found = []
+    if experts:
+        found.append(f"{experts} expert demonstration(s)")
+    if others:
+        found.append(f"{others} episode(s) sampled from another model than {model_path}")
+    if cfg.algo == "oreal" and passes > 1:
+        found.append(f"{passes:.3g} policy passes over the data (stale after the first)")
+    return [f"{assumption}; the data has {', '.join(found)}"] if found else []
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    found = sorted(p for p in folder.glob("step-*") if (p / "trainer_state.json").is_file())
-    return found[-1] if found else None
+def oreal_items(
+    episodes: list[TokenizedEpisode], seed: int, pairs: bool
+) -> tuple[list[int], list[float], dict[str, int]]:
+    """OREAL's training items: groups of samples of one task, their RLOO advantages, mixed groups only.
 
+    Each task's episodes form a group (``rollout --samples-per-task K``); its advantages are leave-one-out over
+    the whole group on rewards +1 (success) and -1 (failure), as the authors' code scores them, whatever
+    ``--reward-map`` says. Groups whose pass rate is 0 or 1 carry no signal and are dropped. ``pairs`` keeps one
+    success and one failure per group, drawn with ``seed`` (the authors' code).
 
-def load_checkpoint(
-    path: Path, policy: nn.Module, critic: ValueModel | None, optimizers: list, schedulers: list
-) -> int:
-    """Restores what :func:`save_checkpoint` wrote; returns the optimizer step to continue from."""
-    from safetensors.torch import load_file
+    Returns:
+        ``items`` (episode indices, in task order), ``advantages`` (one per episode, 0 where not kept) and counts
+        ``{"groups", "mixed_groups", "all_success", "all_failure"}``.
+    """
 
-    def restore(tensors: dict[str, torch.Tensor], own: dict[str, torch.Tensor], what: str) -> None:
-        missing = set(own) - set(tensors)
-        if missing:
-            raise ValueError(
-                f"{path}: {what} checkpoint lacks {sorted(missing)[:3]} (different model or flags?)"
-            )
-        with torch.no_grad():
-            for name, tensor in own.items():
-                tensor.copy_(tensors[name])
-
-    restore(load_file(str(path / "policy.safetensors")), policy_trainable_state(policy), "policy")
-    if critic is not None:
-        restore(load_file(str(path / "critic.safetensors")), critic.trainable_state(), "critic")
-    # Optimizer/scheduler states hold tensors, numbers and python RNG tuples only: weights_only is enough.
-    state = torch.load(path / "state.pt", weights_only=True)
-    for opt, s in zip(optimizers, state["optimizers"], strict=True):
-        opt.load_state_dict(s)
-    for sched, s in zip(schedulers, state["schedulers"], strict=True):
-        sched.load_state_dict(s)
-    _set_rng_state(state["rng"])
-    return int(json.loads((path / "trainer_state.json").read_text())["step"])
-
-
-# ------------------------------------------------------------------------------------------------ output
-
-
-def save_outputs(
-    out: Path, policy: nn.Module, critic: ValueModel | None, tokenizer: Any, model_path: str
-) -> None:
-    """``OUT/policy`` (a plain HF checkpoint; for LoRA the merged weights), ``OUT/policy_lora`` (the adapter,
-    whose ``adapter_config.json`` names the base), ``OUT/critic``."""
-    policy_dir = out / "policy"
-    shutil.rmtree(policy_dir, ignore_errors=True)
-    if is_peft(policy):
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM
-
-        adapter_dir = out / "policy_lora"
-        shutil.rmtree(adapter_dir, ignore_errors=True)
-        policy.save_pretrained(adapter_dir, selected_adapters=[POLICY_ADAPTER])
-        tokenizer.save_pretrained(adapter_dir)
-        (adapter_dir / "README.md").write_text(
-            f"LoRA adapter of the policy on base `{model_path}`.\n"
-            "Load: `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), this_folder)`, or\n"
-            "`agentrl.models.load_causal_lm(this_folder)`. Merged weights: `../policy`.\n"
-        )
-        base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-        merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-        merged.save_pretrained(policy_dir)
-        del merged, base
-    else:
-        policy.save_pretrained(policy_dir)
-    tokenizer.save_pretrained(policy_dir)
-    if critic is not None:
-        critic_dir = out / "critic"
-        shutil.rmtree(critic_dir, ignore_errors=True)
-        critic.save_pretrained(critic_dir)
-        tokenizer.save_pretrained(critic_dir)
+    tasks: dict[str, list[int]] = {}
+    for i, episode in enumerate(episodes):
+        tasks.setdefault(episode.task_id, []).append(i)
+    group = torch.empty(len(episodes), dtype=torch.long)
+    for g, members in enumerate(tasks.values()):
+        group[members] = g
+    reward = torch.tensor([1.0 if e.success else -1.0 for e in episodes])
+    advantages = rloo_advantages(reward, group).tolist() if episodes else []
+    rng = random.Random(seed)
+    items: list[int] = []
+    counts = {"groups": len(tasks), "mixed_groups": 0, "all_success": 0, "all_failure": 0}
+    for task in sorted(tasks):
+        wins = [i for i in tasks[task] if episodes[i].success]
+        fails = [i for i in tasks[task] if not episodes[i].success]
+        if not fails or not wins:
+            counts["all_success" if wins else "all_failure"] += 1
+            continue
+        counts["mixed_groups"] += 1
+        items += [rng.choice(wins), rng.choice(fails)] if pairs else sorted(tasks[task])
+    kept = set(items)
+    return items, [a if i in kept else 0.0 for i, a in enumerate(advantages)], counts

@@ -19,7 +19,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from agentrl import agent_format
 from agentrl.errors import AgentRLError
+from agentrl.trajectory import read_episodes
 
 DEFAULT_MODEL = "default"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -280,11 +282,11 @@ def build_tiny_model(
 def tiny_model_from_trajectories(data: str, out: str | Path, **sizes: Any) -> Path:
     """Builds and saves a from-scratch model whose tokenizer is trained on the chats of a trajectory file.
 
-    The chats are rendered through the ChatML template so the tokenizer learns the prompt format too.
+    The chats are rendered through the ChatML template so the tokenizer learns the prompt format too. The
+    folder also gets the episodes' agent format (``agent_config.json``, see :mod:`agentrl.agent_format`).
     """
     from jinja2 import Template
 
-    from agentrl.trajectory import read_episodes
 
     episodes = read_episodes(data)
     if not episodes:
@@ -295,4 +297,7 @@ def tiny_model_from_trajectories(data: str, out: str | Path, **sizes: Any) -> Pa
     out = Path(out)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    fmt, warnings = agent_format.infer(episodes)
+    agent_format.report(warnings)
+    fmt.save(out)
     return out

@@ -7,8 +7,9 @@ them under their group's title. Each group checks its own fields in ``__post_ini
 composed config. Where a new option goes:
 
 * :class:`EnvOptions`: which environment, split and data; step cap; parallel envs.
-* :class:`PolicyOptions`: how the agent chooses: policy, prompt (history, in-context example), critic, best-of-K
-  (action-space and thought options belong here too).
+* :class:`PromptOptions`: the agent format, how its turns read: thoughts, history window, in-context example,
+  action space, the admissible list, anti-loop (``None`` takes the model's ``agent_config.json``).
+* :class:`PolicyOptions`: how the agent chooses: policy, critic, best-of-K, DAgger's beta.
 * :class:`ModelOptions`: which model and how it is run (backend, device, dtype, KV cache).
 * :class:`SamplingOptions`: decoding (temperature, top-p, token cap) and the seed.
 * :class:`OutputOptions`: where results go, resume, progress and the live view.
@@ -22,16 +23,19 @@ import importlib.util
 from pathlib import Path
 from typing import Any, ClassVar
 
+from agentrl import agent_format
+from agentrl.agent_format import FULL_HISTORY, AgentFormat, AgentFormatError
 from agentrl.backends.base import CHOICE_SCORES, Sampling
-from agentrl.config import on_off, option, require
+from agentrl.backends.vllm_backend import INSTALL_HINT
+from agentrl.config import ConfigError, on_off, option, require
 from agentrl.envs import SPECS, EnvSpec
 from agentrl.envs.math.datasets import dataset_splits
+from agentrl.policies import MODEL_POLICIES, POLICIES
+from agentrl.policies.action_space import ACTION_SPACES
+from agentrl.policies.dagger import beta_at
 
 BACKENDS = ("transformers", "openai", "vllm")
 DTYPES = ("float32", "bfloat16", "float16")
-POLICIES = ("react", "expert", "random", "best_of_k")
-ACTION_SPACES = ("free", "admissible")  # the same names as agentrl.policies.action_space
-MODEL_POLICIES = ("react", "best_of_k")  # they need a generator (and a model)
 DEFAULT_BEST_OF = 5  # K of `--policy best_of_k` without --best-of (the paper's gains saturate at K=5)
 
 
@@ -69,8 +73,8 @@ class EnvOptions(OptionGroup):
         require(self.env in SPECS, f"`env` must be one of {', '.join(SPECS)}, got {self.env!r}")
         spec = self.env_spec
         for name, hint in spec.required.items():
-            require(getattr(self, name) is not None, f"{self.env} needs `{name}`: {hint}")
-        if self.data is not None and self.env == "alfworld":
+            require(getattr(self, name) is not None or self.makes_data(), f"{self.env} needs `{name}`: {hint}")
+        if self.data is not None and self.env == "alfworld" and not self.makes_data():
             require(Path(self.data).is_dir(), f"`data`: no such folder: {self.data}")
         if self.games is not None and self.env == "textworld":
             require(Path(self.games).exists(), f"`games`: no such file or folder: {self.games}")
@@ -97,6 +101,10 @@ class EnvOptions(OptionGroup):
         require(self.step_timeout > 0, f"`step_timeout` must be > 0, got {self.step_timeout}")
         super().__post_init__()
 
+    def makes_data(self) -> bool:
+        """Whether the config creates its env's data itself (a recipe that generates tasks); then none is needed."""
+        return False
+
     @property
     def env_spec(self) -> EnvSpec:
         """The registry entry of ``env``."""
@@ -119,33 +127,31 @@ class EnvOptions(OptionGroup):
 
 
 @dataclasses.dataclass
-class PolicyOptions(OptionGroup):
-    """How the agent chooses its actions: policy, prompt, critic and best-of-K."""
+class PromptOptions(OptionGroup):
+    """The agent format: how the agent's turns read (``None``: the model's ``agent_config.json``, else the default)."""
 
-    title: ClassVar[str] = "policy"
+    title: ClassVar[str] = "prompt"
 
-    policy: str = option("react", help="policy: react (LLM), expert, random, best_of_k (react + critic; "
-                         "--best-of K selects it too)")
-    history: int | None = option(None, help="prompt keeps only the last N turns (default: full history)")
-    example: bool = option(True, help="put the in-context example in the system prompt")
-    thoughts: str = option("on", help="on: turns are `Think: ...` + `Action: ...`; off: thought-free `Action: ...` turns")
+    history: int | None = option(None, help="prompt keeps only the last N turns; -1: the whole chat (default: the "
+                                 "model's agent_config.json, else the whole chat)")
+    example: bool | None = option(None, help="put the in-context example in the system prompt (default: the model's "
+                                  "agent_config.json, else on)")
+    thoughts: str | None = option(None, help="on: `Think: ...` + `Action: ...` turns; off: thought-free `Action: ...` "
+                                  "turns (default: the model's agent_config.json, else on)")
     action_space: str | None = option(None, help="free: the model writes its command; admissible: the command is "
                                       "chosen among the env's admissible ones (best-of-K: the top-K distinct ones; "
-                                      "default: free)")
+                                      "default: the model's agent_config.json, else free)")
     choice_score: str = option("mean", help="admissible: rank commands by mean (length-normalised) or sum log-prob")
     list_admissible: bool | None = option(None, help="append the admissible commands to every observation the "
                                           "policy sees (default: off)")
     anti_loop: int = option(0, help="admissible: mask a command that produced no change of state for the next N "
                             "steps (0: off)")
-    logprob_weight: float = option(0.0, help="best-of-K over admissible commands: c in score = V + c * log pi")
-    critic: str | None = option(None, help="critic folder (OUT/critic of `agentrl learn`) for best-of-K and beams")
-    best_of: int | None = option(None, help="best-of-K: sample K actions per step and act on the critic's best "
-                                 f"(--policy best_of_k alone: K={DEFAULT_BEST_OF})")
 
     def __post_init__(self) -> None:
-        require(self.policy in POLICIES, f"`policy` must be one of {', '.join(POLICIES)}, got {self.policy!r}")
-        require(self.history is None or self.history >= 0, f"`history` must be >= 0, got {self.history}")
-        self.thoughts = on_off(self.thoughts, "thoughts")
+        require(self.history is None or self.history >= FULL_HISTORY,
+                f"`history` must be >= 0 (or -1: the whole chat), got {self.history}")
+        if self.thoughts is not None:
+            self.thoughts = on_off(self.thoughts, "thoughts")
         require(self.action_space is None or self.action_space in ACTION_SPACES,
                 f"`action_space` must be one of {', '.join(ACTION_SPACES)}, got {self.action_space!r}")
         require(self.choice_score in CHOICE_SCORES,
@@ -153,8 +159,52 @@ class PolicyOptions(OptionGroup):
         require(self.anti_loop >= 0, f"`anti_loop` must be >= 0, got {self.anti_loop}")
         require(not self.anti_loop or self.actions == "admissible",
                 "--anti-loop masks admissible commands: use it with --action-space admissible")
-        require(not self.logprob_weight or self.actions == "admissible",
-                "--logprob-weight weighs the policy's log-prob of admissible commands: use --action-space admissible")
+        super().__post_init__()
+
+    def agent_format(self, generator: Any = None) -> AgentFormat:
+        """The agent format in force: these options, else the model's ``agent_config.json`` (its folder, or what
+        ``generator`` reports: ``agentrl serve`` publishes it), else the defaults (see
+        :func:`agentrl.agent_format.of_run`; mismatch warnings are printed where the policy is built)."""
+        try:
+            return agent_format.of_run(self, generator)[0]
+        except AgentFormatError as err:
+            raise ConfigError(str(err)) from None
+
+    @property
+    def actions(self) -> str:
+        """The action space in force: ``free`` or ``admissible``."""
+        return self.agent_format().action_space
+
+    @property
+    def with_thoughts(self) -> bool:
+        """Assistant turns carry a ``Think:`` line (``--thoughts on``, or the model's format)."""
+        return self.agent_format().thoughts
+
+
+@dataclasses.dataclass
+class PolicyOptions(OptionGroup):
+    """How the agent chooses its actions: policy, critic, best-of-K, DAgger's beta."""
+
+    title: ClassVar[str] = "policy"
+
+    policy: str = option("react", help="policy: react (LLM), expert, random, best_of_k (react + critic; "
+                         "--best-of K selects it too), dagger (the LLM acts, the expert labels every state)")
+    beta_schedule: str = option("0", help="policy dagger: the expert's share of the steps in round r: B, linear:N "
+                                "(1 - r/N), exp:D (D^r)")
+    dagger_round: int = option(1, help="policy dagger: the round r the beta schedule is read at (1 = the first round "
+                               "after the demonstrations)")
+    logprob_weight: float = option(0.0, help="best-of-K over admissible commands: c in score = V + c * log pi")
+    critic: str | None = option(None, help="critic folder (OUT/critic of `agentrl learn`) for best-of-K and beams")
+    best_of: int | None = option(None, help="best-of-K: sample K actions per step and act on the critic's best "
+                                 f"(--policy best_of_k alone: K={DEFAULT_BEST_OF})")
+
+    def __post_init__(self) -> None:
+        require(self.policy in POLICIES, f"`policy` must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        require(self.dagger_round >= 0, f"`dagger_round` must be >= 0, got {self.dagger_round}")
+        try:
+            self.beta  # noqa: B018 - checks the schedule
+        except ValueError as err:
+            require(False, f"`beta_schedule`: {err}")
         if self.best_of is not None:
             require(self.best_of >= 1, f"--best-of must be >= 1, got {self.best_of}")
             require(self.policy in MODEL_POLICIES,
@@ -171,14 +221,10 @@ class PolicyOptions(OptionGroup):
         require(Path(str(self.critic)).is_dir(), f"--critic: no such folder: {self.critic}")
 
     @property
-    def actions(self) -> str:
-        """The action space in force: ``free`` or ``admissible``."""
-        return self.action_space or "free"
+    def beta(self) -> float:
+        """Policy dagger: the probability that the expert acts at a step (the schedule at ``dagger_round``)."""
 
-    @property
-    def with_thoughts(self) -> bool:
-        """Assistant turns carry a ``Think:`` line (``--thoughts on``)."""
-        return self.thoughts == "on"
+        return beta_at(self.beta_schedule, self.dagger_round)
 
     @property
     def uses_model(self) -> bool:
@@ -245,11 +291,12 @@ class OutputOptions(OptionGroup):
 
 
 @dataclasses.dataclass
-class AgentOptions(PolicyOptions, ModelOptions, SamplingOptions):
+class AgentOptions(PolicyOptions, PromptOptions, ModelOptions, SamplingOptions):
     """The agent: a policy, its model and its decoding (what :func:`agentrl.build.build_policy` builds)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.agent_format()  # a damaged agent_config.json in the model folder fails here, naming file and key
         # K candidates are sampled (temperature 1) unless they are the top-K admissible commands (no sampling).
         sampled = (self.best_of or 1) > 1 and self.actions != "admissible"
         if self.temperature is None:
@@ -260,8 +307,9 @@ class AgentOptions(PolicyOptions, ModelOptions, SamplingOptions):
         require(not (self.actions == "admissible" and self.backend == "vllm" and (self.best_of or 1) > 1),
                 "best-of-K over admissible commands ranks the top K: use --backend transformers (or openai with "
                 "`agentrl serve`); vLLM's guided choice samples")
+        require(not self.logprob_weight or self.actions == "admissible",
+                "--logprob-weight weighs the policy's log-prob of admissible commands: use --action-space admissible")
         if self.uses_model and self.backend == "vllm":
-            from agentrl.backends.vllm_backend import INSTALL_HINT
 
             require(importlib.util.find_spec("vllm") is not None, INSTALL_HINT)
         if self.uses_model and self.backend == "openai":
@@ -299,6 +347,7 @@ class TinyModelOptions(OptionGroup):
     num_heads: int = option(4, help="tiny model: attention heads")
     vocab_size: int = option(1024, help="tiny model: vocabulary fitted to the demonstrations (word: a cap, rarer "
                              "words become <|unk|>)")
+    split_digits: bool = option(False, help="tiny model, bpe: one token per digit (numbers never merge into pieces)")
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "num_heads", "vocab_size"):
@@ -310,7 +359,7 @@ class TinyModelOptions(OptionGroup):
 
     def tiny_sizes(self) -> dict[str, Any]:
         """Keywords of :func:`agentrl.models.tiny_model_from_trajectories`."""
-        names = ("tokenizer", "hidden_size", "num_layers", "num_heads", "vocab_size")
+        names = ("tokenizer", "hidden_size", "num_layers", "num_heads", "vocab_size", "split_digits")
         return {name: getattr(self, name) for name in names}
 
 

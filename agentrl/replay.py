@@ -1,7 +1,8 @@
 """A ``rich`` console view of an episode: replay from JSONL, or watch one env live during a rollout.
 
-One frame per step: the thought, the action, the environment's answer, the reward and — when a value-guided
-controller acted — the critic's value and the candidates it weighed (the chosen one highlighted). The header
+One frame per step: the thought (thought-free turns have none), the action, the expert's label when DAgger
+recorded one, the environment's answer, the reward and — when a value-guided controller acted — the critic's
+value and the candidates it weighed (the chosen one highlighted). The header
 shows the task and the room; the footer a value sparkline and a success/failure banner. Every text is a
 ``rich.text.Text`` inside a panel, so long observations wrap at any terminal width.
 
@@ -173,6 +174,10 @@ def step_frame(view: EpisodeView, index: int) -> Panel:
     action_style = "bold green" if step.valid else "bold red"
     action = shown(step.action) + ("" if step.valid else "  (unparsed)")
     grid.add_row(Text("Action", style="green"), Text(action, style=action_style))
+    if step.label is not None:  # DAgger: the expert's action here; a different one is a correction
+        agrees = " ".join(step.label.lower().split()) == " ".join(step.action.lower().split())
+        grid.add_row(Text("Expert", style="cyan"), Text(shown(step.label) + ("" if agrees else "  (correction)"),
+                                                        style="cyan" if agrees else "bold yellow"))
     answer = view.answers[index] if index < len(view.answers) else None
     if answer is not None:
         grid.add_row(Text("Env", style="blue"), Text(shown(answer.strip())))
@@ -312,7 +317,8 @@ class LiveView:
         error = not isinstance(result, tuple)
         observation, reward, terminated, truncated, info = (str(result), 0.0, True, False, {}) if error else result
         step = Step(observation=getattr(context, "observation", ""), action=decision.action, thought=decision.thought,
-                    reward=float(reward), value=decision.value, candidates=decision.candidates, valid=decision.valid)
+                    reward=float(reward), value=decision.value, candidates=decision.candidates, valid=decision.valid,
+                    label=getattr(decision, "label", None))
         self.view.steps.append(step)
         answer = str(observation) if error else _new_part(step.observation, str(observation))
         self.view.answers.append(("env error: " if error else "") + answer)

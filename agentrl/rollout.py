@@ -22,9 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from agentrl.build import build_policy, build_pool
+from agentrl.agent_format import AgentFormat
+from agentrl.build import build_generator, build_policy, build_pool
 from agentrl.config import ConfigError, option, require
 from agentrl.options import RunOptions
 from agentrl.policies.action_space import with_admissible_list
@@ -76,10 +85,10 @@ def plan_episodes(task_ids: list[str], samples: int, episodes: int | None) -> li
     return plan
 
 
-def _meta(cfg: RolloutConfig, sample: int) -> dict[str, Any]:
+def _meta(cfg: RolloutConfig, sample: int, fmt: AgentFormat) -> dict[str, Any]:
     meta: dict[str, Any] = {"sample": sample, "seed": cfg.seed, "max_steps": cfg.max_steps,
-                            "thoughts": cfg.with_thoughts, "action_space": cfg.actions}
-    if cfg.actions == "admissible":
+                            "agent": fmt.to_dict(), "action_space": fmt.action_space}
+    if fmt.action_space == "admissible":
         meta["choice_score"] = cfg.choice_score
     if cfg.uses_model:
         meta.update(
@@ -90,8 +99,8 @@ def _meta(cfg: RolloutConfig, sample: int) -> dict[str, Any]:
                 "top_p": cfg.top_p,
                 "max_new_tokens": cfg.max_new_tokens,
             },
-            history=cfg.history,
-            example=cfg.example,
+            history=fmt.history,
+            example=fmt.example,
         )
         if cfg.backend == "transformers":
             meta.update(device=cfg.device, dtype=cfg.dtype)
@@ -143,8 +152,11 @@ def rollout(
             (i, task, s) for i, (task, s) in enumerate(plan) if episode_id(cfg.env, cfg.split, task, s) not in done_ids
         )
         if policy is None:
+            if cfg.uses_model and generator is None:
+                generator = build_generator(cfg, seed=cfg.seed)
             policy = build_policy(cfg, generator)
-        run = _Run(cfg, pool, policy, writer, on_step, total=len(plan), skipped=len(plan) - len(todo))
+        fmt = cfg.agent_format(generator)  # what the policy was built with, recorded in each episode's meta
+        run = _Run(cfg, pool, policy, writer, fmt, on_step, total=len(plan), skipped=len(plan) - len(todo))
         run.loop(todo)
         summary = run.summary()
     if cfg.progress and summary_table:
@@ -155,9 +167,9 @@ def rollout(
 class _Run:
     """State of one rollout run (kept out of ``rollout`` so the loop reads top to bottom)."""
 
-    def __init__(self, cfg, pool, policy, writer, on_step, total: int, skipped: int):
+    def __init__(self, cfg, pool, policy, writer, fmt, on_step, total: int, skipped: int):
         self.cfg, self.pool, self.policy, self.writer = cfg, pool, policy, writer
-        self.on_step = on_step
+        self.fmt, self.on_step = fmt, on_step
         self.total, self.skipped = total, skipped
         self.written = self.successes = self.errors = self.env_steps = self.tokens = 0
         self.by_type: Counter[str] = Counter()
@@ -227,6 +239,7 @@ class _Run:
                             value=decision.value,
                             candidates=decision.candidates,
                             valid=decision.valid,
+                            label=decision.label,
                             masked=decision.masked,
                         )
                     )
@@ -240,23 +253,26 @@ class _Run:
                 progress.update(bar, completed=self.skipped + self.written, **self._fields())
 
     def _shown(self, observation: str, info: dict[str, Any]) -> str:
-        """What the policy sees: the observation, and with ``list_admissible`` the admissible commands."""
-        return with_admissible_list(observation, info) if self.cfg.list_admissible else observation
+        """What the policy sees: the observation, and with ``list_admissible`` (the flag, else the model's agent
+        format) the admissible commands."""
+        return with_admissible_list(observation, info) if self.fmt.list_admissible else observation
 
     # -- bookkeeping --------------------------------------------------------------------------------------
 
     def _end(self, episode: _Active, error: str | None = None, truncated: bool = False) -> None:
-        end = getattr(self.policy, "end", None)
-        if end is not None and episode.context is not None:
-            end(episode.context)
+        if episode.context is not None:
+            self.policy.end(episode.context)
         self._finish(episode, error=error, truncated=truncated)
 
     def _finish(self, episode: _Active, error: str | None = None, truncated: bool = False) -> None:
         info = episode.info
-        meta = _meta(self.cfg, episode.sample)
+        meta = _meta(self.cfg, episode.sample, self.fmt)
         meta.update(truncated=truncated, seconds=round(time.perf_counter() - episode.started, 3))
         if episode.steps:
             meta["invalid_steps"] = sum(not s.valid for s in episode.steps)
+        episode_meta = getattr(self.policy, "episode_meta", None)  # e.g. DAgger's label counts
+        if episode_meta is not None and episode.context is not None:
+            meta.update(episode_meta(episode.context))
         task_type = str(info.get("task_type") or "unknown")
         record = Episode(
             episode_id=episode.eid,
@@ -289,14 +305,6 @@ class _Run:
         }
 
     def _progress(self) -> Any:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
 
         return Progress(
             TextColumn("[bold]rollout"),

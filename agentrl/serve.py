@@ -1,8 +1,9 @@
 """A minimal OpenAI-compatible chat server over the transformers backend (stdlib ``http.server``).
 
 ``POST /v1/chat/completions`` (``model``, ``messages``, ``temperature``, ``top_p``, ``max_tokens``, ``n``,
-``stop``, ``seed``, ``logprobs``; no streaming) and ``GET /v1/models``. A constrained action space arrives in vLLM's
-extra fields: ``structured_outputs: {"choice": [...]}`` (the reply is exactly one of the choices; ``n > 1``: the
+``stop``, ``seed``, ``logprobs``; no streaming) and ``GET /v1/models``, whose entry carries the model's agent
+format (``agent_config``: thoughts on/off, prompt variant, ...; see :mod:`agentrl.agent_format`) so that an agentrl
+client prompts the served model the way it was trained. A constrained action space arrives in vLLM's extra fields: ``structured_outputs: {"choice": [...]}`` (the reply is exactly one of the choices; ``n > 1``: the
 ``n`` best distinct ones, best first, ranked by the extension field ``choice_score``: ``mean`` or ``sum``
 log-prob) and ``continue_final_message: true`` (the reply continues the final assistant message, e.g. after a
 thought and ``"Action: "``). Requests that arrive together are batched into one
@@ -147,6 +148,7 @@ class ChatServer:
         port: TCP port on 127.0.0.1 (0 picks a free one; see :attr:`port`).
         batch_window: seconds to wait for more requests before running a batch.
         max_new_tokens: default ``max_tokens``.
+        agent_config: the model's agent format (``AgentFormat.to_dict()``), listed in ``/v1/models``.
     """
 
     def __init__(
@@ -156,8 +158,10 @@ class ChatServer:
         port: int = 0,
         batch_window: float = 0.01,
         max_new_tokens: int = 256,
+        agent_config: dict[str, Any] | None = None,
     ):
         self.backend = backend
+        self.agent_config = agent_config
         self.model_name = model_name
         self.batch_window = batch_window
         self.max_new_tokens = max_new_tokens
@@ -257,9 +261,10 @@ class ChatServer:
 
             def do_GET(self) -> None:  # noqa: N802 - http.server naming
                 if self.path.rstrip("/") == "/v1/models":
-                    self._send(
-                        200, {"object": "list", "data": [{"id": server.model_name, "object": "model"}]}
-                    )
+                    entry: dict[str, Any] = {"id": server.model_name, "object": "model"}
+                    if server.agent_config is not None:
+                        entry["agent_config"] = server.agent_config
+                    self._send(200, {"object": "list", "data": [entry]})
                 else:
                     self._error(404, f"no route {self.path}")
 

@@ -61,6 +61,7 @@ class Step:
     value: float | None = None
     candidates: list[Candidate] | None = None
     valid: bool = True
+    label: str | None = None  # DAgger: the expert's action at this state (``messages`` holds it as the turn)
     masked: list[str] | None = None
 
     @classmethod

@@ -20,7 +20,7 @@ import time
 
 def padded_tokens(lengths: list[int], batch_size: int, seed: int, grouped: bool) -> int:
     """Tokens one epoch of right-padded batches computes (batch size x longest episode, summed)."""
-    from agentrl.learner import _micro_batch
+    from agentrl.batches import micro_batch as _micro_batch
 
     items = list(range(len(lengths)))
     per_epoch = max(1, len(items) // batch_size)
@@ -39,8 +39,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=4096)
     args = parser.parse_args()
 
-    from agentrl.cli.learn import Config
     from agentrl.data import load_tokenized
+    from agentrl.learn_config import LearnConfig as Config
     from agentrl.learner import train
     from agentrl.models import load_tokenizer
 

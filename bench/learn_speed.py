@@ -10,7 +10,9 @@ Configurations (policy LoRA + critic LoRA on one frozen base unless ``--full``):
 * ``sft``: NLL on the action tokens (the baseline);
 * ``oreo``: OREO token level, reference cached (log-probs + top-k for the KL): no reference forward;
 * ``oreo-low-memory``: ``oreo`` with ``--low-memory`` (one autograd graph at a time, one more critic forward);
-* ``oreo-exact-kl``: OREO with the exact full-vocabulary KL, one reference forward per micro-batch.
+* ``oreo-exact-kl``: OREO with the exact full-vocabulary KL, one reference forward per micro-batch;
+* ``dqo``: DQO token level (lambda 1, importance weight on both losses, no KL term): policy + critic;
+* ``oreal``: OREAL (token reward model on the critic's adapter, past its warm-up): policy + reward model.
 
 Usage (CPU, a ~5M from-scratch model)::
 
@@ -96,7 +98,7 @@ def run_one(args: argparse.Namespace) -> dict:
     """One configuration in this process: train, then report step times and peak memory."""
     import torch
 
-    from agentrl.cli.learn import Config
+    from agentrl.learn_config import LearnConfig as Config
     from agentrl.learner import train
 
     settings = {
@@ -104,6 +106,8 @@ def run_one(args: argparse.Namespace) -> dict:
         "oreo": dict(algo="oreo", kl_topk=args.topk),
         "oreo-exact-kl": dict(algo="oreo", kl_topk=0),
         "oreo-low-memory": dict(algo="oreo", kl_topk=args.topk, low_memory=True),
+        "dqo": dict(algo="dqo", kl_topk=args.topk),
+        "oreal": dict(algo="oreal", kl_topk=args.topk, oreal_rm_warmup=0),
     }[args.one]
     lora = dict(lora=True, critic_lora=True, lr=1e-4) if not args.full else dict(lr=5e-6)
     out = Path(args.workdir) / args.one

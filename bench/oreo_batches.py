@@ -24,7 +24,7 @@ import statistics
 
 def one_outcome_batches(success: list[bool], lengths: list[int] | None, batch_size: int, seed: int) -> int:
     """Batches of one epoch of ``agentrl.learner`` order (grouped when ``lengths`` is given) with one outcome."""
-    from agentrl.learner import _micro_batch
+    from agentrl.batches import micro_batch as _micro_batch
 
     items = list(range(len(success)))
     per_epoch = max(1, len(items) // batch_size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from typing import Any
 
 from gymnasium import spaces
 
@@ -16,6 +17,21 @@ MAX_ACTION_CHARS = 2_000
 def text_space(max_length: int) -> spaces.Text:
     """A ``gymnasium.spaces.Text`` over :data:`TEXT_CHARSET` (empty strings allowed)."""
     return spaces.Text(max_length=max_length, min_length=0, charset=TEXT_CHARSET)
+
+
+def choose_task(task_ids: list[str], options: dict | None, rng: Any, where: str) -> str:
+    """The task of a ``reset``: ``options["task_id"]`` if given (it must be one of ``task_ids``), else one drawn
+    with the env's ``np_random`` (``rng``); ``where`` names the task set in the error (``"12 problems"``).
+
+    Raises:
+        ValueError: an unknown ``task_id``.
+    """
+    task_id = (options or {}).get("task_id")
+    if task_id is None:
+        return task_ids[int(rng.integers(len(task_ids)))]
+    if task_id not in task_ids:
+        raise ValueError(f"unknown task_id {task_id!r} ({where})")
+    return str(task_id)
 
 
 def clean_observation(text: str, max_length: int = MAX_OBSERVATION_CHARS) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import gymnasium as gym
 
-from agentrl.envs.text import MAX_ACTION_CHARS, clean_action, clean_observation, text_space
+from agentrl.envs.text import MAX_ACTION_CHARS, choose_task, clean_action, clean_observation, text_space
 
 GAME_SUFFIXES = (".z8", ".ulx", ".tw-pddl")
 MAX_COMMAND_CHARS = 200  # the Z-machine's input buffer is smaller; jericho truncates mid-character beyond it
@@ -87,11 +87,7 @@ class TextWorldEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         super().reset(seed=seed)
-        task_id = (options or {}).get("task_id")
-        if task_id is None:
-            task_id = self.task_ids[int(self.np_random.integers(len(self.task_ids)))]
-        elif task_id not in self._games:
-            raise ValueError(f"unknown task_id {task_id!r} ({len(self.task_ids)} games)")
+        task_id = choose_task(self.task_ids, options, self.np_random, f"{len(self.task_ids)} games")
         self._load(task_id)
         self._task_id = task_id
         with warnings.catch_warnings():  # jericho warns that tw-make games are not in its list of known games

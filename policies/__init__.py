@@ -1,17 +1,23 @@
-"""Policies map (observation, info) to an action: ``react`` (LLM), ``expert``, ``random``, ``best_of_k``.
+"""Policies map (observation, info) to an action: ``react`` (LLM), ``expert``, ``random``, ``best_of_k``,
+``dagger`` (the LLM acts, the expert labels every state).
 
 ``make_policy(name, ...)`` builds one by name; see ``base.py`` for the Protocol they all follow.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Any
 
 from agentrl.policies.base import Context, Decision, Policy
+from agentrl.policies.dagger import make as make_dagger
+from agentrl.policies.expert import ExpertPolicy
+from agentrl.policies.random import RandomPolicy
+from agentrl.policies.react import ReActPolicy
 
-POLICIES = ("react", "expert", "random", "best_of_k")
-MODEL_POLICIES = ("react", "best_of_k")  # need a generator (and a model)
+POLICIES = ("react", "expert", "random", "best_of_k", "dagger")
+MODEL_POLICIES = ("react", "best_of_k", "dagger")  # need a generator (and a model)
 
 
 def make_policy(
@@ -39,36 +45,26 @@ def make_policy(
         action_space: model policies: ``free`` or ``admissible`` (expert and random act admissibly anyway).
         anti_loop: model policies, admissible: mask a command that changed nothing for this many steps.
         seed: seed of the random policy.
-        **kwargs: passed on to the policy (e.g. ``critic``/``k`` for ``best_of_k``).
+        **kwargs: passed on to the policy (e.g. ``critic``/``k`` for ``best_of_k``, ``beta`` for ``dagger``).
     """
     if name not in POLICIES:
-        import difflib
-
         close = difflib.get_close_matches(name, POLICIES, n=1)
         hint = f"; did you mean `{close[0]}`?" if close else ""
         raise ValueError(f"unknown policy `{name}`{hint} (choose from {', '.join(POLICIES)})")
     if name in MODEL_POLICIES and generator is None:
         raise ValueError(f"policy `{name}` needs a model (--model)")
-    if name == "react":
-        from agentrl.policies.react import ReActPolicy
-
-        return ReActPolicy(
-            generator, sampling, history=history, example=example, thoughts=thoughts, action_space=action_space,
-            anti_loop=anti_loop, **kwargs,
-        )
     if name == "expert":
-        from agentrl.policies.expert import ExpertPolicy
-
         return ExpertPolicy(example=example, thoughts=thoughts, **kwargs)
     if name == "random":
-        from agentrl.policies.random import RandomPolicy
-
         return RandomPolicy(seed=seed, example=example, thoughts=thoughts, **kwargs)
-    module = importlib.import_module("agentrl.policies.best_of_k")
-    return module.make(
-        generator=generator, sampling=sampling, history=history, example=example, thoughts=thoughts,
-        action_space=action_space, anti_loop=anti_loop, **kwargs
-    )
+    react = {"history": history, "example": example, "thoughts": thoughts, "action_space": action_space,
+             "anti_loop": anti_loop}
+    if name == "react":
+        return ReActPolicy(generator, sampling, **react, **kwargs)
+    if name == "dagger":
+        return make_dagger(generator=generator, sampling=sampling, seed=seed, **react, **kwargs)
+    best_of_k = importlib.import_module("agentrl.policies.best_of_k")  # torch (the critic): only when asked for
+    return best_of_k.make(generator=generator, sampling=sampling, **react, **kwargs)
 
 
 __all__ = ["POLICIES", "Context", "Decision", "Policy", "make_policy"]

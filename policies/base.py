@@ -41,7 +41,8 @@ class Decision:
     ``raw`` is the assistant message exactly as produced (recorded in ``messages``); ``action`` is what the
     env receives. ``valid`` is False when no action could be parsed (the raw text is sent instead).
     ``logprob`` is the policy's summed log-prob of a chosen command over its ``logprob_tokens`` tokens (the
-    command and the end of the turn), where the action space is constrained; else None.
+    command and the end of the turn), where the action space is constrained; else None. ``label`` is the
+    expert's action for the state when a DAgger policy records one.
     """
 
     action: str
@@ -53,6 +54,7 @@ class Decision:
     new_tokens: int = 0
     logprob: float | None = None
     logprob_tokens: int = 0
+    label: str | None = None
     masked: list[str] | None = None  # admissible commands the anti-loop option excluded at this step
 
 
@@ -72,4 +74,8 @@ class Policy(Protocol):
 
     def observe(self, context: Context, decision: Decision, observation: str, info: dict[str, Any]) -> None:
         """Appends the decision (assistant turn) and the env's answer (user turn) to the context."""
+        ...
+
+    def end(self, context: Context) -> None:
+        """The episode is over: drop what was kept for it (a generator's KV cache, a critic's prefix)."""
         ...

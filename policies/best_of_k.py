@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from agentrl.backends.base import Sampling
 from agentrl.policies.base import Context, Decision, Policy
 from agentrl.policies.react import ReActPolicy
 from agentrl.policies.scoring import (
@@ -116,7 +117,7 @@ class BestOfK:
 
     def end(self, context: Context) -> None:
         """The episode is over: the policy's generator and the critic may drop their cached state."""
-        end = getattr(self.policy, "end", None)
+        end = getattr(self.policy, "end", None)  # a bare CandidateSampler has no episode state
         if end is not None:
             end(context)
         release = getattr(self.scorer, "release", None)
@@ -124,7 +125,7 @@ class BestOfK:
         if release is not None and key:
             release(key)
 
-    def propose(self, contexts: list[Context]) -> list[list[Decision]]:
+    def candidates(self, contexts: list[Context]) -> list[list[Decision]]:
         """K sampled decisions per context, deduplicated by action."""
         self._calls += 1
         return sample_candidates(self.policy, contexts, self.k, call=self._calls - 1)
@@ -132,7 +133,7 @@ class BestOfK:
     def act(self, contexts: list[Context]) -> list[Decision]:
         if not contexts:
             return []
-        candidates = self.propose(contexts)
+        candidates = self.candidates(contexts)
         values = self.scorer.score(contexts, candidates)  # one batched call for every env's candidates
         how = getattr(getattr(self.policy, "sampling", None), "choice_score", "mean")
         decisions = []
@@ -177,57 +178,36 @@ def make(
     *,
     generator: Any,
     sampling: Any = None,
-    history: int | None = None,
-    example: bool = True,
-    thoughts: bool = True,
-    action_space: str = "free",
-    anti_loop: int = 0,
     critic: str | ActionScorer | None = None,
     k: int = 5,
     logprob_weight: float = 0.0,
     tokenizer: Any = None,
     device: str = "cpu",
     dtype: str = "float32",
-    seed: int | None = None,
-    **kwargs: Any,
+    **react: Any,
 ) -> BestOfK:
     """``make_policy("best_of_k", ...)``: a ReAct policy on ``generator`` with K samples scored by ``critic``.
 
     Args:
         generator: the text generator that samples candidates.
         sampling: its decoding parameters (K > 1 needs ``temperature > 0``, else all samples are equal).
-        history: prompt window of the ReAct policy.
-        example: in-context example in the system prompt.
-        thoughts: ``Think:``/``Action:`` turns, or thought-free ``Action:`` turns.
-        action_space: ``free`` (K sampled turns) or ``admissible`` (the policy's top-K distinct admissible
-            commands; no sampling needed).
-        anti_loop: admissible: mask a command that changed nothing for this many steps.
         critic: a critic folder or an :class:`ActionScorer`.
         k: candidates per step.
         logprob_weight: ``c`` in ``score = V + c * log pi`` (admissible action space only).
         tokenizer: the tokenizer the critic reads chats with (default: the generator's).
         device: torch device of the critic.
         dtype: critic dtype.
-        seed: unused (``make_policy`` passes it to every policy; sampling seeds come from ``sampling``).
-        **kwargs: passed to :class:`CriticScorer` (``max_batch``, ``max_length``).
+        **react: the sampling ReAct policy's options (``history``, ``example``, ``thoughts``, ``action_space``:
+            ``free`` samples K turns, ``admissible`` takes the policy's top-K distinct admissible commands with no
+            sampling needed; ``anti_loop``).
     """
-    from agentrl.backends.base import Sampling
-
-    sampling = sampling or Sampling(temperature=0.0 if action_space == "admissible" else 1.0)
-    if k > 1 and sampling.temperature <= 0 and action_space != "admissible":
+    admissible = react.get("action_space") == "admissible"
+    sampling = sampling or Sampling(temperature=0.0 if admissible else 1.0)
+    if k > 1 and sampling.temperature <= 0 and not admissible:
         raise ValueError(f"best-of-{k} needs sampling: set a temperature > 0 (got {sampling.temperature})")
     if critic is None:
         raise ValueError("best-of-K needs a critic (--critic DIR)")
     if isinstance(critic, str | Path):
-        critic = CriticScorer.from_pretrained(
-            str(critic),
-            tokenizer or getattr(generator, "tokenizer", None),
-            device=device,
-            dtype=dtype,
-            **kwargs,
-        )
-    policy = ReActPolicy(
-        generator, sampling, history=history, example=example, thoughts=thoughts, action_space=action_space,
-        anti_loop=anti_loop,
-    )
-    return BestOfK(policy, critic, k=k, logprob_weight=logprob_weight)
+        critic = CriticScorer.from_pretrained(str(critic), tokenizer or getattr(generator, "tokenizer", None),
+                                              device=device, dtype=dtype)
+    return BestOfK(ReActPolicy(generator, sampling, **react), critic, k=k, logprob_weight=logprob_weight)

@@ -12,7 +12,13 @@ import re
 from typing import Any
 
 from agentrl.policies.base import Context, Decision
-from agentrl.policies.prompts import check_env_kind, format_react, initial_messages, record_turn
+from agentrl.policies.prompts import (
+    check_env_kind,
+    format_react,
+    initial_messages,
+    record_turn,
+    templated_turn,
+)
 
 
 class MissingExpertError(LookupError):
@@ -83,11 +89,12 @@ class ExpertPolicy:
                 decisions.append(Decision(action="look", raw=raw, thought="", valid=False))
                 continue
             action = str(action)
-            thinks = self.thoughts and ctx.env_kind != "math"
-            thought = expert_thought(action, ctx.info, first) if thinks else ""
-            raw = format_react(thought, action, ctx.env_kind, self.thoughts)
-            decisions.append(Decision(action=action, raw=raw, thought=thought))
+            thought = expert_thought(action, ctx.info, first) if self.thoughts else ""
+            decisions.append(templated_turn(thought, action, ctx.env_kind, self.thoughts))
         return decisions
+
+    def end(self, context: Context) -> None:
+        """Nothing is kept per episode."""
 
     def observe(self, context: Context, decision: Decision, observation: str, info: dict[str, Any]) -> None:
         record_turn(context, decision, observation, info)

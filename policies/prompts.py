@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from agentrl.policies.base import Decision
+
 ENV_KINDS = ("alfworld", "textworld", "math")
 
 ALFWORLD_COMMANDS = """\
@@ -176,6 +178,13 @@ def format_react(thought: str, action: str, env_kind: str, thoughts: bool = True
     if not thoughts:
         return f"Action: {action.strip()}"
     return f"Think: {thought.strip()}\nAction: {action.strip()}"
+
+
+def templated_turn(thought: str, action: str, env_kind: str, thoughts: bool = True) -> Decision:
+    """A templated policy's decision (expert, random): ``action`` with ``thought`` written in the shared format;
+    the thought is recorded only where the turn carries one (``thoughts`` on, not math)."""
+    thought = thought if thoughts and env_kind != "math" else ""
+    return Decision(action=action, raw=format_react(thought, action, env_kind, thoughts), thought=thought)
 
 
 _ACTION = re.compile(r"^[\s>*#`\-]*action[*_]*\s*[:：][*_]*\s*(.*)$", re.IGNORECASE | re.MULTILINE)

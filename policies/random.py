@@ -7,7 +7,7 @@ import zlib
 from typing import Any
 
 from agentrl.policies.base import Context, Decision
-from agentrl.policies.prompts import check_env_kind, format_react, initial_messages, record_turn
+from agentrl.policies.prompts import check_env_kind, initial_messages, record_turn, templated_turn
 
 
 class RandomPolicy:
@@ -48,10 +48,11 @@ class RandomPolicy:
                     f"(task {ctx.info.get('task_id')!r}); use --policy expert or react"
                 )
             action = self._rng(ctx).choice(sorted(actions))
-            thought = "I try an action at random." if self.thoughts else ""
-            raw = format_react(thought, action, ctx.env_kind, self.thoughts)
-            decisions.append(Decision(action=action, raw=raw, thought=thought))
+            decisions.append(templated_turn("I try an action at random.", action, ctx.env_kind, self.thoughts))
         return decisions
+
+    def end(self, context: Context) -> None:
+        """Nothing is kept per episode."""
 
     def observe(self, context: Context, decision: Decision, observation: str, info: dict[str, Any]) -> None:
         record_turn(context, decision, observation, info)

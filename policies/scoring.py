@@ -16,7 +16,7 @@ from agentrl import kv_cache
 from agentrl.backends.transformers_backend import end_of_turn_id
 from agentrl.data import encode_after_action
 from agentrl.kv_cache import CachedPrefix, PrefixStore
-from agentrl.models import ModelError
+from agentrl.models import ModelError, load_tokenizer
 from agentrl.policies.base import Context, Decision
 
 
@@ -108,7 +108,6 @@ class CriticScorer:
         model = ValueModel.from_pretrained(path, dtype=getattr(torch, dtype), device=device)
         check_trained_at_afterstates(model, path)
         if tokenizer is None:
-            from agentrl.models import load_tokenizer
 
             base = model.base if not (Path(path) / "tokenizer_config.json").is_file() else path
             if base is None:

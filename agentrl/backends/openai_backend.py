@@ -17,6 +17,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from agentrl.agent_format import AgentFormat
 from agentrl.backends.base import Completion, Request, Sampling
 from agentrl.errors import AgentRLError
 
@@ -139,6 +140,26 @@ class OpenAIBackend:
         results = [f.result() for f in futures]
         self.generated_tokens += sum(c.num_tokens for group in results for c in group)
         return results
+
+    def agent_format(self) -> Any:
+        """The agent format the server lists for this model (``agentrl serve`` puts the model folder's
+        ``agent_config.json`` in ``/v1/models``), or ``None`` when it lists none (vLLM, hosted APIs).
+
+        Raises:
+            AgentFormatError: the server lists a malformed one.
+        """
+        import openai
+
+
+        try:
+            models = list(self.client.models.list())
+        except openai.OpenAIError:  # no /models route: the server has no format to offer
+            return None
+        for entry in models:
+            data = (entry.model_extra or {}).get("agent_config")
+            if entry.id == self.model and isinstance(data, dict):
+                return AgentFormat.from_dict(data, where=f"{self.base_url}/models ({self.model})")
+        return None
 
     def release(self, cache_key: str) -> None:
         """Nothing to free: the server manages its own (prefix) cache."""

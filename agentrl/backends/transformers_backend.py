@@ -31,6 +31,7 @@ from agentrl import kv_cache
 from agentrl.backends.base import Completion, Request, Sampling, render_chat
 from agentrl.backends.choices import choose
 from agentrl.kv_cache import CachedPrefix, PrefixStore, common_prefix
+from agentrl.models import load_causal_lm, load_tokenizer
 
 __all__ = ["END_OF_TURN_TOKENS", "GenerationStats", "TransformersBackend", "common_prefix", "end_of_turn_id"]
 
@@ -131,7 +132,6 @@ class TransformersBackend:
         """Loads ``name`` (local folder, hub name, LoRA adapter folder or ``default``) with its tokenizer."""
         import torch
 
-        from agentrl.models import load_causal_lm, load_tokenizer
 
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
             dtype

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentrl.backends.base import Completion, Request, Sampling, render_chat
+from agentrl.models import is_adapter, resolve_model
 
 INSTALL_HINT = (
     'the vllm backend needs vLLM (CUDA only): pip install "agentrl[vllm]"; on CPU use --backend transformers, '
@@ -44,7 +45,6 @@ class VLLMBackend:
     def __init__(
         self, model: str, *, seed: int = 0, gpu_memory_utilization: float = 0.85, **engine_kwargs: Any
     ):
-        from agentrl.models import is_adapter, resolve_model
 
         vllm = _import_vllm()
         path = resolve_model(model)

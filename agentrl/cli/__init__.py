@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "plot": "agentrl.cli.plot",
     "eval": "agentrl.cli.eval",
     "iterate": "agentrl.cli.iterate",
+    "recipe": "agentrl.cli.recipe",
     "demo": "agentrl.cli.demo",
 }
 

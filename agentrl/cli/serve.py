@@ -34,9 +34,14 @@ class Config:
 
 
 def run(cfg: Config) -> int:
+    from pathlib import Path
+
+    from agentrl import agent_format
     from agentrl.backends.transformers_backend import TransformersBackend
     from agentrl.serve import ChatServer
 
+    # the model folder's agent format, listed in /v1/models (a bad file fails here, before the model loads)
+    fmt = agent_format.load(cfg.model) if Path(cfg.model).expanduser().is_dir() else None
     backend = TransformersBackend.from_pretrained(cfg.model, device=cfg.device, dtype=cfg.dtype,
                                                   carry_cache=cfg.prefix_cache > 0, keyless_cache=cfg.prefix_cache)
     server = ChatServer(
@@ -45,6 +50,7 @@ def run(cfg: Config) -> int:
         port=cfg.port,
         batch_window=cfg.batch_window,
         max_new_tokens=cfg.max_new_tokens,
+        agent_config=None if fmt is None else fmt.to_dict(),
     )
     print(f"agentrl serve: listening on {server.url}", flush=True)
     try:

@@ -16,8 +16,10 @@ from typing import Any
 
 import gymnasium as gym
 
+from agentrl.envs.alfworld.engine import start_game
+from agentrl.envs.alfworld.expert import HandCodedExpert
 from agentrl.envs.alfworld.pddl import TASK_TYPES
-from agentrl.envs.text import MAX_ACTION_CHARS, clean_action, clean_observation, text_space
+from agentrl.envs.text import MAX_ACTION_CHARS, choose_task, clean_action, clean_observation, text_space
 
 SPLIT_DIRS = {"train": "train", "valid_seen": "valid_seen", "valid_unseen": "valid_unseen",
               "eval_in_distribution": "valid_seen", "eval_out_of_distribution": "valid_unseen"}
@@ -110,7 +112,6 @@ class ALFWorldEnv(gym.Env):
         self._last_obs = ""
 
     def _load(self, task_id: str) -> None:
-        from agentrl.envs.alfworld.engine import start_game
 
         path = str(self._games[task_id])
         if self._engine is None:
@@ -124,11 +125,7 @@ class ALFWorldEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         super().reset(seed=seed)
         options = options or {}
-        task_id = options.get("task_id")
-        if task_id is None:
-            task_id = self.task_ids[int(self.np_random.integers(len(self.task_ids)))]
-        elif task_id not in self._games:
-            raise ValueError(f"unknown task_id {task_id!r} in split {self.split} ({len(self.task_ids)} tasks)")
+        task_id = choose_task(self.task_ids, options, self.np_random, f"split {self.split}: {len(self.task_ids)} tasks")
         self._load(task_id)
         self._task_id = task_id
         self._state = self._engine.reset()
@@ -138,7 +135,6 @@ class ALFWorldEnv(gym.Env):
         self._expert = None
         expert_action = None
         if self._use_expert:
-            from agentrl.envs.alfworld.expert import HandCodedExpert
 
             self._expert = HandCodedExpert(str(self._games[task_id]))
             expert_action = self._expert.start(self._state)

@@ -20,6 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich import progress as bars
+
+from agentrl.envs.alfworld.engine import start_game
+from agentrl.envs.alfworld.expert import HandCodedExpert
 from agentrl.envs.alfworld.pddl import (
     TASK_TYPES,
     Placement,
@@ -145,8 +149,6 @@ _VERIFY_ENGINE = None
 
 def play_expert(gamefile: str, max_steps: int = 50) -> list[str] | None:
     """Plays alfworld's hand-coded expert on a game; its actions if it wins within ``max_steps``, else None."""
-    from agentrl.envs.alfworld.engine import start_game
-    from agentrl.envs.alfworld.expert import HandCodedExpert
 
     global _VERIFY_ENGINE
     if _VERIFY_ENGINE is None:  # one engine per process: each new one dlopens a copy of fast-downward
@@ -257,18 +259,11 @@ def generate(root: str | Path, split: str, n: int, seed: int = 0, room_size: str
     try:
         if not progress:
             return list(results)
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
 
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), TextColumn("{task.fields[last]}"))
-        with Progress(*columns) as bar:
+        columns = (bars.TextColumn("[bold]{task.description}"), bars.BarColumn(),
+                   bars.MofNCompleteColumn(), bars.TimeElapsedColumn(), bars.TimeRemainingColumn(),
+                   bars.TextColumn("{task.fields[last]}"))
+        with bars.Progress(*columns) as bar:
             job = bar.add_task(f"ALFWorld {split}", total=n, last="")
             for task in results:
                 tasks.append(task)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentrl.envs.math.grade import extract_answer
+
 TEST_SEED_OFFSET = 1_000_000
 _CALC = re.compile(r"<<[^<>]*>>")
 _CHAIN_TERM = re.compile(r"\s*([+-])\s*(\d+)")
@@ -123,7 +125,6 @@ def load_chain_sum(split: str, size: int, seed: int) -> list[MathProblem]:
 
 def load_jsonl(path: str | Path) -> list[MathProblem]:
     """User problems, one JSON object a line: ``{"question", "answer"}`` or ``{"problem", "solution"}``."""
-    from agentrl.envs.math.grade import extract_answer
 
     path = Path(path)
     if not path.is_file():

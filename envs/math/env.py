@@ -14,7 +14,7 @@ import gymnasium as gym
 
 from agentrl.envs.math.datasets import load_problems
 from agentrl.envs.math.grade import grade
-from agentrl.envs.text import clean_observation, text_space
+from agentrl.envs.text import choose_task, clean_observation, text_space
 
 MAX_STEP_CHARS = 20_000
 
@@ -79,11 +79,7 @@ class MathEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         super().reset(seed=seed)
-        task_id = (options or {}).get("task_id")
-        if task_id is None:
-            task_id = self.task_ids[int(self.np_random.integers(len(self.task_ids)))]
-        elif task_id not in self._problems:
-            raise ValueError(f"unknown task_id {task_id!r} ({len(self.task_ids)} problems)")
+        task_id = choose_task(self.task_ids, options, self.np_random, f"{len(self.task_ids)} problems")
         self._problem = self._problems[task_id]
         self._steps, self._done, self._won = [], False, False
         return self._observation(), self._info()

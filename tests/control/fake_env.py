@@ -92,6 +92,9 @@ class NoisyExpert:
         context.observation, context.info = observation, info
         context.memory.setdefault("actions", []).append(decision.action)
 
+    def end(self, context: Context) -> None:
+        """Nothing is kept per episode."""
+
 
 def run_episodes(policy: Any, envs: list[Corridor], max_steps: int) -> list[tuple[bool, int, list[Decision]]]:
     """Steps all envs in lock-step with one batched ``act`` per step; returns (won, steps, decisions) per env."""

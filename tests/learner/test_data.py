@@ -188,3 +188,17 @@ def test_encode_after_action_needs_a_final_assistant_turn(tokenizer):
         encode_after_action(tokenizer, chat)
     ids, position = encode_after_action(tokenizer, [*chat, {"role": "assistant", "content": "Action: look"}])
     assert position == len(ids) - 1 and tokenizer.decode([ids[position]]) == "<|im_end|>"
+
+
+def test_dagger_episodes_are_sft_data_only(tokenizer, tmp_path):
+    """A DAgger episode's chat holds the expert's labels, its reward the executed actions': rewards are refused."""
+    from agentrl.trajectory import TrajectoryWriter
+
+    ep = episode(0, 0, True)
+    ep.meta["dagger"] = {"beta": 0.5, "expert_steps": 1, "learner_steps": 1, "corrections": 1}
+    with TrajectoryWriter(tmp_path / "dagger.jsonl") as writer:
+        writer.write(ep)
+    with pytest.raises(DataError, match=r"dagger.jsonl: episode 1 .* only SFT learns from it"):
+        load_tokenized([tmp_path / "dagger.jsonl"], tokenizer)
+    items, counts = load_tokenized([tmp_path / "dagger.jsonl"], tokenizer, allow_labels=True)
+    assert counts["kept"] == 1 and items[0].success

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agentrl import losses
-from agentrl import losses_dqo as dqo
+from agentrl.losses import dqo
 
 
 def _three_states(requires_grad: bool = False):
@@ -69,7 +69,7 @@ def test_value_loss_hand_computed_with_gradient_to_values_only():
     (0.4-0.89)^2 = 0.2401, (0.6-0.98)^2 = 0.1444; loss = 0.540525 / 3 = 0.180175.
     d/dV_h = (2/3)(V_h - G_h) = [-0.263333, -0.326667, -0.253333]: G is a detached target (were it not,
     V_1 would also get (2/3)(V_0 - G_0) * -(1 - lambda) = +0.131667 from term 0). lr gets no gradient.
-    With w = 2 the loss and the gradients double."""
+    With w = 2 the loss and the gradients double (value_mse stays the unweighted 0.180175)."""
     values, lr, mask, reward, beta = _three_states(requires_grad=True)
     loss, m = dqo.dqo_value_loss(values, lr, mask, reward, beta, lam=0.5)
     assert loss.item() == pytest.approx(0.180175, abs=1e-6) and m["value_loss"] == pytest.approx(0.180175)
@@ -77,8 +77,9 @@ def test_value_loss_hand_computed_with_gradient_to_values_only():
     assert torch.allclose(values.grad, torch.tensor([[-0.263333, -0.326667, -0.253333]]), atol=1e-6)
     assert lr.grad is None
     values.grad = None
-    loss, _ = dqo.dqo_value_loss(values, lr, mask, reward, beta, lam=0.5, weight=torch.tensor([2.0]))
+    loss, m = dqo.dqo_value_loss(values, lr, mask, reward, beta, lam=0.5, weight=torch.tensor([2.0]))
     assert loss.item() == pytest.approx(0.36035, abs=1e-6)
+    assert m["value_mse"] == pytest.approx(0.180175, abs=1e-6)  # the unweighted error, for comparing steps
     loss.backward()
     assert torch.allclose(values.grad, torch.tensor([[-0.526667, -0.653333, -0.506667]]), atol=1e-6)
 
@@ -130,3 +131,37 @@ def test_importance_weight_hand_computed_clipped_and_without_gradient():
         (g_plain,) = torch.autograd.grad(plain / 2, lr)
         assert torch.allclose(g_weighted[row], w[row] * g_plain[row], atol=1e-7)
     assert dqo.trajectory_weight(torch.tensor([[800.0]]), torch.tensor([[True]]), clip=3.0).item() == 3.0
+
+
+def test_afterstate_targets_hand_computed_and_oreos_at_lambda_one():
+    """Three states, lambda = 0.5: G = [0.595, 0.89, 0.98] (above), r = [0, 0, 1]. Two turns: turn 0 ends in
+    segment 1, turn 1 in segment 2. target_0 = r_1 + G_2 = 0.98, target_1 = r_2 + G_3 = 1 + 0 = 1 (R: the episode
+    is over). With lambda = 1 every target is OREO's R - beta * (log-ratios after the turn)."""
+    values, lr, mask, reward, beta = _three_states()
+    segments, after_mask = torch.tensor([[1, 2]]), torch.tensor([[True, True]])
+    t = dqo.afterstate_targets(values, lr, mask, reward, beta, 0.5, segments, after_mask)
+    assert torch.allclose(t, torch.tensor([[0.98, 1.0]]), atol=1e-6)
+    values, lr, mask, reward = _random_batch(2)
+    segments = torch.tensor([[1, 3, 5], [0, 3, 0], [0, 0, 0]])
+    after_mask = torch.tensor([[True, True, True], [True, True, False], [True, False, False]])
+    token_dense = lr * mask  # one token per segment: the token log-ratios are the step log-ratios
+    oreo = losses.afterstate_targets(token_dense, segments, after_mask, reward, 0.03)
+    ours = dqo.afterstate_targets(values, lr, mask, reward, 0.03, 1.0, segments, after_mask)
+    assert torch.allclose(ours, oreo, atol=1e-6)
+
+
+def test_value_loss_with_afterstates_averages_them_with_the_states():
+    """States' squared errors 0.156025, 0.2401, 0.1444 (lambda 0.5, above); afterstates V = [0.5, 0.9] against
+    targets [0.98, 1]: 0.2304, 0.01. Loss = (0.540525 + 0.2404) / 5 = 0.156185; with w = 2, 0.31237.
+    d/dV^a = (2/5)(V^a - target) = [-0.192, -0.04]."""
+    values, lr, mask, reward, beta = _three_states()
+    after = torch.tensor([[0.5, 0.9]], requires_grad=True)
+    targets, after_mask = torch.tensor([[0.98, 1.0]]), torch.tensor([[True, True]])
+    args = dict(after_values=after, after_targets=targets, after_mask=after_mask)
+    loss, m = dqo.dqo_value_loss(values, lr, mask, reward, beta, 0.5, **args)
+    assert loss.item() == pytest.approx(0.156185, abs=1e-6)
+    assert m["afterstate_value_loss"] == pytest.approx(0.1202, abs=1e-6)
+    loss.backward()
+    assert torch.allclose(after.grad, torch.tensor([[-0.192, -0.04]]), atol=1e-6)
+    weighted, _ = dqo.dqo_value_loss(values, lr, mask, reward, beta, 0.5, weight=torch.tensor([2.0]), **args)
+    assert weighted.item() == pytest.approx(0.31237, abs=1e-6)

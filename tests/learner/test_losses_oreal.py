@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from agentrl import losses_oreal as oreal
+from agentrl.losses import oreal
 
 
 def _sig(x: float) -> float:

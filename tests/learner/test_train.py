@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from agentrl.cli import main
-from agentrl.cli.learn import Config
 from agentrl.critic import ValueModel
+from agentrl.learn_config import LearnConfig as Config
 from agentrl.learner import train
 
 from .helpers import write_dataset
@@ -114,6 +114,14 @@ def test_cli_learn_and_errors(data, tiny_model_dir, tmp_path, capsys):
     assert "no training data left" in capsys.readouterr().err
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_two_process_data_parallel_equals_gradient_accumulation(data, tiny_model_dir, tmp_path):
     """torchrun with 2 CPU processes (gloo) x batch 2 sees the same micro-batches as one process with
     --grad-accum 2 and averages the same gradients: the logged metrics agree."""
@@ -132,7 +140,7 @@ def test_two_process_data_parallel_equals_gradient_accumulation(data, tiny_model
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29517",
+        str(_free_port()),  # a fixed port collides with another test run on the same machine
     ]
     script = "from agentrl.cli import main; import sys; sys.exit(main(sys.argv[1:]))"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -162,7 +170,7 @@ def test_memory_options_change_memory_not_math(flag, data, tiny_model_dir, tmp_p
 
 
 def test_group_by_length_batches_cover_each_epoch_and_cut_padding():
-    from agentrl.learner import _micro_batch
+    from agentrl.batches import micro_batch
 
     gen = torch.Generator().manual_seed(1)
     lengths = torch.randint(200, 3000, (400,), generator=gen).tolist()
@@ -174,16 +182,16 @@ def test_group_by_length_batches_cover_each_epoch_and_cut_padding():
 
     for epoch in range(2):
         micro = range(epoch * per_epoch, (epoch + 1) * per_epoch)
-        grouped = [_micro_batch(items, m, batch, seed=3, lengths=lengths) for m in micro]
-        plain = [_micro_batch(items, m, batch, seed=3) for m in micro]
+        grouped = [micro_batch(items, m, batch, seed=3, lengths=lengths) for m in micro]
+        plain = [micro_batch(items, m, batch, seed=3) for m in micro]
         assert sorted(i for b in grouped for i in b) == items  # every item once per epoch
         assert padded(grouped) < 0.75 * padded(plain)
-        assert grouped == [_micro_batch(items, m, batch, seed=3, lengths=lengths) for m in micro]  # resumable
-    assert _micro_batch(items, 0, batch, 3, lengths) != _micro_batch(items, per_epoch, batch, 3, lengths)
+        assert grouped == [micro_batch(items, m, batch, seed=3, lengths=lengths) for m in micro]  # resumable
+    assert micro_batch(items, 0, batch, 3, lengths) != micro_batch(items, per_epoch, batch, 3, lengths)
 
 
 def test_oreo_batches_mix_outcomes_unless_length_grouping_is_asked_for():
-    from agentrl.learner import _grouping_lengths, _micro_batch
+    from agentrl.batches import grouping_lengths, micro_batch
 
     # agent data: successes are short, failures run to the step cap, as in bench/alfworld_mini
     success = [i % 3 == 0 for i in range(240)]
@@ -191,16 +199,16 @@ def test_oreo_batches_mix_outcomes_unless_length_grouping_is_asked_for():
     items = list(range(240))
 
     def pure_batches(lengths):
-        batches = [_micro_batch(items, m, 8, seed=0, lengths=lengths) for m in range(30)]
+        batches = [micro_batch(items, m, 8, seed=0, lengths=lengths) for m in range(30)]
         return sum(len({success[i] for i in b}) == 1 for b in batches)
 
-    assert _grouping_lengths("oreo", None, size, items) is None  # the default: random batches
+    assert grouping_lengths("oreo", None, size, items) is None  # the default: random batches
     assert pure_batches(None) <= 6
-    grouped = _grouping_lengths("oreo", True, size, items)
+    grouped = grouping_lengths("oreo", True, size, items)
     assert grouped == size and pure_batches(grouped) >= 27  # why it is not the default
-    assert _grouping_lengths("sft", None, size, items) == size
-    assert _grouping_lengths("rs", False, size, items) is None
-    assert _grouping_lengths("dpo", None, size, [(0, 1), (3, 2)]) == [size[1], size[2]]
+    assert grouping_lengths("sft", None, size, items) == size
+    assert grouping_lengths("rs", False, size, items) is None
+    assert grouping_lengths("dpo", None, size, [(0, 1), (3, 2)]) == [size[1], size[2]]
 
 
 def test_paper_defaults_reward_map_and_kl(data, tiny_model_dir, tmp_path, capsys):

@@ -53,7 +53,7 @@ def test_expert_rollout_with_thoughts_off_writes_action_only_turns(tmp_path):
     episodes = read_episodes(cfg.out)
     assert len(episodes) == 3
     for ep in episodes:
-        assert ep.success and ep.meta["thoughts"] is False
+        assert ep.success and ep.meta["agent"]["thoughts"] is False
         assistant = [m["content"] for m in ep.messages if m["role"] == "assistant"]
         assert assistant == [f"Action: {s.action}" for s in ep.steps]
         assert all(ACTION_ONLY.fullmatch(a) for a in assistant)
@@ -63,7 +63,7 @@ def test_expert_rollout_with_thoughts_off_writes_action_only_turns(tmp_path):
     on = _cfg(tmp_path, out=str(tmp_path / "on.jsonl"))
     rollout(on, pool=FakePool(num_tasks=3))
     first = read_episodes(on.out)[0]
-    assert first.meta["thoughts"] is True and first.messages[2]["content"].startswith("Think: ")
+    assert first.meta["agent"]["thoughts"] is True and first.messages[2]["content"].startswith("Think: ")
     assert first.steps[0].thought
 
 

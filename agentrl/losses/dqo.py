@@ -16,7 +16,7 @@ recursion (the paper's printed sum drops its tail term; the recursion keeps it):
   data sampled from ``pi_ref`` while ``pi`` moves away from it (the paper clips at ``c = e``).
 
 With ``lambda = 1`` and ``w = 1`` the targets are OREO's (``G_h = R - beta * sum_{i >= h} lr_i``) and the
-policy loss is OREO's Eq. 9 without its KL regulariser. Shapes follow :mod:`agentrl.losses`: ``B`` episodes,
+policy loss is OREO's Eq. 9 without its KL regulariser. Shapes follow :mod:`agentrl.losses.common`: ``B`` episodes,
 ``S`` states (segments; one per action token at the token level, DQO's MDP) with ``state_mask`` marking the real
 ones, ``N`` action tokens.
 """
@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from agentrl.losses import Metrics, _masked_row_mean
+from agentrl.losses.common import Metrics, masked_row_mean
 
 DEFAULT_CLIP = math.e
 WEIGHT_TARGETS = ("both", "policy", "value", "none")
@@ -90,6 +90,37 @@ def lambda_returns(
     return out * m
 
 
+def afterstate_targets(
+    values: torch.Tensor,
+    step_logratio: torch.Tensor,
+    state_mask: torch.Tensor,
+    reward: torch.Tensor,
+    beta: float,
+    lam: float,
+    after_segments: torch.Tensor,
+    after_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Targets at afterstates (each assistant turn's end-of-turn token, where best-of-K and beam search read V):
+    the return from right after the turn's last action ``h_j``, ``target_j = r_{h_j} + G_{h_j + 1}`` (no gradient).
+
+    The environment's answer carries no log-ratio, so this is the next state's lambda-return (``r_{h_j} = 0``
+    before the last action); after the last action it is ``R`` (``G_T = 0``). With ``lambda = 1`` it is OREO's
+    afterstate target ``R - beta * sum_{i > h_j} lr_i`` (:func:`agentrl.losses.afterstate_targets`).
+
+    Args:
+        values, step_logratio, state_mask, reward, beta, lam: as in :func:`lambda_returns`.
+        after_segments: ``[B, T]`` long, the segment of each turn's end-of-turn token ``h_j``.
+        after_mask: ``[B, T]`` bool, real afterstates.
+
+    Returns:
+        ``[B, T]`` targets (0 where ``after_mask`` is False).
+    """
+    returns = lambda_returns(values, step_logratio, state_mask, reward, beta, lam)
+    after_action = terminal_rewards(state_mask, reward).to(returns.dtype)
+    after_action = after_action + torch.cat([returns[:, 1:], torch.zeros_like(returns[:, :1])], dim=1)
+    return after_action.gather(1, after_segments.clamp(min=0)) * after_mask.to(returns.dtype)
+
+
 def trajectory_weight(step_logratio: torch.Tensor, state_mask: torch.Tensor, clip: float) -> torch.Tensor:
     """DQO's importance weight ``w = min(pi(tau) / pi_ref(tau), c)`` per episode (no gradient).
 
@@ -113,8 +144,8 @@ def _weighted_row_mean(
 ) -> torch.Tensor:
     """``[B, S]`` -> scalar: mean over rows of ``w_b`` times the masked mean over states (``w = 1`` if None)."""
     if weight is None:
-        return _masked_row_mean(x, state_mask)
-    return _masked_row_mean(x * weight.detach()[:, None].to(x.dtype), state_mask)
+        return masked_row_mean(x, state_mask)
+    return masked_row_mean(x * weight.detach()[:, None].to(x.dtype), state_mask)
 
 
 def dqo_value_loss(
@@ -125,11 +156,16 @@ def dqo_value_loss(
     beta: float,
     lam: float,
     weight: torch.Tensor | None = None,
+    after_values: torch.Tensor | None = None,
+    after_targets: torch.Tensor | None = None,
+    after_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     """DQO value loss: ``L_V = E_tau [ w * 1/T sum_h ( G_h - V(s_h) )^2 ]``.
 
     The target ``G_h`` (:func:`lambda_returns`) is built from detached values and log-ratios, so only ``V(s_h)``
-    of each term receives a gradient.
+    of each term receives a gradient. With afterstates (``after_*``, :func:`afterstate_targets`; not in the
+    paper: they make the critic usable by search) the per-episode mean runs over the states and the afterstates
+    together, ``w / (T + T') [ sum_h (G_h - V(s_h))^2 + sum_j (target_j - V(s^a_j))^2 ]``, as OREO's does.
 
     Args:
         values: ``[B, S]`` critic values ``V(s_h)``, differentiable.
@@ -139,17 +175,32 @@ def dqo_value_loss(
         beta: KL coefficient.
         lam: ``lambda``.
         weight: ``[B]`` importance weights ``w`` (detached inside), or None for ``w = 1``.
+        after_values: ``[B, T]`` critic values at the afterstates, or None.
+        after_targets: ``[B, T]`` their targets (detached inside), with ``after_values``.
+        after_mask: ``[B, T]`` bool, with ``after_values``.
 
     Returns:
-        The scalar loss and metrics ``value_loss``, ``value_mean``, ``target_mean``.
+        The scalar loss and metrics ``value_loss``, ``value_mse`` (the loss with ``w = 1``: comparable across
+        steps while ``w`` changes), ``value_mean``, ``target_mean``, and with afterstates
+        ``afterstate_value_loss`` (their unweighted mean squared error alone).
     """
     target = lambda_returns(values, step_logratio, state_mask, reward, beta, lam)
-    loss = _weighted_row_mean((values - target) ** 2, state_mask, weight)
+    error, mask = (values - target) ** 2, state_mask
+    metrics: Metrics = {}
+    if after_values is not None:
+        if after_targets is None or after_mask is None:
+            raise ValueError("dqo_value_loss: after_values needs after_targets and after_mask")
+        after_error = (after_values - after_targets.detach()) ** 2
+        metrics["afterstate_value_loss"] = masked_row_mean(after_error.detach(), after_mask).item()
+        error, mask = torch.cat([error, after_error], dim=1), torch.cat([state_mask, after_mask], dim=1)
+    loss = _weighted_row_mean(error, mask, weight)
     m = state_mask.to(values.dtype)
     return loss, {
         "value_loss": loss.item(),
+        "value_mse": masked_row_mean(error.detach(), mask).item(),
         "value_mean": ((values.detach() * m).sum() / m.sum()).item(),
         "target_mean": ((target * m).sum() / m.sum()).item(),
+        **metrics,
     }
 
 
@@ -169,16 +220,11 @@ def dqo_policy_loss(
     ``( sg[V(s_{T-1})] + beta * lr_{T-1} - R )^2``.
 
     Args:
-        values: ``[B, S]`` critic values (detached inside).
-        step_logratio: ``[B, S]`` ``lr_h``, differentiable w.r.t. the policy.
-        state_mask: ``[B, S]`` bool.
-        reward: ``[B]``.
-        beta: KL coefficient.
-        lam: ``lambda``.
-        weight: ``[B]`` importance weights (detached inside), or None for ``w = 1``.
+        values: ``[B, S]`` critic values (detached inside); the other arguments as in :func:`dqo_value_loss`,
+            except ``step_logratio``, which is differentiable w.r.t. the policy here.
 
     Returns:
-        The scalar loss and metrics ``policy_loss``, ``logratio_mean``.
+        The scalar loss and metrics ``policy_loss``, ``policy_mse`` (the loss with ``w = 1``), ``logratio_mean``.
     """
     m = state_mask.to(step_logratio.dtype)
     lr = step_logratio * m
@@ -187,4 +233,8 @@ def dqo_policy_loss(
     r = terminal_rewards(state_mask, reward).to(lr.dtype)
     residual = values.detach() + beta * lr - r - next_return
     loss = _weighted_row_mean(residual**2, state_mask, weight)
-    return loss, {"policy_loss": loss.item(), "logratio_mean": (lr.detach().sum() / m.sum()).item()}
+    return loss, {
+        "policy_loss": loss.item(),
+        "policy_mse": masked_row_mean(residual.detach() ** 2, state_mask).item(),
+        "logratio_mean": (lr.detach().sum() / m.sum()).item(),
+    }

@@ -19,7 +19,7 @@ that produced the paper's results (see docs/learner.md, "OREAL"):
   ``N+``, ``N-``, ``N`` count positive, negative and all action tokens of the optimizer step ("per-token" loss).
 
 Shapes: ``B`` episodes, ``N`` action tokens in the batch (row-major order of the action mask, as in
-:mod:`agentrl.losses`), ``M`` episodes of a dataset (for the group functions).
+:mod:`agentrl.losses.common`), ``M`` episodes of a dataset (for the group functions).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from agentrl.losses import Metrics
+from agentrl.losses.common import Metrics
 
 
 def rloo_advantages(reward: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
