@@ -6,11 +6,10 @@ micro-batch counter, so a resumed run sees the batches an uninterrupted one woul
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from agentrl.data import ReferenceCache, TokenizedEpisode, collate
+from agentrl.learn_config import LearnConfig
 from agentrl.learner_steps import CRITIC_ALGOS
 
 GROUP_WINDOW = 16  # --group-by-length sorts windows of this many batches
@@ -85,7 +84,7 @@ def micro_index(step: int, j: int, grad_accum: int, world: int, rank: int) -> in
 
 
 def step_token_norms(
-    cfg: Any, episodes: list[TokenizedEpisode], items: list, lengths: list[int] | None, step: int, world: int
+    cfg: LearnConfig, episodes: list[TokenizedEpisode], items: list, lengths: list[int] | None, step: int, world: int
 ) -> tuple[float, float, float]:
     """OREAL's per-token normalisers ``(N+, N-, N)``: action tokens of the successes, failures and all episodes
     of optimizer step ``step`` (every micro-batch of every process), per micro-batch."""

@@ -42,6 +42,7 @@ from agentrl.data import (
     load_tokenized,
     parse_reward_map,
 )
+from agentrl.learn_config import LearnConfig
 from agentrl.learner_steps import CRITIC_ALGOS, MICRO_STEPS, REFERENCE_ALGOS
 from agentrl.models import load_tokenizer, resolve_model
 
@@ -52,7 +53,7 @@ STEP_SPLITS = {"turn": (), "line": ("\n",), "line+sentence": ("\n", ". ")}
 class Run:
     """One training run, built by :func:`setup_run`: what the loop and the micro-batch steps read."""
 
-    cfg: Any  # the `agentrl learn` Config, with --kl-topk resolved
+    cfg: LearnConfig  # with --kl-topk resolved
     device: str
     rank: int  # this process; process 0 logs, checkpoints and saves
     world: int  # processes (data parallel)
@@ -128,7 +129,7 @@ def _schedule(kind: str, warmup: int, total: int) -> Callable[[int], float]:
 # ------------------------------------------------------------------------------------------------ setup
 
 
-def _runtime(cfg: Any) -> tuple[str, int, int, Any, Callable[[], Any]]:
+def _runtime(cfg: LearnConfig) -> tuple[str, int, int, Any, Callable[[], Any]]:
     """``(device, rank, world, console, autocast)``; seeds torch (the same seed on every process: LoRA and
     value-head initialisation are identical without a broadcast)."""
     from rich.console import Console
@@ -145,7 +146,7 @@ def _runtime(cfg: Any) -> tuple[str, int, int, Any, Callable[[], Any]]:
 
 
 def _training_items(
-    cfg: Any, tokenizer: Any, console: Any
+    cfg: LearnConfig, tokenizer: Any, console: Any
 ) -> tuple[list[TokenizedEpisode], list, list[float] | None]:
     """The episodes (tokenized once) and the items to train on: episode indices; DPO: (success, failure) pairs
     of a task; OREAL: mixed-outcome groups, with RLOO advantages."""
@@ -172,7 +173,7 @@ def _training_items(
     return episodes, items, advantages
 
 
-def _total_steps(cfg: Any, num_items: int, world: int, model_path: str, console: Any) -> int:
+def _total_steps(cfg: LearnConfig, num_items: int, world: int, model_path: str, console: Any) -> int:
     """Optimizer steps of the run (``--max-steps``, else ``--epochs`` passes; OREAL's reward-model warm-up
     comes on top of the policy's epochs), after warning about data the algorithm's assumptions do not fit."""
     per_epoch = max(1, num_items // (cfg.batch_size * world)) // cfg.grad_accum
@@ -183,7 +184,7 @@ def _total_steps(cfg: Any, num_items: int, world: int, model_path: str, console:
     return total
 
 
-def _models(cfg: Any, model_path: str, device: str, console: Any) -> tuple[nn.Module, ValueModel | None, Any]:
+def _models(cfg: LearnConfig, model_path: str, device: str, console: Any) -> tuple[nn.Module, ValueModel | None, Any]:
     """The policy and, for the critic algorithms, the critic; returns ``cfg`` with ``--kl-topk`` resolved."""
     policy = setup.build_policy(model_path, cfg.lora, cfg.lora_r, cfg.lora_alpha, device)
     critic = None
@@ -250,7 +251,7 @@ def _optimizers(run: Run) -> None:
     ]
 
 
-def setup_run(cfg: Any) -> Run:
+def setup_run(cfg: LearnConfig) -> Run:
     """Everything a run needs, in the order it must happen: data (tokenized once), models, the reference cache
     (before any update), optimizers, and with ``--resume`` the latest checkpoint's state."""
 
@@ -351,7 +352,7 @@ def train_loop(run: Run, logger: MetricsLogger | None) -> dict[str, Any] | None:
     return metrics
 
 
-def train(cfg: Any, save: bool = True) -> dict[str, Any]:
+def train(cfg: LearnConfig, save: bool = True) -> dict[str, Any]:
     """Trains a policy (and for OREO/DQO a critic, for OREAL a token reward model) on trajectory files; see
     ``agentrl learn --help`` for ``cfg``.
 

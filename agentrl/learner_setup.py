@@ -16,6 +16,7 @@ from torch import nn
 
 from agentrl.critic import CRITIC_ADAPTER, ValueModel, active_adapter, adapters_disabled, decoder_of, is_peft
 from agentrl.data import ReferenceCache, TokenizedEpisode, collate
+from agentrl.learn_config import LearnConfig
 from agentrl.losses.oreal import rloo_advantages
 from agentrl.models import ModelError
 from agentrl.trajectory import iter_episodes
@@ -233,7 +234,7 @@ def _same_model(a: str, b: str) -> bool:
     return a == b
 
 
-def data_source_warnings(cfg: Any, model_path: str, passes: float) -> list[str]:
+def data_source_warnings(cfg: LearnConfig, model_path: str, passes: float) -> list[str]:
     """What makes the data wrong for DQO's importance weight or OREAL's on-policy update (empty: nothing).
 
     ``passes``: how many passes over the data the policy's updates make (OREAL's warm-up steps not counted).

@@ -115,9 +115,13 @@ def load_tokenizer(name: str | Path) -> Any:
     """The tokenizer of a model, adapter folder (its own copy, else its base's) or ``default``."""
     from transformers import AutoTokenizer
 
-    path = resolve_model(name)
-    if is_adapter(path) and not (Path(path) / "tokenizer_config.json").is_file():
-        path = resolve_model(_adapter_base(path))
+    folder = Path(str(name)).expanduser()
+    if folder.is_dir() and (folder / "tokenizer_config.json").is_file():
+        path = str(folder)  # any folder that carries its tokenizer (a model, an adapter, a critic)
+    else:
+        path = resolve_model(name)
+        if is_adapter(path):
+            path = resolve_model(_adapter_base(path))
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -108,7 +108,6 @@ class CriticScorer:
         model = ValueModel.from_pretrained(path, dtype=getattr(torch, dtype), device=device)
         check_trained_at_afterstates(model, path)
         if tokenizer is None:
-
             base = model.base if not (Path(path) / "tokenizer_config.json").is_file() else path
             if base is None:
                 raise ValueError(f"{path}: the critic has no tokenizer and no base model to take one from")

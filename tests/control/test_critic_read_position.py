@@ -165,3 +165,17 @@ def test_search_refuses_a_critic_not_trained_at_afterstates(tiny_model_dir, tmp_
                  model=str(tiny_model_dir), out=str(tmp_path / "oreo"), batch_size=4, max_steps=1))
     with pytest.raises(ModelError, match="not trained at afterstates"):
         CriticScorer.from_pretrained(str(tmp_path / "oreo" / "critic"))
+
+
+def test_lora_critic_loads_its_own_tokenizer(tiny_model_dir, tmp_path) -> None:
+    """A LoRA critic folder (adapter/ + tokenizer, no config.json) scores without a tokenizer being passed."""
+    from agentrl.cli.learn import Config
+    from agentrl.learner import train
+
+    with TrajectoryWriter(tmp_path / "door.jsonl") as writer:
+        for n, (turns, ok) in enumerate(EPISODES):
+            writer.write(_episode(n, turns, ok))
+    train(Config(algo="oreo", lora=True, critic_lora=True, lora_r=4, data=[str(tmp_path / "door.jsonl")],
+                 model=str(tiny_model_dir), out=str(tmp_path / "oreo"), batch_size=4, max_steps=1))
+    scorer = CriticScorer.from_pretrained(str(tmp_path / "oreo" / "critic"))
+    assert len(scorer.score([_context()], [[Decision("look", LOOK)]])[0]) == 1
