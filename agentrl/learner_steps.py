@@ -35,11 +35,15 @@ def _oreo_micro(run: Run, batch: dict[str, torch.Tensor], scale: float) -> dict[
             values = critic.values(batch["input_ids"], batch["attention_mask"])
         return values.gather(1, batch["state_positions"]), values.gather(1, batch["after_positions"])
 
-    def value_step(values: tuple[torch.Tensor, torch.Tensor], token_lr: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def value_step(
+        values: tuple[torch.Tensor, torch.Tensor], token_lr: torch.Tensor
+    ) -> tuple[torch.Tensor, dict]:
         states, after = values
         after_args = {}
         if cfg.afterstates:
-            token_dense = token_lr.new_zeros(batch["action_mask"].shape).masked_scatter(batch["action_mask"], token_lr)
+            token_dense = token_lr.new_zeros(batch["action_mask"].shape).masked_scatter(
+                batch["action_mask"], token_lr
+            )
             targets = losses.afterstate_targets(
                 token_dense, batch["after_positions"], batch["after_mask"], batch["reward"], cfg.beta
             )
@@ -68,7 +72,9 @@ def _oreo_micro(run: Run, batch: dict[str, torch.Tensor], scale: float) -> dict[
     if not cfg.low_memory:
         values = critic_values()
         value_loss, vm = value_step(values, token_lr.detach())
-    policy_loss, pm = losses.oreo_policy_loss(values[0], step_lr, batch["state_mask"], batch["reward"], cfg.beta)
+    policy_loss, pm = losses.oreo_policy_loss(
+        values[0], step_lr, batch["state_mask"], batch["reward"], cfg.beta
+    )
     kl_mean = losses.row_mean(kl, batch["action_rows"], b)
     ((policy_loss + cfg.alpha * kl_mean) * scale).backward()
     if cfg.low_memory:
@@ -126,26 +132,32 @@ def _dqo_micro(run: Run, batch: dict[str, torch.Tensor], scale: float) -> dict[s
     value_weight = weight if cfg.dqo_weight in ("both", "value") else None
     policy_weight = weight if cfg.dqo_weight in ("both", "policy") else None
 
+    returns: torch.Tensor | None = (
+        None  # G_h, from the first values computed (the critic steps after the batch)
+    )
+
     def value_step(values: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        nonlocal returns
         states, after = values
-        after_args = {}
+        if returns is None:
+            returns = losses.dqo.lambda_returns(states, step_lr, mask, reward, cfg.beta, cfg.dqo_lambda)
+        after_args = None
         if cfg.afterstates:  # trained where best-of-K and beam search read the critic
             targets = losses.dqo.afterstate_targets(
-                states, step_lr.detach(), mask, reward, cfg.beta, cfg.dqo_lambda, _after_segments(batch),
-                batch["after_mask"],
-            )  # fmt: skip
-            after_args = {"after_values": after, "after_targets": targets, "after_mask": batch["after_mask"]}
-        loss, metrics = losses.dqo.dqo_value_loss(
-            states, step_lr.detach(), mask, reward, cfg.beta, cfg.dqo_lambda, value_weight, **after_args
-        )
+                returns, mask, reward, _after_segments(batch), batch["after_mask"]
+            )
+            after_args = (after, targets, batch["after_mask"])
+        loss, metrics = losses.dqo.dqo_value_loss(states, returns, mask, value_weight, after_args)
         (loss * scale).backward()
         return loss, metrics
 
     if not cfg.low_memory:
         values = _state_values(run, batch)
         value_loss, vm = value_step(values)
+    if returns is None:
+        returns = losses.dqo.lambda_returns(values[0], step_lr, mask, reward, cfg.beta, cfg.dqo_lambda)
     policy_loss, pm = losses.dqo.dqo_policy_loss(
-        values[0], step_lr, mask, reward, cfg.beta, cfg.dqo_lambda, policy_weight
+        values[0], step_lr, returns, mask, reward, cfg.beta, policy_weight
     )
     kl_mean = losses.row_mean(kl, batch["action_rows"], b) if kl is not None else None
     ((policy_loss + (cfg.alpha * kl_mean if kl_mean is not None else 0.0)) * scale).backward()

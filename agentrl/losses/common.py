@@ -55,3 +55,39 @@ def masked_row_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     counts = mask.sum(dim=1)
     present = counts > 0
     return ((x * mask).sum(dim=1)[present] / counts[present]).mean()
+
+
+def squared_errors(
+    values: torch.Tensor,
+    target: torch.Tensor,
+    state_mask: torch.Tensor,
+    after: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
+    """A critic's squared errors ``(V - sg[target])^2`` at the states, joined by those at the afterstates.
+
+    Args:
+        values: ``[B, S]`` ``V(s_h)``, differentiable.
+        target: ``[B, S]`` (detached inside).
+        state_mask: ``[B, S]`` bool.
+        after: ``(values, targets, mask)`` at the afterstates, each ``[B, T]`` (targets detached inside), or None.
+
+    Returns:
+        ``[B, S (+ T)]`` errors, their mask (for :func:`masked_row_mean`), and with afterstates the metric
+        ``afterstate_value_loss`` (their mean alone).
+    """
+    errors, mask, metrics = (values - target.detach()) ** 2, state_mask, {}
+    if after is not None:
+        after_values, after_targets, after_mask = after
+        after_errors = (after_values - after_targets.detach()) ** 2
+        metrics["afterstate_value_loss"] = masked_row_mean(after_errors.detach(), after_mask).item()
+        errors, mask = torch.cat([errors, after_errors], dim=1), torch.cat([state_mask, after_mask], dim=1)
+    return errors, mask, metrics
+
+
+def value_metrics(values: torch.Tensor, target: torch.Tensor, state_mask: torch.Tensor) -> Metrics:
+    """``value_mean`` and ``target_mean`` over the real states."""
+    m = state_mask.to(values.dtype)
+    return {
+        "value_mean": ((values.detach() * m).sum() / m.sum()).item(),
+        "target_mean": ((target.detach() * m).sum() / m.sum()).item(),
+    }

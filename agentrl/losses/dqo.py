@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from agentrl.losses.common import Metrics, masked_row_mean
+from agentrl.losses.common import Metrics, masked_row_mean, squared_errors, value_metrics
 
 DEFAULT_CLIP = math.e
 WEIGHT_TARGETS = ("both", "policy", "value", "none")
@@ -91,12 +91,9 @@ def lambda_returns(
 
 
 def afterstate_targets(
-    values: torch.Tensor,
-    step_logratio: torch.Tensor,
+    returns: torch.Tensor,
     state_mask: torch.Tensor,
     reward: torch.Tensor,
-    beta: float,
-    lam: float,
     after_segments: torch.Tensor,
     after_mask: torch.Tensor,
 ) -> torch.Tensor:
@@ -108,17 +105,21 @@ def afterstate_targets(
     afterstate target ``R - beta * sum_{i > h_j} lr_i`` (:func:`agentrl.losses.afterstate_targets`).
 
     Args:
-        values, step_logratio, state_mask, reward, beta, lam: as in :func:`lambda_returns`.
+        returns: ``[B, S]`` ``G_h`` from :func:`lambda_returns`.
+        state_mask, reward: as in :func:`lambda_returns`.
         after_segments: ``[B, T]`` long, the segment of each turn's end-of-turn token ``h_j``.
         after_mask: ``[B, T]`` bool, real afterstates.
 
     Returns:
         ``[B, T]`` targets (0 where ``after_mask`` is False).
     """
-    returns = lambda_returns(values, step_logratio, state_mask, reward, beta, lam)
-    after_action = terminal_rewards(state_mask, reward).to(returns.dtype)
-    after_action = after_action + torch.cat([returns[:, 1:], torch.zeros_like(returns[:, :1])], dim=1)
+    after_action = terminal_rewards(state_mask, reward).to(returns.dtype) + _next(returns.detach())
     return after_action.gather(1, after_segments.clamp(min=0)) * after_mask.to(returns.dtype)
+
+
+def _next(returns: torch.Tensor) -> torch.Tensor:
+    """``G_{h+1}`` at every ``h`` (``G_T = 0`` past the last column)."""
+    return torch.cat([returns[:, 1:], torch.zeros_like(returns[:, :1])], dim=1)
 
 
 def trajectory_weight(step_logratio: torch.Tensor, state_mask: torch.Tensor, clip: float) -> torch.Tensor:
@@ -150,56 +151,37 @@ def _weighted_row_mean(
 
 def dqo_value_loss(
     values: torch.Tensor,
-    step_logratio: torch.Tensor,
+    returns: torch.Tensor,
     state_mask: torch.Tensor,
-    reward: torch.Tensor,
-    beta: float,
-    lam: float,
     weight: torch.Tensor | None = None,
-    after_values: torch.Tensor | None = None,
-    after_targets: torch.Tensor | None = None,
-    after_mask: torch.Tensor | None = None,
+    after: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     """DQO value loss: ``L_V = E_tau [ w * 1/T sum_h ( G_h - V(s_h) )^2 ]``.
 
-    The target ``G_h`` (:func:`lambda_returns`) is built from detached values and log-ratios, so only ``V(s_h)``
-    of each term receives a gradient. With afterstates (``after_*``, :func:`afterstate_targets`; not in the
-    paper: they make the critic usable by search) the per-episode mean runs over the states and the afterstates
-    together, ``w / (T + T') [ sum_h (G_h - V(s_h))^2 + sum_j (target_j - V(s^a_j))^2 ]``, as OREO's does.
+    The targets ``G_h`` (:func:`lambda_returns`) are built from detached values and log-ratios, so only
+    ``V(s_h)`` of each term receives a gradient. With afterstates (``after``; targets from
+    :func:`afterstate_targets`; not in the paper: they make the critic usable by search) the per-episode mean
+    runs over the states and the afterstates together,
+    ``w / (T + T') [ sum_h (G_h - V(s_h))^2 + sum_j (target_j - V(s^a_j))^2 ]``, as OREO's does.
 
     Args:
         values: ``[B, S]`` critic values ``V(s_h)``, differentiable.
-        step_logratio: ``[B, S]`` ``lr_h`` (detached inside).
+        returns: ``[B, S]`` targets ``G_h`` (detached inside).
         state_mask: ``[B, S]`` bool.
-        reward: ``[B]``.
-        beta: KL coefficient.
-        lam: ``lambda``.
         weight: ``[B]`` importance weights ``w`` (detached inside), or None for ``w = 1``.
-        after_values: ``[B, T]`` critic values at the afterstates, or None.
-        after_targets: ``[B, T]`` their targets (detached inside), with ``after_values``.
-        after_mask: ``[B, T]`` bool, with ``after_values``.
+        after: ``(values, targets, mask)`` at the afterstates, each ``[B, T]`` (targets detached inside), or None.
 
     Returns:
         The scalar loss and metrics ``value_loss``, ``value_mse`` (the loss with ``w = 1``: comparable across
         steps while ``w`` changes), ``value_mean``, ``target_mean``, and with afterstates
         ``afterstate_value_loss`` (their unweighted mean squared error alone).
     """
-    target = lambda_returns(values, step_logratio, state_mask, reward, beta, lam)
-    error, mask = (values - target) ** 2, state_mask
-    metrics: Metrics = {}
-    if after_values is not None:
-        if after_targets is None or after_mask is None:
-            raise ValueError("dqo_value_loss: after_values needs after_targets and after_mask")
-        after_error = (after_values - after_targets.detach()) ** 2
-        metrics["afterstate_value_loss"] = masked_row_mean(after_error.detach(), after_mask).item()
-        error, mask = torch.cat([error, after_error], dim=1), torch.cat([state_mask, after_mask], dim=1)
-    loss = _weighted_row_mean(error, mask, weight)
-    m = state_mask.to(values.dtype)
+    errors, mask, metrics = squared_errors(values, returns, state_mask, after)
+    loss = _weighted_row_mean(errors, mask, weight)
     return loss, {
         "value_loss": loss.item(),
-        "value_mse": masked_row_mean(error.detach(), mask).item(),
-        "value_mean": ((values.detach() * m).sum() / m.sum()).item(),
-        "target_mean": ((target * m).sum() / m.sum()).item(),
+        "value_mse": masked_row_mean(errors.detach(), mask).item(),
+        **value_metrics(values, returns, state_mask),
         **metrics,
     }
 
@@ -207,10 +189,10 @@ def dqo_value_loss(
 def dqo_policy_loss(
     values: torch.Tensor,
     step_logratio: torch.Tensor,
+    returns: torch.Tensor,
     state_mask: torch.Tensor,
     reward: torch.Tensor,
     beta: float,
-    lam: float,
     weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     """DQO policy loss: ``L_pi = E_tau [ w * 1/T sum_h ( sg[V(s_h)] + beta * lr_h - r_h - sg[G_{h+1}] )^2 ]``.
@@ -220,18 +202,19 @@ def dqo_policy_loss(
     ``( sg[V(s_{T-1})] + beta * lr_{T-1} - R )^2``.
 
     Args:
-        values: ``[B, S]`` critic values (detached inside); the other arguments as in :func:`dqo_value_loss`,
-            except ``step_logratio``, which is differentiable w.r.t. the policy here.
+        values: ``[B, S]`` critic values (detached inside).
+        step_logratio: ``[B, S]`` ``lr_h``, differentiable w.r.t. the policy.
+        returns: ``[B, S]`` ``G_h`` from :func:`lambda_returns` (detached inside).
+        state_mask, reward, beta: as in :func:`lambda_returns`.
+        weight: ``[B]`` importance weights ``w`` (detached inside), or None for ``w = 1``.
 
     Returns:
         The scalar loss and metrics ``policy_loss``, ``policy_mse`` (the loss with ``w = 1``), ``logratio_mean``.
     """
     m = state_mask.to(step_logratio.dtype)
     lr = step_logratio * m
-    returns = lambda_returns(values, step_logratio, state_mask, reward, beta, lam)
-    next_return = torch.cat([returns[:, 1:], torch.zeros_like(returns[:, :1])], dim=1)  # G_{h+1}
     r = terminal_rewards(state_mask, reward).to(lr.dtype)
-    residual = values.detach() + beta * lr - r - next_return
+    residual = values.detach() + beta * lr - r - _next(returns.detach())
     loss = _weighted_row_mean(residual**2, state_mask, weight)
     return loss, {
         "policy_loss": loss.item(),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from agentrl.losses.common import Metrics, masked_row_mean
+from agentrl.losses.common import Metrics, masked_row_mean, squared_errors, value_metrics
 
 
 def soft_bellman_targets(
@@ -104,22 +104,14 @@ def oreo_value_loss(
         ``afterstate_value_loss`` (their mean squared error alone).
     """
     target = soft_bellman_targets(step_logratio.detach(), state_mask, reward, beta)
-    errors, mask = (values - target) ** 2, state_mask
-    metrics: Metrics = {}
+    after = None
     if after_values is not None:
         if after_targets is None or after_mask is None:
             raise ValueError("oreo_value_loss: after_values needs after_targets and after_mask")
-        after_errors = (after_values - after_targets.detach()) ** 2
-        metrics["afterstate_value_loss"] = masked_row_mean(after_errors.detach(), after_mask).item()
-        errors, mask = torch.cat([errors, after_errors], dim=1), torch.cat([state_mask, after_mask], dim=1)
+        after = (after_values, after_targets, after_mask)
+    errors, mask, metrics = squared_errors(values, target, state_mask, after)
     loss = masked_row_mean(errors, mask)
-    m = state_mask.to(values.dtype)
-    return loss, {
-        "value_loss": loss.item(),
-        "value_mean": ((values.detach() * m).sum() / m.sum()).item(),
-        "target_mean": ((target * m).sum() / m.sum()).item(),
-        **metrics,
-    }
+    return loss, {"value_loss": loss.item(), **value_metrics(values, target, state_mask), **metrics}
 
 
 def oreo_policy_loss(

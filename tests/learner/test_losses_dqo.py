@@ -71,13 +71,14 @@ def test_value_loss_hand_computed_with_gradient_to_values_only():
     V_1 would also get (2/3)(V_0 - G_0) * -(1 - lambda) = +0.131667 from term 0). lr gets no gradient.
     With w = 2 the loss and the gradients double (value_mse stays the unweighted 0.180175)."""
     values, lr, mask, reward, beta = _three_states(requires_grad=True)
-    loss, m = dqo.dqo_value_loss(values, lr, mask, reward, beta, lam=0.5)
+    loss, m = dqo.dqo_value_loss(values, dqo.lambda_returns(values, lr, mask, reward, beta, 0.5), mask)
     assert loss.item() == pytest.approx(0.180175, abs=1e-6) and m["value_loss"] == pytest.approx(0.180175)
     loss.backward()
     assert torch.allclose(values.grad, torch.tensor([[-0.263333, -0.326667, -0.253333]]), atol=1e-6)
     assert lr.grad is None
     values.grad = None
-    loss, m = dqo.dqo_value_loss(values, lr, mask, reward, beta, lam=0.5, weight=torch.tensor([2.0]))
+    g = dqo.lambda_returns(values, lr, mask, reward, beta, 0.5)
+    loss, m = dqo.dqo_value_loss(values, g, mask, weight=torch.tensor([2.0]))
     assert loss.item() == pytest.approx(0.36035, abs=1e-6)
     assert m["value_mse"] == pytest.approx(0.180175, abs=1e-6)  # the unweighted error, for comparing steps
     loss.backward()
@@ -92,7 +93,8 @@ def test_policy_loss_hand_computed_with_stop_gradient():
     would also reach lr_1 through G_1 = r~_1 + ... (d G_1 / d lr_1 = -beta): another (2/3)(-0.64)(0.1) = -0.042667.
     V gets no gradient."""
     values, lr, mask, reward, beta = _three_states(requires_grad=True)
-    loss, _ = dqo.dqo_policy_loss(values, lr, mask, reward, beta, lam=0.5)
+    g = dqo.lambda_returns(values, lr, mask, reward, beta, 0.5)
+    loss, _ = dqo.dqo_policy_loss(values, lr, g, mask, reward, beta)
     assert loss.item() == pytest.approx(0.3388, abs=1e-6)
     loss.backward()
     assert torch.allclose(lr.grad, torch.tensor([[-0.042667, -0.045333, -0.025333]]), atol=1e-6)
@@ -102,13 +104,14 @@ def test_policy_loss_hand_computed_with_stop_gradient():
 def test_lambda_one_unit_weight_policy_loss_is_oreos_and_so_are_its_gradients():
     values, lr, mask, reward = _random_batch(1)
     lr_a, lr_b = lr.clone().requires_grad_(True), lr.clone().requires_grad_(True)
-    a, _ = dqo.dqo_policy_loss(values, lr_a, mask, reward, 0.03, lam=1.0)
+    g = dqo.lambda_returns(values, lr, mask, reward, 0.03, 1.0)
+    a, _ = dqo.dqo_policy_loss(values, lr_a, g, mask, reward, 0.03)
     b, _ = losses.oreo_policy_loss(values, lr_b, mask, reward, 0.03)
     assert a.item() == pytest.approx(b.item(), abs=1e-6)
     a.backward()
     b.backward()
     assert torch.allclose(lr_a.grad, lr_b.grad, atol=1e-7)
-    va, _ = dqo.dqo_value_loss(values, lr, mask, reward, 0.03, lam=1.0)
+    va, _ = dqo.dqo_value_loss(values, g, mask)
     vb, _ = losses.oreo_value_loss(values, lr, mask, reward, 0.03)
     assert va.item() == pytest.approx(vb.item(), abs=1e-6)
 
@@ -123,11 +126,12 @@ def test_importance_weight_hand_computed_clipped_and_without_gradient():
     assert torch.allclose(w, torch.tensor([math.exp(-0.3), math.e]), atol=1e-6)
     assert not w.requires_grad
     values, reward = torch.tensor([[0.2, 0.4, 0.6], [0.1, 0.0, 0.0]]), torch.tensor([1.0, -1.0])
-    weighted, _ = dqo.dqo_policy_loss(values, lr, mask, reward, 0.1, 0.5, weight=w)
+    g = dqo.lambda_returns(values, lr, mask, reward, 0.1, 0.5)
+    weighted, _ = dqo.dqo_policy_loss(values, lr, g, mask, reward, 0.1, weight=w)
     (g_weighted,) = torch.autograd.grad(weighted, lr)
     for row in range(2):  # each row alone, unweighted: loss_b / 2 is its share of the batch mean
-        plain, _ = dqo.dqo_policy_loss(values[row : row + 1], lr[row : row + 1], mask[row : row + 1],
-                                       reward[row : row + 1], 0.1, 0.5)  # fmt: skip
+        one = slice(row, row + 1)
+        plain, _ = dqo.dqo_policy_loss(values[one], lr[one], g[one], mask[one], reward[one], 0.1)
         (g_plain,) = torch.autograd.grad(plain / 2, lr)
         assert torch.allclose(g_weighted[row], w[row] * g_plain[row], atol=1e-7)
     assert dqo.trajectory_weight(torch.tensor([[800.0]]), torch.tensor([[True]]), clip=3.0).item() == 3.0
@@ -139,14 +143,16 @@ def test_afterstate_targets_hand_computed_and_oreos_at_lambda_one():
     is over). With lambda = 1 every target is OREO's R - beta * (log-ratios after the turn)."""
     values, lr, mask, reward, beta = _three_states()
     segments, after_mask = torch.tensor([[1, 2]]), torch.tensor([[True, True]])
-    t = dqo.afterstate_targets(values, lr, mask, reward, beta, 0.5, segments, after_mask)
+    g = dqo.lambda_returns(values, lr, mask, reward, beta, 0.5)
+    t = dqo.afterstate_targets(g, mask, reward, segments, after_mask)
     assert torch.allclose(t, torch.tensor([[0.98, 1.0]]), atol=1e-6)
     values, lr, mask, reward = _random_batch(2)
     segments = torch.tensor([[1, 3, 5], [0, 3, 0], [0, 0, 0]])
     after_mask = torch.tensor([[True, True, True], [True, True, False], [True, False, False]])
     token_dense = lr * mask  # one token per segment: the token log-ratios are the step log-ratios
     oreo = losses.afterstate_targets(token_dense, segments, after_mask, reward, 0.03)
-    ours = dqo.afterstate_targets(values, lr, mask, reward, 0.03, 1.0, segments, after_mask)
+    g = dqo.lambda_returns(values, lr, mask, reward, 0.03, 1.0)
+    ours = dqo.afterstate_targets(g, mask, reward, segments, after_mask)
     assert torch.allclose(ours, oreo, atol=1e-6)
 
 
@@ -157,11 +163,11 @@ def test_value_loss_with_afterstates_averages_them_with_the_states():
     values, lr, mask, reward, beta = _three_states()
     after = torch.tensor([[0.5, 0.9]], requires_grad=True)
     targets, after_mask = torch.tensor([[0.98, 1.0]]), torch.tensor([[True, True]])
-    args = dict(after_values=after, after_targets=targets, after_mask=after_mask)
-    loss, m = dqo.dqo_value_loss(values, lr, mask, reward, beta, 0.5, **args)
+    g = dqo.lambda_returns(values, lr, mask, reward, beta, 0.5)
+    loss, m = dqo.dqo_value_loss(values, g, mask, after=(after, targets, after_mask))
     assert loss.item() == pytest.approx(0.156185, abs=1e-6)
     assert m["afterstate_value_loss"] == pytest.approx(0.1202, abs=1e-6)
     loss.backward()
     assert torch.allclose(after.grad, torch.tensor([[-0.192, -0.04]]), atol=1e-6)
-    weighted, _ = dqo.dqo_value_loss(values, lr, mask, reward, beta, 0.5, weight=torch.tensor([2.0]), **args)
+    weighted, _ = dqo.dqo_value_loss(values, g, mask, torch.tensor([2.0]), (after, targets, after_mask))
     assert weighted.item() == pytest.approx(0.31237, abs=1e-6)
