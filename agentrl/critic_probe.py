@@ -84,6 +84,7 @@ class Branch:
     values: list[float] = field(default_factory=list)
     done: bool = False
     won: bool = False
+    owned: bool = False  # the env is this branch's own copy (closed when the branch is released)
 
 
 class Prober:
@@ -185,11 +186,13 @@ class Prober:
                 env.step(action)
         context = copy.deepcopy(branch.context)
         context.memory["cache_key"] = cache_key
-        return Branch(env, context, list(branch.actions), list(branch.values), branch.done, branch.won)
+        return Branch(env, context, list(branch.actions), list(branch.values), branch.done, branch.won, owned=True)
 
     def _release(self, branch: Branch) -> None:
-        """The branch is done with: the generator and the critic drop its cached chat."""
+        """The branch is done with: the generator and the critic drop its cached chat, its env copy is closed."""
         self.policy.end(branch.context)
+        if branch.owned:
+            branch.env.close()
         release = getattr(self.scorer, "release", None)
         if release is not None:
             release(branch.context.memory["cache_key"])

@@ -137,7 +137,10 @@ VALUES = {"think": 0.6, "#### 5": 0.9, "#### 6": 0.2, "#### 4": 0.3}
 class ScriptedMath:
     """A one-problem math env: an answer ends the episode, won when it is 5."""
 
+    made: list[ScriptedMath] = []  # every instance, to check that the prober closes its copies
+
     def __init__(self, copyable: bool = True):
+        ScriptedMath.made.append(self)
         self.copyable = copyable
         self.task_ids = ["sum"]
         self.unwrapped = self
@@ -160,7 +163,7 @@ class ScriptedMath:
         return "2 + 3 = ?\n" + "\n".join(self.steps), float(won), done, False, {"won": won}
 
     def close(self):
-        pass
+        self.closed = True
 
 
 class ScriptedPolicy:
@@ -213,7 +216,9 @@ def test_prober_labels_siblings_by_their_continuations(copyable: bool) -> None:
 
     policy, scorer = ScriptedPolicy(), TableScorer()
     prober = Prober(policy, scorer, lambda: ScriptedMath(copyable), siblings=3, continuations=4, max_steps=5)
-    sets, episodes = prober.probe(ScriptedMath(copyable), 0, "sum")
+    ScriptedMath.made.clear()
+    start = ScriptedMath(copyable)
+    sets, episodes = prober.probe(start, 0, "sum")
     labels = [[(s.action, s.value, s.successes, s.trials) for s in group.siblings] for group in sets]
     assert labels == [[("think", 0.6, 2, 4), ("#### 5", 0.9, 4, 4), ("#### 6", 0.2, 0, 4)],
                       [("#### 5", 0.9, 4, 4), ("#### 4", 0.3, 0, 4)]]  # fmt: skip
@@ -228,6 +233,8 @@ def test_prober_labels_siblings_by_their_continuations(copyable: bool) -> None:
     # every branch's cached chat is dropped by the generator and the critic once it is done with
     assert "sum/walk" in policy.ended and "sum/d2/s0" in policy.ended and sorted(policy.ended) == sorted(scorer.released)
     assert len(set(policy.ended)) == len(policy.ended) == 1 + 3 + 12 + 2 + 8
+    copies = ScriptedMath.made[1:]  # the branches' deep copies (or rebuilt envs when copying fails)
+    assert not getattr(start, "closed", False) and copies and all(getattr(e, "closed", False) for e in copies)
 
 
 def test_prober_depth_cap() -> None:
