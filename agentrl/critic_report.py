@@ -260,10 +260,19 @@ def build_report(
     sets: Sequence[SiblingSet], episodes: Sequence[ScoredEpisode], prefixes: Sequence[Sibling], bins: int = 10,
     **header: Any,
 ) -> dict[str, Any]:
-    """The report mapping (``header`` first: mode, config, ...) with every metric of this module; NaN -> None."""
+    """The report mapping (``header`` first: mode, config, ...) with every metric of this module; NaN -> None.
+
+    Besides the metrics: ``mixed_problems`` (problems whose episodes have both outcomes: the only ones where a
+    within-problem comparison exists) and ``sibling_sets`` (every set: task, depth, each sibling's action, ``V``,
+    successes and trials) for a closer look.
+    """
+    outcomes: dict[str, set[bool]] = {}
+    for e in episodes:
+        outcomes.setdefault(e.task_id, set()).add(bool(e.success))
     report = {
         **header,
-        "problems": len({e.task_id for e in episodes}),
+        "problems": len(outcomes),
+        "mixed_problems": sum(len(seen) == 2 for seen in outcomes.values()),
         "episodes": len(episodes),
         "success_rate": sum(e.success for e in episodes) / len(episodes) if episodes else math.nan,
         "sibling_auc": sibling_auc(sets),
@@ -271,6 +280,9 @@ def build_report(
         "calibration": calibration(prefixes, bins),
         "value_note": "OREO's V estimates the soft (KL-regularised) value E[R] - beta * KL, not P(success): "
                       "calibration is reported as measured",
+        "sibling_sets": [{"task_id": s.task_id, "depth": s.depth,
+                          "siblings": [{"action": x.action, "value": x.value, "successes": x.successes,
+                                        "trials": x.trials} for x in s.siblings]} for s in sets],
     }  # fmt: skip
     return _finite(report)
 
@@ -294,8 +306,9 @@ def report_tables(report: dict[str, Any]) -> list[Any]:
         return "-" if x is None else f"{x:.{digits}f}"
 
     sib, pooled, cal = report["sibling_auc"], report["pooled_auc"], report["calibration"]
-    summary = Table(title=f"critic report ({report.get('mode', '?')}): {report['problems']} problems, "
-                    f"{report['episodes']} episodes, success {num(report['success_rate'], 2)}")  # fmt: skip
+    summary = Table(title=f"critic report ({report.get('mode', '?')}): {report['problems']} problems "
+                    f"({report['mixed_problems']} with both outcomes), {report['episodes']} episodes, success "
+                    f"{num(report['success_rate'], 2)}")  # fmt: skip
     for column in ("metric", "value", "over"):
         summary.add_column(column, justify="left" if column == "metric" else "right")
     summary.add_row("within-problem (sibling) AUC", num(sib["auc"]),

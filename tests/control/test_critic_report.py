@@ -114,6 +114,19 @@ def test_build_report_is_json_without_nan() -> None:
     assert report["mode"] == "test" and report["episodes"] == 1 and report["success_rate"] == 1.0
 
 
+def test_build_report_counts_mixed_problems_and_lists_the_sets() -> None:
+    """p has a success and a failure (mixed), q only a failure: 1 mixed problem of 2; the set is listed."""
+    sets = [SiblingSet("p", 1, [Sibling("A", 0.9, 1, 1), Sibling("B", 0.4, 0, 1)])]
+    episodes = [ScoredEpisode("p", ["A"], [0.9], True), ScoredEpisode("p", ["B"], [0.4], False),
+                ScoredEpisode("q", ["C"], [0.3], False)]  # fmt: skip
+    report = build_report(sets, episodes, sets[0].siblings)
+    assert (report["problems"], report["mixed_problems"], report["episodes"]) == (2, 1, 3)
+    assert report["sibling_sets"] == [{"task_id": "p", "depth": 1, "siblings": [
+        {"action": "A", "value": 0.9, "successes": 1, "trials": 1},
+        {"action": "B", "value": 0.4, "successes": 0, "trials": 1}]}]  # fmt: skip
+    assert report["success_rate"] == pytest.approx(1 / 3) and report["sibling_auc"]["auc"] == 1.0
+
+
 def test_plot_draws_a_report_and_refuses_other_json(tmp_path) -> None:
     from agentrl.plots import PlotError, plot_critic_report
 
@@ -356,3 +369,29 @@ def test_a_damaged_trajectory_file_is_one_line_exit_2(tiny_model_dir, critic_dir
     assert main(_args(tiny_model_dir, critic_dir, tmp_path / "r.json", "--trajectories", str(bad))) == 2
     err = capsys.readouterr().err.strip()
     assert f"{bad}:1" in err and len(err.splitlines()) == 1
+
+
+def test_a_critic_not_trained_at_afterstates_is_refused(tiny_model_dir, critic_dir, tmp_path, capsys) -> None:
+    """Both modes read V after actions: a critic without `trained_at.afterstates` is one line, exit 2."""
+    import shutil
+
+    from agentrl.cli import main
+    from agentrl.trajectory import TrajectoryWriter
+    from agentrl.types import Episode, Step
+
+    old = tmp_path / "old-critic"
+    shutil.copytree(critic_dir, old)
+    meta = json.loads((old / "value_model.json").read_text())
+    meta["trained_at"] = {"level": "step", "afterstates": False}
+    (old / "value_model.json").write_text(json.dumps(meta))
+    path = tmp_path / "one.jsonl"
+    with TrajectoryWriter(path) as writer:
+        writer.write(Episode(episode_id="m/test/t0/s0", task_id="t0", env_id="agentrl/Math-v0", split="test",
+                             task_type="math", policy="react", success=True, reward=1.0,
+                             steps=[Step(observation="", action="#### 8")],
+                             messages=[{"role": "user", "content": "3 + 5?"},
+                                       {"role": "assistant", "content": "#### 8"}]))  # fmt: skip
+    for extra in (["--tasks", "1"], ["--trajectories", str(path)]):
+        assert main(_args(tiny_model_dir, old, tmp_path / "r.json", *extra)) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("agentrl critic-report: error:") and "not trained at afterstates" in err
