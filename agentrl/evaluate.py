@@ -143,6 +143,6 @@ def _beam_episode(cfg: EvalConfig, env: Any, policy: Any, scorer: Any, generator
         success=bool(best.info.get("won", False)), reward=best.reward, steps=best.steps,
         messages=list(best.context.messages),
         meta={"model": cfg.model, "critic": cfg.critic, "beam": width, "finished_beams": result.finished,
-              "expansions": result.expansions, "search_steps": result.search_steps, "seed": cfg.seed,
+              "expansions": result.expansions, "samples": result.samples, "search_steps": result.search_steps, "seed": cfg.seed,
               "temperature": cfg.temperature, "value": best.value, "agent": cfg.agent_format(generator).to_dict()},
     )

@@ -3,9 +3,16 @@
 Each beam is an environment at some state plus the policy's chat so far. One search step:
 
 1. every unfinished beam samples ``B`` next steps from the policy (one generator call, ``n = B``);
-2. all ``B x B`` candidates are scored by the critic in one batched call (``V`` after the step);
-3. the ``B`` best of {finished beams, new expansions} survive, ties to the earlier one; each surviving
+2. identical steps sampled for one beam are merged (case and whitespace aside, the first sample's text kept), so
+   each distinct candidate is scored once and can survive once: a beam's ``B`` samples never fill several beams
+   with the same state;
+3. all distinct candidates (at most ``B x B``) are scored by the critic in one batched call (``V`` after the step);
+4. the ``B`` best of {finished beams, new expansions} survive, ties to the earlier one; each surviving
    expansion takes its step in its own copy of the parent's environment.
+
+Every step of a beam records its parent's distinct candidates (``Step.candidates``) with their value, how many of
+the ``B`` samples each one was (``Candidate.samples``) and whether it survived the step's top-``B`` cut
+(``Candidate.kept``), so ``agentrl replay`` shows the choices the search made along the chosen beam.
 
 The search stops when every surviving beam has finished (the env terminated it: a final answer) or after
 ``max_steps``; the final pick is the finished beam with the highest value (else the best unfinished one).
@@ -22,6 +29,7 @@ from typing import Any
 
 from agentrl.policies.base import Context, Decision
 from agentrl.policies.best_of_k import ActionScorer, sample_candidates
+from agentrl.policies.scoring import normalize_action
 from agentrl.types import Candidate, Step
 
 
@@ -45,8 +53,9 @@ class SearchResult:
 
     best: Beam
     finished: int
-    expansions: int
+    expansions: int  # distinct candidates scored
     search_steps: int
+    samples: int = 0  # steps sampled (``expansions`` of them were distinct within their beam)
 
 
 class _Cloner:
@@ -109,38 +118,75 @@ def beam_search(
     root.context.memory["cache_key"] = f"{cache_prefix}/0"
     clone = _Cloner(make_env, reset_kwargs)
     beams = [root]
-    expansions = steps = 0
+    expansions = steps = samples = 0
     for _ in range(max_steps):
         active = [b for b in beams if not b.done]
         if not active:
             break
         steps += 1
-        proposals: list[list[Decision]] = sample_candidates(policy, [b.context for b in active], width, call=steps - 1)
-        values = scorer.score([b.context for b in active], proposals)  # all B x B candidates at once
+        sampled = sample_candidates(policy, [b.context for b in active], width, call=steps - 1, distinct=False)
+        samples += sum(len(p) for p in sampled)
+        proposals = [distinct(p) for p in sampled]
+        decisions = [[d for d, _ in p] for p in proposals]
+        values = scorer.score([b.context for b in active], decisions)  # every distinct candidate at once
         expansions += sum(len(p) for p in proposals)
-        # (value, order, parent index or None for a finished beam, decision)
-        pool: list[tuple[float, int, Beam, Decision | None, list[Candidate]]] = []
-        order = 0
-        for beam in beams:
-            if beam.done:
-                pool.append((beam.value, order, beam, None, []))
-                order += 1
-        for beam, decisions, vals in zip(active, proposals, values, strict=True):
-            recorded = [Candidate(d.action, float(v), d.raw, d.thought) for d, v in zip(decisions, vals, strict=True)]
-            for decision, value in zip(decisions, vals, strict=True):
-                pool.append((float(value), order, beam, decision, recorded))
-                order += 1
-        pool.sort(key=lambda item: (-item[0], item[1]))
-        survivors: list[Beam] = []
-        for rank, (value, _, parent, decision, recorded) in enumerate(pool[:width]):
-            if decision is None:
-                survivors.append(parent)
-                continue
-            survivors.append(_expand(parent, decision, value, recorded, clone, policy, f"{cache_prefix}/{rank}"))
-        beams = survivors
+        beams = _select(beams, active, proposals, values, width, clone, policy, cache_prefix)
     finished = [b for b in beams if b.done]
     best = max(finished or beams, key=lambda b: b.value)
-    return SearchResult(best=best, finished=len(finished), expansions=expansions, search_steps=steps)
+    return SearchResult(best=best, finished=len(finished), expansions=expansions, search_steps=steps,
+                        samples=samples)
+
+
+def distinct(decisions: list[Decision]) -> list[tuple[Decision, int]]:
+    """The distinct steps among one beam's samples (first-sampled order) and how many samples each one was.
+
+    Steps are the same when their actions are (:func:`~agentrl.policies.scoring.normalize_action`: case and
+    whitespace do not make a new step); the first sample's text stands for all of them.
+    """
+    first: dict[str, int] = {}
+    out: list[tuple[Decision, int]] = []
+    for decision in decisions:
+        key = normalize_action(decision.action)
+        if key in first:
+            kept, count = out[first[key]]
+            out[first[key]] = (kept, count + 1)
+        else:
+            first[key] = len(out)
+            out.append((decision, 1))
+    return out
+
+
+def _select(beams: list[Beam], active: list[Beam], proposals: list[list[tuple[Decision, int]]],
+            values: list[list[float]], width: int, clone: _Cloner, policy: Any, cache_prefix: str) -> list[Beam]:
+    """The ``width`` best of {finished beams, scored expansions} (ties to the earlier one), expanded.
+
+    Each candidate is recorded once per parent (``Candidate.samples``: how many samples it was); ``kept`` marks
+    the ones that survived the cut.
+    """
+    # (value, order, parent, decision or None for a finished beam, the parent's candidates, candidate index)
+    pool: list[tuple[float, int, Beam, Decision | None, list[Candidate], int]] = []
+    for beam in beams:
+        if beam.done:
+            pool.append((beam.value, len(pool), beam, None, [], -1))
+    for beam, proposal, vals in zip(active, proposals, values, strict=True):
+        if len(vals) != len(proposal):
+            raise RuntimeError(f"scorer returned {len(vals)} values for {len(proposal)} candidates")
+        recorded = [Candidate(d.action, float(v), d.raw, d.thought, samples=n, kept=False)
+                    for (d, n), v in zip(proposal, vals, strict=True)]
+        for j, ((decision, _), value) in enumerate(zip(proposal, vals, strict=True)):
+            pool.append((float(value), len(pool), beam, decision, recorded, j))
+    pool.sort(key=lambda item: (-item[0], item[1]))
+    chosen = pool[:width]
+    for _, _, _, decision, recorded, j in chosen:
+        if decision is not None:
+            recorded[j].kept = True
+    survivors: list[Beam] = []
+    for rank, (value, _, parent, decision, recorded, _) in enumerate(chosen):
+        if decision is None:
+            survivors.append(parent)
+            continue
+        survivors.append(_expand(parent, decision, value, recorded, clone, policy, f"{cache_prefix}/{rank}"))
+    return survivors
 
 
 def _expand(parent: Beam, decision: Decision, value: float, recorded: list[Candidate], clone: _Cloner,
