@@ -1,4 +1,4 @@
-"""Step-level beam search guided by the critic (OREO's test-time search for math).
+"""Critic-guided search at test time: step-level beam search (OREO's, for math) and best-of-N over solutions.
 
 Each beam is an environment at some state plus the policy's chat so far. One search step:
 
@@ -18,6 +18,12 @@ The search stops when every surviving beam has finished (the env terminated it: 
 ``max_steps``; the final pick is the finished beam with the highest value (else the best unfinished one).
 Environments are copied with ``copy.deepcopy``; an env that cannot be copied is rebuilt by ``make_env`` and
 replayed from its reset, so the same code serves any step-segmented Gymnasium task.
+
+Best-of-N, the simpler baseline, searches over whole solutions: the policy samples ``N`` complete episodes of a
+task (the rollout engine does, see :func:`agentrl.evaluate.best_of_n_evaluate`); :func:`score_solutions` reads the
+critic at each one's final afterstate (the end-of-turn token of its last assistant turn,
+:func:`agentrl.data.encode_after_action`, through the same scorer beam search uses) and :func:`best_of_n` keeps
+the highest-valued one, recording every solution's value in its ``meta["solutions"]`` for ``agentrl replay``.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import Any
 from agentrl.policies.base import Context, Decision
 from agentrl.policies.best_of_k import ActionScorer, sample_candidates
 from agentrl.policies.scoring import normalize_action
-from agentrl.types import Candidate, Step
+from agentrl.types import Candidate, Episode, Step
 
 
 @dataclass
@@ -201,3 +207,62 @@ def _expand(parent: Beam, decision: Decision, value: float, recorded: list[Candi
     policy.observe(context, decision, observation, info)
     return Beam(env=env, context=context, steps=[*parent.steps, step], actions=[*parent.actions, decision.action],
                 value=value, reward=parent.reward + float(reward), done=bool(terminated or truncated), info=info)
+
+
+def final_afterstate(episode: Episode, env_kind: str = "math") -> tuple[Context, Decision] | None:
+    """The chat before an episode's last assistant turn and that turn: what the critic scores for the episode.
+
+    ``CriticScorer.score`` renders ``context.messages + [assistant: decision.raw]`` and reads V at its last
+    end-of-turn token, the afterstate of the final action (the env's answer after it is not part of it).
+    None when the episode has no assistant turn.
+    """
+    turns = [i for i, m in enumerate(episode.messages) if m.get("role") == "assistant"]
+    if not turns:
+        return None
+    last = turns[-1]
+    context = Context(slot=0, messages=[dict(m) for m in episode.messages[:last]], observation="", info={},
+                      env_kind=env_kind)
+    action = episode.steps[-1].action if episode.steps else episode.messages[last]["content"]
+    return context, Decision(action=action, raw=episode.messages[last]["content"])
+
+
+def score_solutions(episodes: list[Episode], scorer: ActionScorer, env_kind: str = "math") -> list[float | None]:
+    """The critic's value at each episode's final afterstate, all in one scoring call (None: an episode that
+    ended in an error or has no assistant turn)."""
+    reads = [None if e.error else final_afterstate(e, env_kind) for e in episodes]
+    present = [r for r in reads if r is not None]
+    values = scorer.score([c for c, _ in present], [[d] for _, d in present]) if present else []
+    found = iter(values)
+    return [None if r is None else float(next(found)[0]) for r in reads]
+
+
+def best_of_n(episodes: list[Episode], values: list[float | None], **meta: Any) -> Episode:
+    """The highest-valued of a task's sampled solutions, recording all of them.
+
+    Ranked by value alone, ties to the earlier sample; solutions without a value (errors) only when nothing
+    else is there. Whether an episode ended is not used: in some envs only a success ends one early.
+
+    Args:
+        episodes: the task's ``N`` solutions, in sample order.
+        values: their values (:func:`score_solutions`).
+        **meta: added to the chosen episode's ``meta`` (model, critic, ...).
+
+    Returns:
+        A copy of the chosen episode: its last step's ``value`` is its final value; ``meta`` gains ``best_of_n``
+        (N), ``chosen`` (its sample index), ``value`` and ``solutions``: per sample ``{sample, value, success,
+        reward, steps, final, error, chosen}`` (``final``: its last action).
+    """
+    if not episodes or len(values) != len(episodes):
+        raise ValueError(f"best-of-N needs one value per solution, got {len(values)} for {len(episodes)}")
+    best = max(range(len(episodes)), key=lambda i: (values[i] is not None, values[i] or 0.0, -i))
+    chosen = copy.deepcopy(episodes[best])
+    if chosen.steps and values[best] is not None:
+        chosen.steps[-1].value = values[best]
+    solutions = [
+        {"sample": e.meta.get("sample", i), "value": v, "success": e.success, "reward": e.reward,
+         "steps": e.num_steps, "final": e.steps[-1].action if e.steps else "", "error": e.error, "chosen": i == best}
+        for i, (e, v) in enumerate(zip(episodes, values, strict=True))
+    ]  # fmt: skip
+    chosen.meta = {**chosen.meta, **meta, "best_of_n": len(episodes), "chosen": solutions[best]["sample"],
+                   "value": values[best], "solutions": solutions}
+    return chosen
