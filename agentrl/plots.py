@@ -1,4 +1,4 @@
-"""Matplotlib (Agg) plots: training curves, a critic's value trace, success by method, benchmark summaries.
+"""Matplotlib (Agg) plots: training curves, a critic's value trace and report, success by method, benchmark summaries.
 
 Every function writes a PNG and returns its path; matplotlib is imported inside them (``agentrl[train]``).
 """
@@ -229,6 +229,48 @@ def plot_grouped_bars(
         ax.set_title(title)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(4, len(series)), frameon=False)
     ax.grid(axis="y", alpha=0.3)
+    return _save(fig, plt, out)
+
+
+def plot_critic_report(report: dict[str, Any], out: str | Path) -> Path:
+    """A critic report (:func:`agentrl.critic_report.build_report`): reliability diagram and AUC by step.
+
+    Left: mean Monte-Carlo success against mean ``V`` per calibration bin (marker area by prefix count; the
+    diagonal is perfect calibration). Right: the sibling (within-problem) and pooled AUC of ``V`` after step k,
+    with chance at 0.5.
+    """
+    try:
+        bins = [b for b in report["calibration"]["bins"] if b["count"]]
+        sibling = [(r["k"], r["auc"]) for r in report["sibling_auc"]["by_depth"] if r["auc"] is not None]
+        pooled = [(r["k"], r["pooled"]) for r in report["pooled_auc"]["by_step"] if r["pooled"] is not None]
+        ece = report["calibration"]["ece"]
+    except (KeyError, TypeError) as err:
+        raise PlotError(f"not a critic report (missing {err})") from None
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.2))
+    left.plot([0, 1], [0, 1], color="0.6", linestyle="--", label="perfect calibration")
+    if bins:
+        most = max(b["count"] for b in bins)
+        left.scatter([b["mean_value"] for b in bins], [b["mean_success"] for b in bins], zorder=3,
+                     s=[20 + 180 * b["count"] / most for b in bins], color="tab:blue", label="bins")  # fmt: skip
+        left.plot([b["mean_value"] for b in bins], [b["mean_success"] for b in bins], color="tab:blue", alpha=0.5)
+    left.set_xlabel("mean V after the prefix")
+    left.set_ylabel("Monte-Carlo success of the prefix")
+    left.set_title("reliability" + ("" if ece is None else f" (ECE {ece:.3f})"))
+    for name, rows, color in (("sibling AUC", sibling, "tab:orange"), ("pooled AUC", pooled, "tab:green")):
+        if rows:
+            right.plot(*zip(*rows, strict=True), marker="o", color=color, label=name)
+    right.axhline(0.5, color="0.6", linestyle="--", label="chance")
+    right.set_ylim(0, 1)
+    right.set_xlabel("step k (V after step k)")
+    right.set_ylabel("AUC")
+    right.set_title("AUC by step")
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     return _save(fig, plt, out)
 
 

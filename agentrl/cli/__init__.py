@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "replay": "agentrl.cli.replay",
     "plot": "agentrl.cli.plot",
     "eval": "agentrl.cli.eval",
+    "critic-report": "agentrl.cli.critic_report",
     "iterate": "agentrl.cli.iterate",
     "recipe": "agentrl.cli.recipe",
     "demo": "agentrl.cli.demo",
@@ -35,9 +36,10 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # me
 
 def _usage() -> str:
     lines = ["usage: agentrl <command> [--config FILE.yaml] [options]", "", "commands:"]
+    width = max(map(len, COMMANDS))
     for name, module in COMMANDS.items():
         doc = (importlib.import_module(module).__doc__ or "").strip().split("\n")[0]
-        lines.append(f"  {name:<10} {doc}")
+        lines.append(f"  {name:<{width}} {doc}")
     lines += ["", "Run `agentrl <command> --help` for a command's options."]
     return "\n".join(lines)
 
