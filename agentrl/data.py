@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from agentrl import problem_outcomes
 from agentrl.errors import AgentRLError
 from agentrl.trajectory import iter_episodes
 from agentrl.types import Episode
@@ -304,6 +305,8 @@ def load_tokenized(
     max_length: int = 2048,
     only_success: bool = False,
     allow_labels: bool = False,
+    cap_positives: bool = False,
+    seed: int = 0,
 ) -> tuple[list[TokenizedEpisode], dict[str, int]]:
     """Reads trajectory JSONL file(s) and tokenizes every episode.
 
@@ -315,9 +318,13 @@ def load_tokenized(
             the states the learner visited, while their reward belongs to the actions actually executed: they
             are behaviour-cloning data (SFT), and a learner that reads rewards (OREO, RS, DPO, DQO, OREAL) must
             not see them, so by default they are refused.
+        cap_positives: keep at most as many successes per problem (``task_id``) as it has failures, a choice
+            seeded by ``seed`` (:func:`agentrl.problem_outcomes.cap_positives`).
 
     Returns:
-        The tokenized episodes and counts ``{"read", "kept", "too_long", "errored", "failed"}``.
+        The tokenized episodes and counts ``{"read", "kept", "too_long", "errored", "failed"}``, the problems of
+        the sampled (non-expert) episodes by outcome (:func:`agentrl.problem_outcomes.outcome_counts`) and, with
+        ``cap_positives``, ``{"positives", "positives_kept", "positives_dropped"}``.
 
     Raises:
         DataError: an episode cannot be tokenized, or a DAgger episode without ``allow_labels``.
@@ -326,6 +333,7 @@ def load_tokenized(
     if isinstance(paths, str | Path):
         paths = [p for p in str(paths).split(",") if p]
     out: list[TokenizedEpisode] = []
+    sampled: list[bool] = []  # per kept episode: a rollout (not an expert demonstration)
     counts = {"read": 0, "kept": 0, "too_long": 0, "errored": 0, "failed": 0}
     for path in paths:
         for number, episode in enumerate(iter_episodes(path), start=1):
@@ -353,6 +361,12 @@ def load_tokenized(
                 counts["too_long"] += 1
                 continue
             out.append(item)
+            sampled.append(episode.policy != "expert")
+    counts.update(problem_outcomes.outcome_counts([e for e, s in zip(out, sampled, strict=True) if s]))
+    if cap_positives:
+        keep, capped = problem_outcomes.cap_positives(out, seed)
+        out = [out[i] for i in keep]
+        counts.update(capped)
     counts["kept"] = len(out)
     return out, counts
 

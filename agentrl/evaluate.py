@@ -1,7 +1,7 @@
-"""Evaluation runs: every task of a split once, through the rollout engine or step-level beam search.
+"""Evaluation runs: every task of a split once, through the rollout engine, best-of-N or step-level beam search.
 
-:func:`evaluate` plays the episodes of an :class:`EvalConfig` (greedy, best-of-K with a critic, or for math
-beam search), summarises them (:func:`agentrl.evaluation.summarize`) and writes ``results.json``. ``agentrl eval``
+:func:`evaluate` plays the episodes of an :class:`EvalConfig` (greedy, best-of-K with a critic, best-of-N over
+whole solutions with a critic, or for math beam search), summarises them (:func:`agentrl.evaluation.summarize`) and writes ``results.json``. ``agentrl eval``
 parses its flags into an :class:`EvalConfig` and calls it; recipes call it directly.
 """
 
@@ -35,6 +35,11 @@ class EvalConfig(RunOptions):
     out: str = option("", help="results.json to write")
     episodes: int | None = option(None, help="number of episodes (default: every task of the split once)")
     beam: int | None = option(None, help="math: step-level beam search with B beams x B samples per step")
+    best_of_n: int | None = option(
+        None,
+        help="best-of-N over whole solutions: N sampled episodes per task (kept in TRAJECTORIES's .solutions.jsonl), "
+        "the one the critic values most at its final afterstate is the task's episode",
+    )
     trajectories: str | None = option(None, help="also keep every episode in this JSONL (for replay / plot)")
     method: str | None = option(None, help="name of this run in tables and --compare (default: from the options)")
     compare: list[str] = option([], help="print these results.json files side by side and exit", nargs="+")
@@ -47,11 +52,19 @@ class EvalConfig(RunOptions):
             require(self.best_of is None and self.policy != "best_of_k", "give --best-of K or --beam B, not both")
             require(self.policy == "react", f"--beam samples from the LLM: use --policy react (got {self.policy})")
             self.temperature = 1.0 if self.temperature is None else self.temperature
+        if self.best_of_n is not None:
+            require(self.best_of_n >= 1, f"--best-of-n must be >= 1, got {self.best_of_n}")
+            require(self.beam is None, "give --beam B or --best-of-n N, not both")
+            require(self.best_of is None and self.policy != "best_of_k", "give --best-of K or --best-of-n N, not both")
+            require(self.policy == "react", f"--best-of-n samples from the LLM: use --policy react (got {self.policy})")
+            self.temperature = 1.0 if self.temperature is None else self.temperature
         require(bool(self.out), "give --out results.json (or --compare a.json b.json ...)")
         super().__post_init__()
         if self.beam is not None:
             require(self.env == "math", f"--beam is step-level search for math; use --best-of for {self.env}")
             self.require_critic(f"--beam {self.beam}")
+        if self.best_of_n is not None:
+            self.require_critic(f"--best-of-n {self.best_of_n}")
         require(self.episodes is None or self.episodes >= 1, f"`episodes` must be >= 1, got {self.episodes}")
         require(not self.resume or self.trajectories is not None, "--resume needs --trajectories FILE.jsonl")
 
@@ -68,6 +81,8 @@ class EvalConfig(RunOptions):
             name += f"+best-of-{self.best_of}"
         if self.beam is not None:
             name += f"+beam-{self.beam}"
+        if self.best_of_n is not None:
+            name += f"+best-of-n-{self.best_of_n}"
         return name
 
 
@@ -77,21 +92,68 @@ def rollout_config(cfg: EvalConfig, out: str) -> RolloutConfig:
     return RolloutConfig(**{**shared, "out": out}, episodes=cfg.episodes, samples_per_task=1)
 
 
-def evaluate(cfg: EvalConfig, pool: Any = None, policy: Any = None) -> dict[str, Any]:
+def evaluate(cfg: EvalConfig, pool: Any = None, policy: Any = None, scorer: Any = None) -> dict[str, Any]:
     """Runs the episodes of ``cfg`` and returns the ``results.json`` mapping (also written to ``cfg.out``).
 
-    ``pool``/``policy`` override what would be built from ``cfg`` (tests pass fakes).
+    ``pool``/``policy`` (and for best-of-N ``scorer``) override what would be built from ``cfg`` (tests pass fakes).
     """
     with tempfile.TemporaryDirectory(prefix="agentrl-eval-") as tmp:
         path = cfg.trajectories or str(Path(tmp) / "episodes.jsonl")
         if cfg.beam is not None:
             beam_evaluate(cfg, path)
+        elif cfg.best_of_n is not None:
+            best_of_n_evaluate(cfg, path, pool=pool, policy=policy, scorer=scorer)
         else:
             rollout(rollout_config(cfg, path), pool=pool, policy=policy, summary_table=False)
         episodes = read_episodes(path)
     results = summarize(episodes, config=to_dict(cfg), method=cfg.method_name)
     write_results(cfg.out, results)
     return results
+
+
+def solutions_path(path: str | Path) -> Path:
+    """Where best-of-N keeps every sampled solution of a run whose chosen episodes go to ``path``."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".jsonl") + ".solutions.jsonl")
+
+
+def best_of_n_evaluate(cfg: EvalConfig, path: str, pool: Any = None, policy: Any = None, scorer: Any = None) -> None:
+    """Best-of-N over whole solutions on every task; the chosen episodes are appended to ``path``.
+
+    The rollout engine samples ``cfg.best_of_n`` episodes per task (at ``cfg.temperature``, 1.0 by default) into
+    :func:`solutions_path` (it resumes with ``cfg.resume``); the critic scores each one's final afterstate
+    (:func:`agentrl.search.score_solutions`) and the highest-valued one is the task's episode, with every
+    solution's value in its ``meta["solutions"]`` (:func:`agentrl.search.best_of_n`).
+
+    Args:
+        cfg: the evaluation's options (``best_of_n``, ``critic``, the model and sampling options, ...).
+        path: trajectory JSONL of the chosen episodes (existing ones are kept and skipped with ``cfg.resume``).
+        pool, policy, scorer: override what would be built from ``cfg`` (tests pass fakes).
+    """
+    from agentrl.search import best_of_n, score_solutions  # torch (the critic): only when a search runs
+
+    out, n = Path(path), int(cfg.best_of_n or 1)
+    if out.exists() and out.stat().st_size > 0 and not cfg.resume:
+        raise ConfigError(f"{path} exists and is not empty; pass --resume to continue it or choose another file")
+    generator = build_generator(cfg, seed=cfg.seed) if policy is None or scorer is None else None
+    samples = RolloutConfig(**{**values(cfg, RunOptions), "out": str(solutions_path(path))},
+                            episodes=None if cfg.episodes is None else cfg.episodes * n, samples_per_task=n)
+    rollout(samples, pool=pool, policy=policy, generator=generator, summary_table=False)
+    scorer = scorer if scorer is not None else build_scorer(cfg, generator)
+    by_task: dict[str, list[Episode]] = {}
+    for episode in read_episodes(samples.out):
+        by_task.setdefault(episode.task_id, []).append(episode)
+    done_ids = finished_ids(path) if cfg.resume else set()
+    with TrajectoryWriter(path) as writer:
+        for task, episodes in by_task.items():
+            eid = episode_id(cfg.env, cfg.split, task, 0)
+            if eid in done_ids:
+                continue
+            episodes.sort(key=lambda e: int(e.meta.get("sample", 0)))
+            chosen = best_of_n(episodes, score_solutions(episodes, scorer, env_kind=cfg.env),
+                               critic=cfg.critic, temperature=cfg.temperature)
+            chosen.episode_id, chosen.policy = eid, f"best-of-n-{n}"
+            writer.write(chosen)
 
 
 def beam_evaluate(cfg: EvalConfig, path: str) -> None:
@@ -143,6 +205,6 @@ def _beam_episode(cfg: EvalConfig, env: Any, policy: Any, scorer: Any, generator
         success=bool(best.info.get("won", False)), reward=best.reward, steps=best.steps,
         messages=list(best.context.messages),
         meta={"model": cfg.model, "critic": cfg.critic, "beam": width, "finished_beams": result.finished,
-              "expansions": result.expansions, "search_steps": result.search_steps, "seed": cfg.seed,
+              "expansions": result.expansions, "samples": result.samples, "search_steps": result.search_steps, "seed": cfg.seed,
               "temperature": cfg.temperature, "value": best.value, "agent": cfg.agent_format(generator).to_dict()},
     )

@@ -84,6 +84,11 @@ class LearnConfig:
     seed: int = option(0, help="seed of initialisation and data order")
     resume: bool = option(False, help="continue from the latest checkpoint in OUT/checkpoints")
     max_length: int = option(2048, help="longest episode in tokens; longer episodes are skipped")
+    cap_positives: bool = option(
+        False,
+        help="keep at most as many successes per problem (task id) as it has failures (a seeded choice; a problem "
+        "without a failure keeps none); the kept/dropped counts are printed",
+    )
     group_by_length: bool | None = option(
         None,
         help="batch episodes of similar length together: less padding, batch order stays random (default: on, "

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from agentrl import batches, learner_io
+from agentrl import batches, learner_io, problem_outcomes
 from agentrl import learner_setup as setup
 from agentrl.config import to_dict
 from agentrl.critic import ValueModel
@@ -154,8 +154,12 @@ def _training_items(
     episodes, counts = load_tokenized(
         cfg.data, tokenizer, level=cfg.level, step_delimiters=STEP_SPLITS[cfg.step_split],
         reward_map=parse_reward_map(cfg.reward_map), max_length=cfg.max_length, only_success=cfg.algo == "rs",
-        allow_labels=cfg.algo == "sft",
+        allow_labels=cfg.algo == "sft", cap_positives=cfg.cap_positives, seed=cfg.seed,
     )  # fmt: skip
+    if cfg.algo in ("oreo", "dqo"):  # the critic learns steps only from problems with both outcomes
+        console.print(problem_outcomes.describe_outcomes(counts))
+    if cfg.cap_positives:
+        console.print(problem_outcomes.describe_cap(counts))
     advantages = None
     if cfg.algo == "dpo":
         items: list = dpo_pairs(episodes, cfg.seed)

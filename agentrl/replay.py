@@ -113,6 +113,8 @@ class EpisodeView:
     answers: list[str | None] = field(default_factory=list)
     success: bool | None = None
     subtitle: str = ""
+    search: str = ""
+    solutions: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_episode(cls, episode: Episode) -> EpisodeView:
@@ -133,7 +135,22 @@ class EpisodeView:
             answers=answers,
             success=episode.success,
             subtitle=" · ".join(x for x in (f"policy {episode.policy}", episode.episode_id, ended) if x),
+            search=_search_facts(episode.meta),
+            solutions=[s for s in episode.meta.get("solutions") or [] if isinstance(s, dict)],
         )
+
+
+def _search_facts(meta: dict[str, Any]) -> str:
+    """One line about the search that chose the episode (beam search, best-of-N), else empty."""
+    if meta.get("beam") is not None:
+        line = f"beam search B={meta['beam']}: {meta.get('search_steps', '?')} search steps"
+        if meta.get("samples") is not None:
+            line += f", {meta.get('expansions', '?')} distinct candidates of {meta['samples']} sampled"
+        return line + f", {meta.get('finished_beams', '?')} beams finished"
+    if meta.get("best_of_n") is not None:
+        return (f"best of {meta['best_of_n']} solutions by the critic's value at the final afterstate: "
+                f"sample {meta.get('chosen', '?')} chosen")
+    return ""
 
 
 def _final_answer(episode: Episode) -> str | None:
@@ -159,6 +176,8 @@ def header(view: EpisodeView) -> Panel:
     body.add_row("Task", Text(shown(view.task or "(not recorded)"), style="bold"))
     if view.room:
         body.add_row("Room", Text(shown(view.room)))
+    if view.search:
+        body.add_row("Search", Text(shown(view.search), style="dim"))
     return Panel(body, title=Text(shown(view.title), style="bold"), subtitle=shown(view.subtitle) or None,
                  title_align="left")
 
@@ -187,31 +206,66 @@ def step_frame(view: EpisodeView, index: int) -> Panel:
     grid.add_row(Text("", style="dim"), Text(facts, style="dim"))
     parts: list[RenderableType] = [grid]
     if step.candidates:
-        cand = Table(show_edge=False, box=None, padding=(0, 1), header_style="dim")
-        cand.add_column("", no_wrap=True)
-        cand.add_column("value", justify="right", no_wrap=True)
-        scored = all(c.score is not None for c in step.candidates)  # admissible top-K: V + c * log pi
-        if scored:
-            cand.add_column("log pi", justify="right", no_wrap=True)
-            cand.add_column("score", justify="right", no_wrap=True)
-        cand.add_column("candidate", overflow="fold")
-        rank = (lambda c: c.score) if scored else (lambda c: c.value)
-        best = max(rank(c) for c in step.candidates)
-        chosen_seen = False
-        for c in sorted(step.candidates, key=lambda c: -rank(c)):
-            chosen = not chosen_seen and c.action == step.action
-            chosen_seen = chosen_seen or chosen
-            style = "bold reverse green" if chosen else ("yellow" if rank(c) == best else "")
-            extra = [f"{c.logprob:.2f}", _fmt_value(c.score)] if scored else []
-            cand.add_row("▶" if chosen else " ", _fmt_value(c.value), *extra, Text(shown(c.action), style=style))
         parts.append(Text(f"{len(step.candidates)} candidates", style="dim"))
-        parts.append(cand)
+        parts.append(_candidates(step))
     return Panel(Group(*parts), title=f"step {index + 1}", title_align="left", border_style="white")
 
 
+def _candidates(step: Step) -> Table:
+    """The candidates a controller weighed at ``step``, best first, the one acted on marked ``▶``.
+
+    Admissible top-K adds ``log pi`` and ``score`` (ranked by it); beam search adds ``×n`` (how many of the
+    beam's samples were this step) and ``beam`` (``kept``: it survived the step's top-B cut).
+    """
+    cands = step.candidates or []
+    table = Table(show_edge=False, box=None, padding=(0, 1), header_style="dim")
+    table.add_column("", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    scored = all(c.score is not None for c in cands)  # admissible top-K: V + c * log pi
+    counted = any(c.samples is not None for c in cands)
+    beam = any(c.kept is not None for c in cands)
+    if scored:
+        table.add_column("log pi", justify="right", no_wrap=True)
+        table.add_column("score", justify="right", no_wrap=True)
+    if counted:
+        table.add_column("×n", justify="right", no_wrap=True)
+    if beam:
+        table.add_column("beam", no_wrap=True)
+    table.add_column("candidate", overflow="fold")
+    rank = (lambda c: c.score) if scored else (lambda c: c.value)
+    best = max(rank(c) for c in cands)
+    chosen_seen = False
+    for c in sorted(cands, key=lambda c: -rank(c)):
+        chosen = not chosen_seen and c.action == step.action
+        chosen_seen = chosen_seen or chosen
+        style = "bold reverse green" if chosen else ("yellow" if rank(c) == best else "")
+        extra = [f"{c.logprob:.2f}", _fmt_value(c.score)] if scored else []
+        extra += [f"×{c.samples}" if c.samples is not None else ""] if counted else []
+        extra += ["kept" if c.kept else ""] if beam else []
+        table.add_row("▶" if chosen else " ", _fmt_value(c.value), *extra, Text(shown(c.action), style=style))
+    return table
+
+
+def solutions_table(view: EpisodeView) -> Table:
+    """Best-of-N: every sampled solution with its final value and outcome, best first, the chosen one ``▶``."""
+    table = Table(title=f"{len(view.solutions)} solutions", show_edge=False, box=None, padding=(0, 1),
+                  header_style="dim", title_style="dim", title_justify="left")
+    for name, justify in (("", "left"), ("sample", "right"), ("value", "right"), ("steps", "right"),
+                          ("outcome", "left"), ("final step", "left")):
+        table.add_column(name, justify=justify, no_wrap=name != "final step", overflow="fold")  # type: ignore[arg-type]
+    ranked = sorted(view.solutions, key=lambda s: (s.get("value") is None, -(s.get("value") or 0.0)))
+    for sol in ranked:
+        chosen = bool(sol.get("chosen"))
+        outcome = "error" if sol.get("error") else ("success" if sol.get("success") else "failure")
+        table.add_row("▶" if chosen else " ", str(sol.get("sample", "")), _fmt_value(sol.get("value")),
+                      str(sol.get("steps", "")), outcome,
+                      Text(shown(sol.get("final", "")), style="bold reverse green" if chosen else ""))
+    return table
+
+
 def footer(view: EpisodeView) -> RenderableType:
-    """Value sparkline (when values were recorded) and the success/failure banner."""
-    parts: list[RenderableType] = []
+    """Best-of-N's solutions (when recorded), value sparkline (when values were) and the success banner."""
+    parts: list[RenderableType] = [solutions_table(view)] if view.solutions else []
     values = [s.value for s in view.steps]
     if any(v is not None for v in values):
         present = [v for v in values if v is not None]

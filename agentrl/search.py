@@ -1,16 +1,29 @@
-"""Step-level beam search guided by the critic (OREO's test-time search for math).
+"""Critic-guided search at test time: step-level beam search (OREO's, for math) and best-of-N over solutions.
 
 Each beam is an environment at some state plus the policy's chat so far. One search step:
 
 1. every unfinished beam samples ``B`` next steps from the policy (one generator call, ``n = B``);
-2. all ``B x B`` candidates are scored by the critic in one batched call (``V`` after the step);
-3. the ``B`` best of {finished beams, new expansions} survive, ties to the earlier one; each surviving
+2. identical steps sampled for one beam are merged (case and whitespace aside, the first sample's text kept), so
+   each distinct candidate is scored once and can survive once: a beam's ``B`` samples never fill several beams
+   with the same state;
+3. all distinct candidates (at most ``B x B``) are scored by the critic in one batched call (``V`` after the step);
+4. the ``B`` best of {finished beams, new expansions} survive, ties to the earlier one; each surviving
    expansion takes its step in its own copy of the parent's environment.
+
+Every step of a beam records its parent's distinct candidates (``Step.candidates``) with their value, how many of
+the ``B`` samples each one was (``Candidate.samples``) and whether it survived the step's top-``B`` cut
+(``Candidate.kept``), so ``agentrl replay`` shows the choices the search made along the chosen beam.
 
 The search stops when every surviving beam has finished (the env terminated it: a final answer) or after
 ``max_steps``; the final pick is the finished beam with the highest value (else the best unfinished one).
 Environments are copied with ``copy.deepcopy``; an env that cannot be copied is rebuilt by ``make_env`` and
 replayed from its reset, so the same code serves any step-segmented Gymnasium task.
+
+Best-of-N, the simpler baseline, searches over whole solutions: the policy samples ``N`` complete episodes of a
+task (the rollout engine does, see :func:`agentrl.evaluate.best_of_n_evaluate`); :func:`score_solutions` reads the
+critic at each one's final afterstate (the end-of-turn token of its last assistant turn,
+:func:`agentrl.data.encode_after_action`, through the same scorer beam search uses) and :func:`best_of_n` keeps
+the highest-valued one, recording every solution's value in its ``meta["solutions"]`` for ``agentrl replay``.
 """
 
 from __future__ import annotations
@@ -22,7 +35,8 @@ from typing import Any
 
 from agentrl.policies.base import Context, Decision
 from agentrl.policies.best_of_k import ActionScorer, sample_candidates
-from agentrl.types import Candidate, Step
+from agentrl.policies.scoring import normalize_action
+from agentrl.types import Candidate, Episode, Step
 
 
 @dataclass
@@ -45,8 +59,9 @@ class SearchResult:
 
     best: Beam
     finished: int
-    expansions: int
+    expansions: int  # distinct candidates scored
     search_steps: int
+    samples: int = 0  # steps sampled (``expansions`` of them were distinct within their beam)
 
 
 class _Cloner:
@@ -109,38 +124,75 @@ def beam_search(
     root.context.memory["cache_key"] = f"{cache_prefix}/0"
     clone = _Cloner(make_env, reset_kwargs)
     beams = [root]
-    expansions = steps = 0
+    expansions = steps = samples = 0
     for _ in range(max_steps):
         active = [b for b in beams if not b.done]
         if not active:
             break
         steps += 1
-        proposals: list[list[Decision]] = sample_candidates(policy, [b.context for b in active], width, call=steps - 1)
-        values = scorer.score([b.context for b in active], proposals)  # all B x B candidates at once
+        sampled = sample_candidates(policy, [b.context for b in active], width, call=steps - 1, distinct=False)
+        samples += sum(len(p) for p in sampled)
+        proposals = [distinct(p) for p in sampled]
+        decisions = [[d for d, _ in p] for p in proposals]
+        values = scorer.score([b.context for b in active], decisions)  # every distinct candidate at once
         expansions += sum(len(p) for p in proposals)
-        # (value, order, parent index or None for a finished beam, decision)
-        pool: list[tuple[float, int, Beam, Decision | None, list[Candidate]]] = []
-        order = 0
-        for beam in beams:
-            if beam.done:
-                pool.append((beam.value, order, beam, None, []))
-                order += 1
-        for beam, decisions, vals in zip(active, proposals, values, strict=True):
-            recorded = [Candidate(d.action, float(v), d.raw, d.thought) for d, v in zip(decisions, vals, strict=True)]
-            for decision, value in zip(decisions, vals, strict=True):
-                pool.append((float(value), order, beam, decision, recorded))
-                order += 1
-        pool.sort(key=lambda item: (-item[0], item[1]))
-        survivors: list[Beam] = []
-        for rank, (value, _, parent, decision, recorded) in enumerate(pool[:width]):
-            if decision is None:
-                survivors.append(parent)
-                continue
-            survivors.append(_expand(parent, decision, value, recorded, clone, policy, f"{cache_prefix}/{rank}"))
-        beams = survivors
+        beams = _select(beams, active, proposals, values, width, clone, policy, cache_prefix)
     finished = [b for b in beams if b.done]
     best = max(finished or beams, key=lambda b: b.value)
-    return SearchResult(best=best, finished=len(finished), expansions=expansions, search_steps=steps)
+    return SearchResult(best=best, finished=len(finished), expansions=expansions, search_steps=steps,
+                        samples=samples)
+
+
+def distinct(decisions: list[Decision]) -> list[tuple[Decision, int]]:
+    """The distinct steps among one beam's samples (first-sampled order) and how many samples each one was.
+
+    Steps are the same when their actions are (:func:`~agentrl.policies.scoring.normalize_action`: case and
+    whitespace do not make a new step); the first sample's text stands for all of them.
+    """
+    first: dict[str, int] = {}
+    out: list[tuple[Decision, int]] = []
+    for decision in decisions:
+        key = normalize_action(decision.action)
+        if key in first:
+            kept, count = out[first[key]]
+            out[first[key]] = (kept, count + 1)
+        else:
+            first[key] = len(out)
+            out.append((decision, 1))
+    return out
+
+
+def _select(beams: list[Beam], active: list[Beam], proposals: list[list[tuple[Decision, int]]],
+            values: list[list[float]], width: int, clone: _Cloner, policy: Any, cache_prefix: str) -> list[Beam]:
+    """The ``width`` best of {finished beams, scored expansions} (ties to the earlier one), expanded.
+
+    Each candidate is recorded once per parent (``Candidate.samples``: how many samples it was); ``kept`` marks
+    the ones that survived the cut.
+    """
+    # (value, order, parent, decision or None for a finished beam, the parent's candidates, candidate index)
+    pool: list[tuple[float, int, Beam, Decision | None, list[Candidate], int]] = []
+    for beam in beams:
+        if beam.done:
+            pool.append((beam.value, len(pool), beam, None, [], -1))
+    for beam, proposal, vals in zip(active, proposals, values, strict=True):
+        if len(vals) != len(proposal):
+            raise RuntimeError(f"scorer returned {len(vals)} values for {len(proposal)} candidates")
+        recorded = [Candidate(d.action, float(v), d.raw, d.thought, samples=n, kept=False)
+                    for (d, n), v in zip(proposal, vals, strict=True)]
+        for j, ((decision, _), value) in enumerate(zip(proposal, vals, strict=True)):
+            pool.append((float(value), len(pool), beam, decision, recorded, j))
+    pool.sort(key=lambda item: (-item[0], item[1]))
+    chosen = pool[:width]
+    for _, _, _, decision, recorded, j in chosen:
+        if decision is not None:
+            recorded[j].kept = True
+    survivors: list[Beam] = []
+    for rank, (value, _, parent, decision, recorded, _) in enumerate(chosen):
+        if decision is None:
+            survivors.append(parent)
+            continue
+        survivors.append(_expand(parent, decision, value, recorded, clone, policy, f"{cache_prefix}/{rank}"))
+    return survivors
 
 
 def _expand(parent: Beam, decision: Decision, value: float, recorded: list[Candidate], clone: _Cloner,
@@ -155,3 +207,62 @@ def _expand(parent: Beam, decision: Decision, value: float, recorded: list[Candi
     policy.observe(context, decision, observation, info)
     return Beam(env=env, context=context, steps=[*parent.steps, step], actions=[*parent.actions, decision.action],
                 value=value, reward=parent.reward + float(reward), done=bool(terminated or truncated), info=info)
+
+
+def final_afterstate(episode: Episode, env_kind: str = "math") -> tuple[Context, Decision] | None:
+    """The chat before an episode's last assistant turn and that turn: what the critic scores for the episode.
+
+    ``CriticScorer.score`` renders ``context.messages + [assistant: decision.raw]`` and reads V at its last
+    end-of-turn token, the afterstate of the final action (the env's answer after it is not part of it).
+    None when the episode has no assistant turn.
+    """
+    turns = [i for i, m in enumerate(episode.messages) if m.get("role") == "assistant"]
+    if not turns:
+        return None
+    last = turns[-1]
+    context = Context(slot=0, messages=[dict(m) for m in episode.messages[:last]], observation="", info={},
+                      env_kind=env_kind)
+    action = episode.steps[-1].action if episode.steps else episode.messages[last]["content"]
+    return context, Decision(action=action, raw=episode.messages[last]["content"])
+
+
+def score_solutions(episodes: list[Episode], scorer: ActionScorer, env_kind: str = "math") -> list[float | None]:
+    """The critic's value at each episode's final afterstate, all in one scoring call (None: an episode that
+    ended in an error or has no assistant turn)."""
+    reads = [None if e.error else final_afterstate(e, env_kind) for e in episodes]
+    present = [r for r in reads if r is not None]
+    values = scorer.score([c for c, _ in present], [[d] for _, d in present]) if present else []
+    found = iter(values)
+    return [None if r is None else float(next(found)[0]) for r in reads]
+
+
+def best_of_n(episodes: list[Episode], values: list[float | None], **meta: Any) -> Episode:
+    """The highest-valued of a task's sampled solutions, recording all of them.
+
+    Ranked by value alone, ties to the earlier sample; solutions without a value (errors) only when nothing
+    else is there. Whether an episode ended is not used: in some envs only a success ends one early.
+
+    Args:
+        episodes: the task's ``N`` solutions, in sample order.
+        values: their values (:func:`score_solutions`).
+        **meta: added to the chosen episode's ``meta`` (model, critic, ...).
+
+    Returns:
+        A copy of the chosen episode: its last step's ``value`` is its final value; ``meta`` gains ``best_of_n``
+        (N), ``chosen`` (its sample index), ``value`` and ``solutions``: per sample ``{sample, value, success,
+        reward, steps, final, error, chosen}`` (``final``: its last action).
+    """
+    if not episodes or len(values) != len(episodes):
+        raise ValueError(f"best-of-N needs one value per solution, got {len(values)} for {len(episodes)}")
+    best = max(range(len(episodes)), key=lambda i: (values[i] is not None, values[i] or 0.0, -i))
+    chosen = copy.deepcopy(episodes[best])
+    if chosen.steps and values[best] is not None:
+        chosen.steps[-1].value = values[best]
+    solutions = [
+        {"sample": e.meta.get("sample", i), "value": v, "success": e.success, "reward": e.reward,
+         "steps": e.num_steps, "final": e.steps[-1].action if e.steps else "", "error": e.error, "chosen": i == best}
+        for i, (e, v) in enumerate(zip(episodes, values, strict=True))
+    ]  # fmt: skip
+    chosen.meta = {**chosen.meta, **meta, "best_of_n": len(episodes), "chosen": solutions[best]["sample"],
+                   "value": values[best], "solutions": solutions}
+    return chosen

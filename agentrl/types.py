@@ -34,7 +34,9 @@ class Candidate:
     Over an admissible action space the candidates are the policy's top-K distinct commands: ``logprob`` is the
     policy's summed log-prob of the command (its ``tokens`` tokens and the end of the turn), and ``score`` what
     the controller ranked by, ``value + c * log pi`` (``log pi`` length-normalised unless ``--choice-score sum``).
-    Sampled candidates leave them None (ranked by ``value``).
+    Sampled candidates leave them None (ranked by ``value``). Beam search records ``samples`` (how many of the
+    beam's samples were this step: duplicates are merged and scored once) and ``kept`` (whether the candidate
+    survived the step's top-B cut, i.e. became a beam); other controllers leave them None.
     """
 
     action: str
@@ -44,6 +46,8 @@ class Candidate:
     logprob: float | None = None
     tokens: int | None = None
     score: float | None = None
+    samples: int | None = None
+    kept: bool | None = None
 
 
 @dataclass

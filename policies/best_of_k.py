@@ -53,7 +53,9 @@ class CandidateSampler(Protocol):
     def propose(self, contexts: list[Context], k: int) -> list[list[Decision]]: ...
 
 
-def sample_candidates(policy: Policy, contexts: list[Context], k: int, call: int = 0) -> list[list[Decision]]:
+def sample_candidates(
+    policy: Policy, contexts: list[Context], k: int, call: int = 0, distinct: bool = True
+) -> list[list[Decision]]:
     """``k`` sampled decisions per context from ``policy``, deduplicated by action (first-sampled order).
 
     Uses the policy's own ``propose(contexts, k)`` if it has one, one ``n=k`` generator call for a
@@ -69,7 +71,7 @@ def sample_candidates(policy: Policy, contexts: list[Context], k: int, call: int
         samples = [[r[i] for r in rounds] for i in range(len(contexts))]
     if len(samples) != len(contexts) or any(not s for s in samples):
         raise RuntimeError(f"{type(policy).__name__} proposed no candidate for some context")
-    return [dedupe(s) for s in samples]
+    return [dedupe(s) for s in samples] if distinct else [list(s) for s in samples]
 
 
 def dedupe(decisions: Sequence[Decision]) -> list[Decision]:

@@ -69,19 +69,23 @@ class RolloutsSpec:
 
 @dataclass
 class EvalSpec:
-    """One evaluated method: whose policy, optionally a critic's best-of-K or beam search over a list of widths."""
+    """One evaluated method: whose policy, optionally a critic's best-of-K, best-of-N or beam search over a list of
+    widths."""
 
     policy: str = option("sft", help="`base`, `sft`, or a learner's name (its policy of the round)")
     critic: str | None = option(None, help="a learner whose critic scores candidates (best_of / beam)")
     best_of: list[int] = option([], help="best-of-K for each K listed; the method name holds `{k}`")
     beam: list[int] = option([], help="math: step beam search for each width listed; the name holds `{b}`")
+    best_of_n: list[int] = option([], help="best-of-N over whole solutions for each N listed; the name holds `{n}`")
     temperature: float | None = option(None, help="sampling temperature (default: greedy; 1.0 when sampling)")
     num_envs: int | None = option(None, help="parallel envs (default: the recipe's; beam search uses one)")
 
     def __post_init__(self) -> None:
-        require(not (self.best_of and self.beam), "an evaluation takes best_of or beam, not both")
-        require(all(k >= 1 for k in [*self.best_of, *self.beam]), "best_of and beam widths must be >= 1")
-        require(not (self.best_of or self.beam) or self.critic is not None, "best_of / beam need a `critic`")
+        searches = [name for name in ("best_of", "beam", "best_of_n") if getattr(self, name)]
+        require(len(searches) <= 1, f"an evaluation takes one of best_of, beam, best_of_n, not {' and '.join(searches)}")
+        require(all(k >= 1 for k in [*self.best_of, *self.beam, *self.best_of_n]),
+                "best_of, beam and best_of_n widths must be >= 1")
+        require(not searches or self.critic is not None, "best_of / beam / best_of_n need a `critic`")
 
 
 def _underscored(section: dict[str, Any]) -> dict[str, Any]:
@@ -178,10 +182,10 @@ class RecipeConfig(EnvOptions, PromptOptions, ModelOptions, SamplingOptions, Tin
                     f"evaluations.{method}.critic: no learner {spec.critic!r}")
             require(spec.policy != "sft" or self.sft is not None, f"evaluations.{method}: there is no SFT stage")
             fields = {f for _, f, _, _ in string.Formatter().parse(method) if f}
-            for widths, placeholder in ((spec.best_of, "k"), (spec.beam, "b")):
+            for widths, placeholder in ((spec.best_of, "k"), (spec.beam, "b"), (spec.best_of_n, "n")):
                 require(len(widths) <= 1 or placeholder in fields,
                         f"evaluations.{method}: several widths need `{{{placeholder}}}` in the method name")
-            require(fields <= {"k", "b"}, f"evaluations.{method}: only {{k}} and {{b}} may appear in a name")
+            require(fields <= {"k", "b", "n"}, f"evaluations.{method}: only {{k}}, {{b}} and {{n}} may appear in a name")
 
 
 def expand(method: str, spec: EvalSpec) -> list[tuple[str, dict[str, Any]]]:
@@ -190,6 +194,8 @@ def expand(method: str, spec: EvalSpec) -> list[tuple[str, dict[str, Any]]]:
         return [(method.format(k=k), {"best_of": k}) for k in spec.best_of]
     if spec.beam:
         return [(method.format(b=b), {"beam": b}) for b in spec.beam]
+    if spec.best_of_n:
+        return [(method.format(n=n), {"best_of_n": n}) for n in spec.best_of_n]
     return [(method, {})]
 
 

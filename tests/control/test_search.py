@@ -141,3 +141,89 @@ def test_eval_beam_end_to_end_on_math_env(tiny_model_dir, tmp_path) -> None:
 
     results = json.loads(out.read_text())
     assert results["episodes"] == 1 and results["config"]["beam"] == 2
+
+
+class CountingScorer(OracleScorer):
+    """The oracle, also keeping every batch of candidates it was asked to score."""
+
+    def __init__(self, plan):
+        super().__init__(plan)
+        self.asked: list[list[list[str]]] = []
+
+    def score(self, contexts, candidates):
+        self.asked.append([[c.action for c in cands] for cands in candidates])
+        return super().score(contexts, candidates)
+
+
+class Repeating(Scripted):
+    """Samples duplicates: the root's 4 samples are 3 copies of one step (spacing/case aside) and one other."""
+
+    ROOT = ["3 * 4 = 12", "3 * 4 = 12", " 3 *  4 = 12 ", "#### 20"]
+
+    def propose(self, contexts, k):
+        self.proposals += 1
+        return [[Decision(a, a) for a in (self.ROOT if c.memory.get("last") is None else SCRIPT[c.memory["last"]])]
+                for c in contexts]
+
+
+def test_duplicate_samples_are_scored_once_and_fill_one_beam() -> None:
+    """B=3 at the root: 4 samples, 2 distinct steps -> the critic sees 2 candidates, and only 2 beams exist
+    (without merging, three beams would hold the same state `3 * 4 = 12`)."""
+    scorer = CountingScorer(oracle)
+    result = beam_search(FakeMath(), Repeating(), scorer, width=3, max_steps=1)
+    assert scorer.asked[0] == [["3 * 4 = 12", "#### 20"]]
+    first = result.best.steps[0]
+    assert [(c.action, c.samples, c.kept) for c in first.candidates] == [("3 * 4 = 12", 3, True), ("#### 20", 1, True)]
+    assert result.samples == 4 and result.expansions == 2
+    again = beam_search(FakeMath(), Repeating(), CountingScorer(oracle), width=3, max_steps=2)
+    # step 2: only `3 * 4 = 12` is unfinished (one beam, not three): its 2 samples are the 2 new candidates
+    assert again.samples == 4 + 2 and again.expansions == 2 + 2 and again.finished == 2
+
+
+class FanOut(Scripted):
+    """Proposes ``k`` distinct steps everywhere: ``d{depth}.{j}``."""
+
+    def propose(self, contexts, k):
+        depth = [len([m for m in c.messages if m["role"] == "assistant"]) for c in contexts]
+        return [[Decision(f"d{d}.{j}", f"d{d}.{j}") for j in range(k)] for d in depth]
+
+
+def test_seven_beams_of_seven_samples() -> None:
+    """B=7: 1 x 7 candidates, then 7 x 7 = 49 scored in one call; 7 beams survive each step."""
+    scorer = CountingScorer(lambda context, action: -int(action.split(".")[1]))  # higher j, higher value
+    result = beam_search(FakeMath(), FanOut(), scorer, width=7, max_steps=2)
+    assert [sum(len(c) for c in call) for call in scorer.asked] == [7, 49]
+    assert result.samples == result.expansions == 56 and result.search_steps == 2
+    first, second = result.best.steps
+    assert all(c.kept for c in first.candidates) and len(first.candidates) == 7
+    assert second.action == "d1.6" and sum(bool(c.kept) for c in second.candidates) == 1  # every parent's d1.6
+
+
+def test_replay_of_a_beam_episode_shows_values_samples_and_kept_beams(tmp_path) -> None:
+    from rich.console import Console
+
+    from agentrl.replay import play
+    from agentrl.trajectory import TrajectoryWriter, read_episodes
+    from agentrl.types import Episode
+
+    result = beam_search(FakeMath(), Repeating(), OracleScorer(oracle), width=2, max_steps=4)
+    best = result.best
+    episode = Episode(episode_id="math/test/q1/s0", task_id="q1", env_id="agentrl/Math-v0", split="test",
+                      task_type="arith", policy="beam-2", success=True, reward=best.reward, steps=best.steps,
+                      messages=best.context.messages,
+                      meta={"beam": 2, "search_steps": result.search_steps, "expansions": result.expansions,
+                            "samples": result.samples, "finished_beams": result.finished})  # fmt: skip
+    with TrajectoryWriter(tmp_path / "beam.jsonl") as writer:
+        writer.write(episode)
+    (back,) = read_episodes(tmp_path / "beam.jsonl")
+    assert back.steps[0].candidates[0].samples == 3 and back.steps[0].candidates[0].kept is True
+    console = Console(record=True, width=120, file=open("/dev/null", "w"))  # noqa: SIM115
+    play(back, console)
+    text = console.export_text()
+    assert f"beam search B=2: {result.search_steps} search steps" in text
+    assert f"{result.expansions} distinct candidates of {result.samples} sampled" in text
+    root = next(line for line in text.splitlines() if "▶" in line)  # step 1: the step taken, 3 samples, kept
+    assert "3 * 4 = 12" in root and "-2.000" in root and "×3" in root and "kept" in root
+    other = next(line for line in text.splitlines() if "#### 20" in line and "×1" in line)
+    assert "-10.000" in other and "kept" in other  # B=2: the other root candidate became the second beam
+    assert "×n" in text and "beam" in text and "SUCCESS in 3 steps" in text

@@ -65,6 +65,16 @@ def test_method_names_expand_widths_and_rounds(tmp_path: Path) -> None:
                                  "OREO round 2", "OREO+best-of-3 round 2", "OREO+best-of-5 round 2"]
 
 
+def test_best_of_n_and_seven_beams_expand(tmp_path: Path) -> None:
+    from agentrl.recipes.config import expand
+
+    cfg = _recipe(tmp_path, learners={"OREO": {"algo": "oreo"}},
+                  evaluations={"OREO beam B={b}": EvalSpec(policy="OREO", critic="OREO", beam=[5, 7]),
+                               "OREO best-of-N={n}": EvalSpec(policy="OREO", critic="OREO", best_of_n=[3, 5])})
+    assert method_names(cfg) == ["OREO beam B=5", "OREO beam B=7", "OREO best-of-N=3", "OREO best-of-N=5"]
+    assert expand("X={n}", cfg.evaluations["OREO best-of-N={n}"]) == [("X=3", {"best_of_n": 3}), ("X=5", {"best_of_n": 5})]
+
+
 def test_nothing_happens_counts_the_engine_answers(tmp_path: Path) -> None:
     def episode(eid: str, answers: list[str]) -> Episode:
         messages = [{"role": "system", "content": "rules"}, {"role": "user", "content": "Nothing happens. (task)"}]
