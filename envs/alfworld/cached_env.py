@@ -9,7 +9,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from agentrl.envs.alfworld.engine import _TEMPLATE_WORDS, _derive, _textworld, game_logic, prepare_game
+from agentrl.envs.alfworld.engine import _TEMPLATE_WORDS, _textworld, prepare_game
+from agentrl.envs.alfworld.grammar import derive, game_logic
 
 textworld = _textworld()  # raises the install hint when textworld is missing
 from textworld.core import GameState  # noqa: E402
@@ -77,7 +78,7 @@ class CachedPddlEnv(PddlEnv):
             else:  # conditional/list templates ("go to [{r.name | ...}]") go through the grammar
                 variables = {ph.name: self._entity_infos[var.name] for ph, var in action.mapping.items()}
                 context = self._context(variables, action.mapping)
-                action.command_template = _derive(self._logic.grammar, action.command_template, context)
+                action.command_template = derive(self._logic.grammar, action.command_template, context)
                 command = action.format_command({k: info.name for k, info in self._entity_infos.items()})
             self._commands[key] = command
         return command
@@ -120,7 +121,7 @@ class CachedPddlEnv(PddlEnv):
         self.state = GameState()
         self._last_action = None
         self._moves = 0
-        self.state.feedback = _derive(self._logic.grammar, "#intro#", self._context({}, {}))
+        self.state.feedback = derive(self._logic.grammar, "#intro#", self._context({}, {}))
         self.state.raw = self.state.feedback
         self._gather_infos()
         return self.state
@@ -139,7 +140,7 @@ class CachedPddlEnv(PddlEnv):
             self._last_action = action = self.prev_state["_valid_actions"][idx]
             self._pddl_state.apply(action)
             variables = {ph.name: self._entity_infos[var.name] for ph, var in action.mapping.items()}
-            self.state.feedback = _derive(
+            self.state.feedback = derive(
                 self._logic.grammar, action.feedback_rule, self._context(variables, action.mapping)
             )
             self._moves += 1

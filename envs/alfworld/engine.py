@@ -11,7 +11,8 @@ What is cached, and why it is safe:
 * The command text of an applicable operator ("take mug 1 from countertop 2") depends only on the arguments its
   template mentions (the templates query static facts only), so it is made once per game and per such argument
   tuple; plain templates ("take {o} from {r}") are filled in directly instead of through the grammar parser.
-* Grammar strings (feedback rules) are parsed once instead of on every derivation.
+* The grammar (``GameLogic``) is parsed once per process, not once per task, and its rule texts, conditions and
+  feedback strings once instead of on every derivation (:mod:`agentrl.envs.alfworld.grammar`).
 * Readable facts ("inreceptacle mug 1 countertop 2") are converted once per raw fact.
 
 ``tests/envs/test_alfworld.py::test_engine_matches_textworld`` checks observations, admissible commands and
@@ -20,7 +21,6 @@ What is cached, and why it is safe:
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -28,14 +28,12 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from agentrl.envs.alfworld.rooms import INSTALL_HINT
 
 _GAMES: OrderedDict[str, Translation] = OrderedDict()
-_LOGICS: OrderedDict[tuple[str, str], Any] = OrderedDict()
 _MEMORY_CACHE_SIZE = 64
-_PARSED: dict[str, Any] = {}
 _TEMPLATE_WORDS: dict[str, frozenset[str]] = {}
 CACHE_ENV_VAR = "AGENTRL_ALFWORLD_CACHE"
 CACHE_FORMAT = 1
@@ -138,19 +136,6 @@ def _translate(domain: str, problem: str) -> Translation:
     ).build()
 
 
-def game_logic(domain: str, grammar: str) -> Any:
-    """Parsed domain + grammar (textworld ``GameLogic``), kept per distinct text in this process."""
-    from textworld.envs.pddl import logic as pddl_logic
-
-    key = (domain, grammar)
-    if key not in _LOGICS:
-        _LOGICS[key] = pddl_logic.GameLogic(domain=domain, grammar=grammar)
-        while len(_LOGICS) > _MEMORY_CACHE_SIZE:
-            _LOGICS.popitem(last=False)
-    _LOGICS.move_to_end(key)
-    return _LOGICS[key]
-
-
 def prepare_game(domain: str, problem: str, cache_dir: Path | None = None) -> Translation:
     """The translated game, from the in-memory LRU, the disk cache, or a fresh translation (then cached)."""
     key = hashlib.sha256("\0".join((domain, problem)).encode()).hexdigest()
@@ -178,29 +163,6 @@ def prepare_game(domain: str, problem: str, cache_dir: Path | None = None) -> Tr
     while len(_GAMES) > _MEMORY_CACHE_SIZE:
         _GAMES.popitem(last=False)
     return game
-
-
-def _derive(grammar: Any, start: str, context: dict) -> str:
-    """``ContextSensitiveGrammar.derive`` with the start string parsed once (same algorithm otherwise)."""
-    from textworld.envs.pddl import textgen
-
-    if start not in _PARSED:
-        _PARSED[start] = textgen._parse_and_convert(start, rule_name="symbols")
-    derivation = copy.deepcopy(_PARSED[start])[::-1]
-    for symbol in derivation:
-        symbol.context = textgen.copy_context(context)
-    derived = []
-    while derivation:
-        symbol = derivation.pop()
-        if isinstance(symbol, textgen.TerminalSymbol):
-            derived.append(symbol)
-        elif isinstance(symbol, textgen.NonterminalSymbol):
-            derivation += grammar.replace(symbol)[::-1]
-        elif isinstance(symbol, textgen.ConditionalSymbol | textgen.EvalSymbol | textgen.ListSymbol):
-            derivation += symbol.derive()[::-1]
-        else:  # pragma: no cover - the grammar has no other symbol kinds
-            raise NotImplementedError(f"unknown grammar symbol {type(symbol)}")
-    return "".join(map(str, derived))
 
 
 def make_cached_pddl_env_class():
