@@ -35,6 +35,7 @@ class CachedPddlEnv(PddlEnv):
         self._logic = game_logic(data["pddl_domain"], data["grammar"])
         self._translation = prepare_game(data["pddl_domain"], data["pddl_problem"], self.cache_dir)
         self._pddl_state = self._fresh_state()
+        self._untouched = True  # the state just built is still the initial one: the first reset reuses it
         self._entity_infos = self._get_entity_infos()
         self._commands: dict[tuple, str] = {}
         self._readable: dict[Any, Any] = {}
@@ -116,7 +117,9 @@ class CachedPddlEnv(PddlEnv):
         }
 
     def reset(self):
-        self._pddl_state = self._fresh_state()
+        if not getattr(self, "_untouched", False):
+            self._pddl_state = self._fresh_state()
+        self._untouched = False
         self.prev_state = None
         self.state = GameState()
         self._last_action = None
