@@ -317,7 +317,8 @@ def load_tokenized(
         allow_labels: accept DAgger episodes (``meta["dagger"]``). Their chat holds the expert's *labels* at
             the states the learner visited, while their reward belongs to the actions actually executed: they
             are behaviour-cloning data (SFT), and a learner that reads rewards (OREO, RS, DPO, DQO, OREAL) must
-            not see them, so by default they are refused.
+            not see them, so by default they are refused. The same holds for renamed copies
+            (``meta["augment"]``, :mod:`agentrl.augment`): text never played in the env, with the source's reward.
         cap_positives: keep at most as many successes per problem (``task_id``) as it has failures, a choice
             seeded by ``seed`` (:func:`agentrl.problem_outcomes.cap_positives`).
 
@@ -327,7 +328,7 @@ def load_tokenized(
         ``cap_positives``, ``{"positives", "positives_kept", "positives_dropped"}``.
 
     Raises:
-        DataError: an episode cannot be tokenized, or a DAgger episode without ``allow_labels``.
+        DataError: an episode cannot be tokenized, or a DAgger episode or a renamed copy without ``allow_labels``.
     """
 
     if isinstance(paths, str | Path):
@@ -348,6 +349,12 @@ def load_tokenized(
                 raise DataError(
                     f"{path}: episode {number} ({episode.episode_id}) is DAgger data (expert labels at the "
                     "learner's states; its reward belongs to the executed actions): only SFT learns from it"
+                )
+            if episode.meta.get("augment") is not None and not allow_labels:
+                raise DataError(
+                    f"{path}: episode {number} ({episode.episode_id}) is a renamed copy (`agentrl augment`) of "
+                    f"{episode.meta['augment'].get('source')}: it was never played and its reward is the source's, "
+                    "so only SFT learns from it"
                 )
             item = tokenize_episode(
                 episode,
