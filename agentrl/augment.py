@@ -72,6 +72,11 @@ def _alternatives(names: Iterable[str]) -> str:
     return "|".join(re.escape(n) for n in sorted(set(names), key=lambda n: (-len(n), n)))
 
 
+def _word_pattern(alternatives: str) -> re.Pattern[str]:
+    """Whole-word occurrences, any case, of a regex alternation of names."""
+    return re.compile(f"{_EDGE_BEFORE}({alternatives}){_EDGE_AFTER}", re.IGNORECASE)
+
+
 def _instance_pattern(known: Iterable[str]) -> re.Pattern[str]:
     """``<name> <number>``: a ``known`` name (several words allowed) or one lower-case word, then the number."""
     alternatives = _alternatives(known)
@@ -124,7 +129,7 @@ def words_present(episode: Episode, names: Iterable[str]) -> set[str]:
     alternatives = _alternatives(names)
     if not alternatives:
         return set()
-    pattern = re.compile(f"{_EDGE_BEFORE}({alternatives}){_EDGE_AFTER}", re.IGNORECASE)
+    pattern = _word_pattern(alternatives)
     return {m.group(1).lower() for text in _renamable_texts(episode) for m in pattern.finditer(text)}
 
 
@@ -144,7 +149,7 @@ class Renamer:
     def __init__(self, renames: dict[str, str]):
         self.renames = {old.lower(): new for old, new in renames.items()}
         alternatives = _alternatives(self.renames)
-        self.pattern = re.compile(f"{_EDGE_BEFORE}({alternatives}){_EDGE_AFTER}", re.IGNORECASE) if alternatives else None
+        self.pattern = _word_pattern(alternatives) if alternatives else None
 
     def _replace(self, match: re.Match[str]) -> str:
         old = match.group(1)
@@ -251,8 +256,8 @@ def _read_alfworld(path: str) -> list[Episode]:
             raise AugmentError(f"{path}:{number}: episode {episode.episode_id} is from {episode.env_id}; "
                                f"augment renames the objects of {ALFWORLD_ENV} episodes only")
         if "augment" in episode.meta:
-            raise AugmentError(f"{path}:{number}: episode {episode.episode_id} is already a renamed copy of "
-                               f"{episode.meta['augment'].get('source')}; augment the original file")
+            raise AugmentError(f"{path}:{number}: episode {episode.episode_id} is already a renamed copy "
+                               "(meta.augment); augment the original file")
         episodes.append(episode)
     return episodes
 

@@ -295,6 +295,18 @@ def tokenize_episode(
     )
 
 
+def _refuse_sft_only(episode: Episode, where: str) -> None:
+    """Raises :class:`DataError` for an episode only SFT may learn from (DAgger labels, a renamed copy)."""
+    if episode.meta.get("dagger") is not None:
+        raise DataError(f"{where} is DAgger data (expert labels at the learner's states; its reward belongs to the "
+                        "executed actions): only SFT learns from it")
+    augment = episode.meta.get("augment")
+    if augment is not None:
+        source = augment.get("source") if isinstance(augment, dict) else augment
+        raise DataError(f"{where} is a renamed copy (`agentrl augment`) of {source}: it was never played and its "
+                        "reward is the source's, so only SFT learns from it")
+
+
 def load_tokenized(
     paths: str | Iterable[str | Path],
     tokenizer: Any,
@@ -345,17 +357,8 @@ def load_tokenized(
             if only_success and not episode.success:
                 counts["failed"] += 1
                 continue
-            if episode.meta.get("dagger") is not None and not allow_labels:
-                raise DataError(
-                    f"{path}: episode {number} ({episode.episode_id}) is DAgger data (expert labels at the "
-                    "learner's states; its reward belongs to the executed actions): only SFT learns from it"
-                )
-            if episode.meta.get("augment") is not None and not allow_labels:
-                raise DataError(
-                    f"{path}: episode {number} ({episode.episode_id}) is a renamed copy (`agentrl augment`) of "
-                    f"{episode.meta['augment'].get('source')}: it was never played and its reward is the source's, "
-                    "so only SFT learns from it"
-                )
+            if not allow_labels:
+                _refuse_sft_only(episode, f"{path}: episode {number} ({episode.episode_id})")
             item = tokenize_episode(
                 episode,
                 tokenizer,

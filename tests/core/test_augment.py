@@ -237,3 +237,36 @@ def test_a_copy_with_no_free_name_is_skipped_and_counted(tmp_path: Path, capsys)
     assert main(["augment", "--data", str(data), "--out", str(tmp_path / "o.jsonl"), "--copies", "2"]) == 0
     assert "2 copies not written (no free name to draw)" in capsys.readouterr().out
     assert (tmp_path / "o.jsonl").read_text() == ""
+
+
+def test_recipe_sft_trains_on_the_demonstrations_and_their_copies(tmp_path: Path, monkeypatch) -> None:
+    """`demonstrations: {augment_copies: 2}`: one shared stage writes originals + copies, SFT's data is that file,
+    the other learners keep the demonstrations; the key is refused outside alfworld."""
+    from agentrl.config import ConfigError, parse_config
+    from agentrl.recipes import RecipeConfig, offline
+    from agentrl.recipes.stages import Stages
+
+    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    cfg = parse_config(RecipeConfig, ["--config", str(demo), "--out", str(tmp_path / "run"),
+                                      "--demonstrations.augment_copies", "2"], prog="agentrl recipe")  # fmt: skip
+    assert cfg.demonstrations.augment_copies == 2
+    other = alfworld_episode("pick_and_place_simple-Vase-None-Fridge-2/trial_0")
+    other.messages[3]["content"] = other.steps[1].observation = SEEN.replace("apple 3", "vase 1, a egg 2")
+    other.steps[0].masked = None  # no apple left in it: apple is a free name for its copies
+    demos = write(tmp_path / "run" / "demonstrations.jsonl", [alfworld_episode(), other])
+    stages = Stages(tmp_path / "run")
+    path = offline._augmented(cfg, stages, demos)
+    assert path == tmp_path / "run" / "demonstrations-aug2.jsonl" and stages.ran == ["augment demonstrations"]
+    episodes = read_episodes(path)
+    assert [("augment" in e.meta) for e in episodes] == [False, True, True] * 2
+    assert offline._augmented(cfg, Stages(tmp_path / "run"), demos) == path  # done: skipped, same file
+    seen: list[tuple[str, list[str]]] = []
+    run = offline.SeedRun(cfg, 0, None, demos, path)
+    run.base = "base"
+    monkeypatch.setattr(run, "_learn_stage", lambda label, learned, options, model, data: seen.append((label, data)))
+    run._sft()
+    run._learn("OREO", 1, "sft", [])
+    assert seen == [("seed 0: SFT", [str(path)]), ("seed 0: OREO", [str(demos)])]
+    with pytest.raises(ConfigError, match="only alfworld demonstrations are renamed"):
+        parse_config(RecipeConfig, ["--config", str(demo.parents[1] / "bench" / "math_mini" / "config.yaml"),
+                                    "--demonstrations.augment_copies", "1"], prog="agentrl recipe")  # fmt: skip
