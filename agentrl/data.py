@@ -46,6 +46,7 @@ from agentrl.trajectory import iter_episodes
 from agentrl.types import Episode
 
 LEVELS = ("token", "step", "response")
+OBSERVATIONS = ("later", "all")  # which user turns ``obs_mask`` marks (module docstring)
 
 
 class DataError(AgentRLError, ValueError):
@@ -66,6 +67,7 @@ class TokenizedEpisode:
     task_id: str
     episode_id: str
     meta: dict[str, Any] = field(default_factory=dict)
+    obs_mask: list[bool] = field(default_factory=list)  # observation tokens; empty: not asked for
 
     @property
     def num_actions(self) -> int:
@@ -144,6 +146,28 @@ def _action_char_spans(
         for i, message in enumerate(messages)
         if message.get("role") == "assistant"
     ]
+
+
+def _observation_char_spans(
+    tokenizer: Any, messages: list[dict[str, str]], where: str, full: str, observations: str
+) -> list[tuple[int, int]]:
+    """``(start, end)`` character spans in ``full`` of the user turns' contents that :data:`OBSERVATIONS`
+    ``observations`` names (``later``: every user turn after the first; ``all``: every user turn)."""
+    users = [i for i, message in enumerate(messages) if message.get("role") == "user"]
+    spans = []
+    for i in users[1:] if observations == "later" else users:
+        content = (messages[i].get("content") or "").strip()
+        if not content:
+            continue
+        upto = _render(tokenizer, messages[: i + 1])
+        start = upto.rfind(content)  # the turn's content is the last thing before its end-of-turn
+        if start < 0 or not full.startswith(upto):
+            raise DataError(
+                f"{where}: the chat template does not render user turn {i} as a prefix of the chat with its "
+                "content (templates that rewrite earlier turns are not supported)"
+            )
+        spans.append((start, start + len(content)))
+    return spans
 
 
 def _encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -236,6 +260,7 @@ def tokenize_episode(
     step_delimiters: Sequence[str] = (),
     reward_map: dict[float, float] | None = None,
     where: str = "",
+    observations: str | None = None,
 ) -> TokenizedEpisode:
     """Renders ``episode.messages`` with the chat template and marks actions, segments, states, afterstates.
 
@@ -246,6 +271,8 @@ def tokenize_episode(
         step_delimiters: at the step level, strings after which a new step starts inside a turn.
         reward_map: raw reward -> training reward (``None``: identity).
         where: prefix for error messages (``file:line``).
+        observations: ``later`` | ``all``: also mark the observation tokens (``obs_mask``, module docstring);
+            ``None`` (default): ``obs_mask`` stays empty.
 
     Returns:
         The tokenized episode.
@@ -282,6 +309,12 @@ def tokenize_episode(
     if level == "response":
         segments = [0 if s >= 0 else -1 for s in segments]
     segments, state_positions = _state_positions(segments, where)
+    obs_mask: list[bool] = []
+    if observations is not None:
+        if observations not in OBSERVATIONS:
+            raise DataError(f"observations must be one of {OBSERVATIONS}, got {observations!r}")
+        obs_spans = _observation_char_spans(tokenizer, episode.messages, where, text, observations)
+        obs_mask = [i > 0 and any(a <= o < b for a, b in obs_spans) for i, (o, _e) in enumerate(offsets)]
     return TokenizedEpisode(
         input_ids=ids,
         action_mask=action_mask,
@@ -292,6 +325,7 @@ def tokenize_episode(
         success=bool(episode.success),
         task_id=str(episode.task_id),
         episode_id=str(episode.episode_id),
+        obs_mask=obs_mask,
     )
 
 
@@ -307,6 +341,7 @@ def load_tokenized(
     allow_labels: bool = False,
     cap_positives: bool = False,
     seed: int = 0,
+    observations: str | None = None,
 ) -> tuple[list[TokenizedEpisode], dict[str, int]]:
     """Reads trajectory JSONL file(s) and tokenizes every episode.
 
@@ -320,6 +355,7 @@ def load_tokenized(
             not see them, so by default they are refused.
         cap_positives: keep at most as many successes per problem (``task_id``) as it has failures, a choice
             seeded by ``seed`` (:func:`agentrl.problem_outcomes.cap_positives`).
+        observations: mark observation tokens too (:func:`tokenize_episode`).
 
     Returns:
         The tokenized episodes and counts ``{"read", "kept", "too_long", "errored", "failed"}``, the problems of
@@ -356,6 +392,7 @@ def load_tokenized(
                 step_delimiters=step_delimiters,
                 reward_map=reward_map,
                 where=f"{path}: episode {number} ({episode.episode_id})",
+                observations=observations,
             )
             if len(item.input_ids) > max_length:
                 counts["too_long"] += 1
@@ -465,8 +502,10 @@ def collate(
         ``input_ids [B, L]``, ``attention_mask [B, L]``, ``action_mask [B, L]`` bool,
         ``targets [N]`` the action tokens in row-major order, ``action_rows [N]``, ``action_segments [N]``
         (``row * S + segment``), ``state_positions [B, S]``, ``state_mask [B, S]``, ``after_positions [B, T]``
-        and ``after_mask [B, T]`` (``T`` most assistant turns: the afterstates), ``reward [B]``, and with
-        ``ref``: ``ref_logps [N]``, ``ref_topk_ids [N, k]``, ``ref_topk_logps [N, k]``.
+        and ``after_mask [B, T]`` (``T`` most assistant turns: the afterstates), ``reward [B]``, with
+        ``ref``: ``ref_logps [N]``, ``ref_topk_ids [N, k]``, ``ref_topk_logps [N, k]``, and when the episodes
+        carry observation masks (``M`` observation tokens): ``obs_mask [B, L]`` bool, ``obs_targets [M]``,
+        ``obs_rows [M]``.
     """
     b = len(episodes)
     length = max(len(e.input_ids) for e in episodes)
@@ -510,4 +549,11 @@ def collate(
         batch["ref_logps"] = torch.cat([ref.logps[i] for i in indices])
         batch["ref_topk_ids"] = torch.cat([ref.topk_ids[i] for i in indices])
         batch["ref_topk_logps"] = torch.cat([ref.topk_logps[i] for i in indices])
+    if any(e.obs_mask for e in episodes):
+        obs = torch.zeros((b, length), dtype=torch.bool)
+        for r, e in enumerate(episodes):
+            obs[r, : len(e.obs_mask)] = torch.tensor(e.obs_mask, dtype=torch.bool)
+        batch["obs_mask"] = obs
+        batch["obs_targets"] = input_ids[obs]
+        batch["obs_rows"] = torch.arange(b)[:, None].expand(b, length)[obs]
     return batch

@@ -106,6 +106,17 @@ class LearnConfig:
         "action, where best-of-K, beam search, replay and the critic report read it; off: the reference "
         "implementation's states only (such a critic is refused by search)",
     )
+    obs_loss_weight: float = option(
+        0.0,
+        help="SFT/RS: add W x the next-token loss on the environment's observation tokens (user turns) to the "
+        "action tokens' loss, an auxiliary task that ties the names the model reads to those it writes "
+        "(0: off, plain SFT)",
+    )
+    obs_loss_turns: str = option(
+        "later",
+        help="--obs-loss-weight: which user turns count: later (every one after the first: the env's answers to "
+        "actions) | all (also the first: the task and initial observation)",
+    )
     kl_topk: int | None = option(
         None,
         help="KL(pi||pi_ref): 0 = exact (a reference forward per micro-batch), k = against the cached reference "
@@ -168,6 +179,12 @@ class LearnConfig:
             not self.critic_init or self.algo in ("oreo", "dqo", "oreal"),
             f"`critic_init`: {self.algo} trains no critic",
         )
+        require(self.obs_loss_weight >= 0, f"`obs_loss_weight` must be >= 0, got {self.obs_loss_weight}")
+        require(
+            not self.obs_loss_weight or self.algo in ("sft", "rs"),
+            f"`obs_loss_weight`: only sft and rs train with the observation loss, not {self.algo}",
+        )
+        require(self.obs_loss_turns in ("later", "all"), f"`obs_loss_turns`: later|all, got {self.obs_loss_turns!r}")
         require(self.alpha is None or self.alpha >= 0, f"`alpha` must be >= 0, got {self.alpha}")
         if self.alpha is None:
             by_algo = {"dqo": 0.0, "oreal": 0.01}
