@@ -28,6 +28,7 @@ Position conventions (shared with :mod:`agentrl.critic` and best-of-K):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -42,6 +43,7 @@ import torch
 
 from agentrl import problem_outcomes
 from agentrl.errors import AgentRLError
+from agentrl.policies.prompts import window
 from agentrl.trajectory import iter_episodes
 from agentrl.types import Episode
 
@@ -170,6 +172,23 @@ def _observation_char_spans(
     return spans
 
 
+def _observation_mask(
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    where: str,
+    full: str,
+    offsets: Sequence[tuple[int, int]],
+    observations: str | None,
+) -> list[bool]:
+    """``obs_mask`` of the tokens with ``offsets`` (module docstring); ``[]`` when ``observations`` is None."""
+    if observations is None:
+        return []
+    if observations not in OBSERVATIONS:
+        raise DataError(f"observations must be one of {OBSERVATIONS}, got {observations!r}")
+    spans = _observation_char_spans(tokenizer, messages, where, full, observations)
+    return [i > 0 and any(a <= o < b for a, b in spans) for i, (o, _e) in enumerate(offsets)]
+
+
 def _encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     """The learner's tokenization of a rendered chat: ids and character offsets (no added special tokens)."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -261,6 +280,7 @@ def tokenize_episode(
     reward_map: dict[float, float] | None = None,
     where: str = "",
     observations: str | None = None,
+    last_turn_only: bool = False,
 ) -> TokenizedEpisode:
     """Renders ``episode.messages`` with the chat template and marks actions, segments, states, afterstates.
 
@@ -273,6 +293,8 @@ def tokenize_episode(
         where: prefix for error messages (``file:line``).
         observations: ``later`` | ``all``: also mark the observation tokens (``obs_mask``, module docstring);
             ``None`` (default): ``obs_mask`` stays empty.
+        last_turn_only: only the chat's last assistant turn is an action (a :func:`turn_windows` chat: the
+            earlier turns are the prompt's history).
 
     Returns:
         The tokenized episode.
@@ -286,7 +308,11 @@ def tokenize_episode(
     if not episode.messages:
         raise DataError(f"{where}: the episode has no `messages` (the learner trains on the chat)")
     text = _render(tokenizer, episode.messages)
-    spans = _action_char_spans(tokenizer, episode.messages, where, text)
+    if last_turn_only:
+        last = [i for i, m in enumerate(episode.messages) if m.get("role") == "assistant"][-1:]
+        spans = [_turn_char_span(tokenizer, episode.messages, i, text, where) for i in last]
+    else:
+        spans = _action_char_spans(tokenizer, episode.messages, where, text)
     if not spans:
         raise DataError(f"{where}: the episode has no assistant turn")
     ids, offsets = _encode(tokenizer, text)
@@ -309,12 +335,6 @@ def tokenize_episode(
     if level == "response":
         segments = [0 if s >= 0 else -1 for s in segments]
     segments, state_positions = _state_positions(segments, where)
-    obs_mask: list[bool] = []
-    if observations is not None:
-        if observations not in OBSERVATIONS:
-            raise DataError(f"observations must be one of {OBSERVATIONS}, got {observations!r}")
-        obs_spans = _observation_char_spans(tokenizer, episode.messages, where, text, observations)
-        obs_mask = [i > 0 and any(a <= o < b for a, b in obs_spans) for i, (o, _e) in enumerate(offsets)]
     return TokenizedEpisode(
         input_ids=ids,
         action_mask=action_mask,
@@ -325,8 +345,23 @@ def tokenize_episode(
         success=bool(episode.success),
         task_id=str(episode.task_id),
         episode_id=str(episode.episode_id),
-        obs_mask=obs_mask,
+        obs_mask=_observation_mask(tokenizer, episode.messages, where, text, offsets, observations),
     )
+
+
+def turn_windows(episode: Episode, history: int) -> list[Episode]:
+    """One episode per assistant turn ``t``: its chat is what a ReAct agent with ``--history history`` sent before
+    turn ``t`` (:func:`agentrl.policies.prompts.window`: system + opening user turn + the last ``history``
+    (assistant, user) pairs) followed by turn ``t``; ids ``<episode_id>#turn<t>``, the episode's reward and task.
+    """
+    messages = episode.messages or []
+    turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    return [
+        dataclasses.replace(
+            episode, messages=[*window(messages[:i], history), messages[i]], episode_id=f"{episode.episode_id}#turn{t}"
+        )
+        for t, i in enumerate(turns)
+    ]
 
 
 def load_tokenized(
@@ -342,6 +377,7 @@ def load_tokenized(
     cap_positives: bool = False,
     seed: int = 0,
     observations: str | None = None,
+    history: int | None = None,
 ) -> tuple[list[TokenizedEpisode], dict[str, int]]:
     """Reads trajectory JSONL file(s) and tokenizes every episode.
 
@@ -356,11 +392,13 @@ def load_tokenized(
         cap_positives: keep at most as many successes per problem (``task_id``) as it has failures, a choice
             seeded by ``seed`` (:func:`agentrl.problem_outcomes.cap_positives`).
         observations: mark observation tokens too (:func:`tokenize_episode`).
+        history: ``N``: one learner episode per assistant turn, on the agent's window (:func:`turn_windows`).
 
     Returns:
         The tokenized episodes and counts ``{"read", "kept", "too_long", "errored", "failed"}``, the problems of
-        the sampled (non-expert) episodes by outcome (:func:`agentrl.problem_outcomes.outcome_counts`) and, with
-        ``cap_positives``, ``{"positives", "positives_kept", "positives_dropped"}``.
+        the sampled (non-expert) episodes by outcome (:func:`agentrl.problem_outcomes.outcome_counts`), with
+        ``cap_positives`` ``{"positives", "positives_kept", "positives_dropped"}``, and with ``history``
+        ``"windows"`` (learner episodes made; ``kept`` and ``too_long`` count windows).
 
     Raises:
         DataError: an episode cannot be tokenized, or a DAgger episode without ``allow_labels``.
@@ -380,25 +418,25 @@ def load_tokenized(
             if only_success and not episode.success:
                 counts["failed"] += 1
                 continue
+            where = f"{path}: episode {number} ({episode.episode_id})"
             if episode.meta.get("dagger") is not None and not allow_labels:
                 raise DataError(
-                    f"{path}: episode {number} ({episode.episode_id}) is DAgger data (expert labels at the "
-                    "learner's states; its reward belongs to the executed actions): only SFT learns from it"
+                    f"{where} is DAgger data (expert labels at the learner's states; its reward belongs to the "
+                    "executed actions): only SFT learns from it"
                 )
-            item = tokenize_episode(
-                episode,
-                tokenizer,
-                level=level,
-                step_delimiters=step_delimiters,
-                reward_map=reward_map,
-                where=f"{path}: episode {number} ({episode.episode_id})",
-                observations=observations,
-            )
-            if len(item.input_ids) > max_length:
-                counts["too_long"] += 1
-                continue
-            out.append(item)
-            sampled.append(episode.policy != "expert")
+            chats = [episode] if history is None else turn_windows(episode, history)
+            if history is not None:
+                counts["windows"] = counts.get("windows", 0) + len(chats)
+            for chat in chats:
+                item = tokenize_episode(
+                    chat, tokenizer, level=level, step_delimiters=step_delimiters, reward_map=reward_map,
+                    where=where, observations=observations, last_turn_only=history is not None,
+                )  # fmt: skip
+                if len(item.input_ids) > max_length:
+                    counts["too_long"] += 1
+                    continue
+                out.append(item)
+                sampled.append(episode.policy != "expert")
     counts.update(problem_outcomes.outcome_counts([e for e, s in zip(out, sampled, strict=True) if s]))
     if cap_positives:
         keep, capped = problem_outcomes.cap_positives(out, seed)
