@@ -21,8 +21,8 @@ What is renamed, and how:
   depend on the file's order or on the other episodes), distinct new names from the pool of object names (the
   object types found in the whole input file, or a ``vocab`` file) and of receptacle names (those found in the
   file): never two types to one name, never a name that already occurs as a word in the episode's text. If the
-  pool has fewer free names than the episode has types, a random subset of its types is renamed; a copy with
-  nothing to rename is not written (both are counted).
+  pool has fewer free names than the episode has types, only some are renamed: the types the task sentence names
+  first, then a random subset of the others; a copy with nothing to rename is not written (both are counted).
 * **Left as they are:** the system message (the instructions and their in-context example, identical at test
   time), ``task_id`` (the copy is of the same task: held-out splits by task stay clean), ``task_type``,
   ``policy``, ``success``, ``reward`` and the other ``meta`` fields. Each copy gets the episode id
@@ -51,6 +51,7 @@ from agentrl.trajectory import iter_episodes
 from agentrl.types import Episode
 
 ALFWORLD_ENV = "agentrl/ALFWorld-v0"
+_TASK = re.compile(r"Your task is to: ([^\n]*)")
 _ROOM = re.compile(r"Looking quickly around you, you see (.*?)\.(?=\s|$)", re.DOTALL)
 _EDGE_BEFORE, _EDGE_AFTER = r"(?<![A-Za-z0-9_])", r"(?![A-Za-z0-9_])"
 
@@ -133,14 +134,24 @@ def words_present(episode: Episode, names: Iterable[str]) -> set[str]:
     return {m.group(1).lower() for text in _renamable_texts(episode) for m in pattern.finditer(text)}
 
 
-def draw_renames(sources: Sequence[str], pool: Sequence[str], taken: set[str], rng: random.Random) -> dict[str, str]:
-    """A map from ``sources`` to distinct names of ``pool`` outside ``taken``; if too few are free, a random
-    subset of ``sources`` (as many as there are free names) is renamed."""
+def draw_renames(sources: Sequence[str], pool: Sequence[str], taken: set[str], rng: random.Random,
+                 first: Iterable[str] = ()) -> dict[str, str]:
+    """A map from ``sources`` to distinct names of ``pool`` outside ``taken``. If too few are free, only as many
+    sources as there are free names are renamed: those in ``first`` (the task's types) before a random rest."""
     free = sorted(set(pool) - taken)
     chosen = sorted(sources)
     if len(free) < len(chosen):
-        chosen = sorted(rng.sample(chosen, len(free)))
+        must = [s for s in chosen if s in set(first)][: len(free)]
+        rest = [s for s in chosen if s not in must]
+        chosen = sorted(must + rng.sample(rest, len(free) - len(must)))
     return dict(zip(chosen, rng.sample(free, len(chosen)), strict=True))
+
+
+def task_names(episode: Episode, names: Names) -> set[str]:
+    """The types of ``names`` that the task sentence (``Your task is to: ...``) names."""
+    task = next((m.group(1) for text in _env_texts(episode) if (m := _TASK.search(text))), "")
+    alternatives = _alternatives([*names.objects, *names.receptacles])
+    return {m.group(1).lower() for m in _word_pattern(alternatives).finditer(task)} if alternatives else set()
 
 
 class Renamer:
@@ -203,9 +214,10 @@ def copy_renames(episode: Episode, copy: int, seed: int, names: Names, pools: Na
     """The renames of copy ``copy`` of ``episode`` (types ``names``; ``taken``: :func:`taken_names`): objects
     (and receptacles) to distinct free pool names, drawn by a generator seeded by ``(seed, episode id, copy)``."""
     rng = random.Random(f"agentrl-augment:{seed}:{episode.episode_id}:{copy}")
-    renames = draw_renames(names.objects, pools.objects, taken, rng)
+    task = task_names(episode, names)
+    renames = draw_renames(names.objects, pools.objects, taken, rng, first=task)
     if receptacles:
-        renames.update(draw_renames(names.receptacles, pools.receptacles, taken | set(renames.values()), rng))
+        renames.update(draw_renames(names.receptacles, pools.receptacles, taken | set(renames.values()), rng, task))
     return renames
 
 

@@ -115,7 +115,23 @@ def test_draw_is_distinct_avoids_present_names_and_renames_a_subset_when_short()
         assert sorted(renames) == ["apple", "mug", "pan"] and set(renames.values()) == {"egg", "cup", "bowl"}
     short = draw_renames(["apple", "pan", "mug"], ["egg", "mug"], {"mug"}, rng)
     assert len(short) == 1 and list(short.values()) == ["egg"]
+    assert len({next(iter(draw_renames(["apple", "pan", "mug"], ["egg"], set(), rng))) for _ in range(30)}) > 1
+    for _ in range(30):  # the task's types are renamed first
+        assert draw_renames(["apple", "pan", "mug"], ["egg", "cup"], set(), rng, first=["pan"]).keys() >= {"pan"}
     assert draw_renames(["apple"], ["apple"], {"apple"}, rng) == {}
+
+
+def test_a_short_pool_renames_the_task_object_first(tmp_path: Path) -> None:
+    """Two free names for four object types: the task's `pan` is renamed in every copy."""
+    from agentrl.augment import task_names
+
+    ep = alfworld_episode()
+    assert task_names(ep, episode_names(ep)) == {"pan", "fridge"}
+    data = write(tmp_path / "d.jsonl", [ep])
+    (tmp_path / "v.txt").write_text("egg\ncup\n")
+    counts = augment(AugmentConfig(data=str(data), out=str(tmp_path / "o.jsonl"), copies=10, vocab=str(tmp_path / "v.txt")))
+    assert counts["partial_copies"] == counts["copies"] == 10
+    assert all("pan" in e.meta["augment"]["renames"] for e in read_episodes(tmp_path / "o.jsonl"))
 
 
 def test_augment_file_copies_meta_and_no_collisions(tmp_path: Path) -> None:
