@@ -364,6 +364,18 @@ def turn_windows(episode: Episode, history: int) -> list[Episode]:
     ]
 
 
+def _refuse_sft_only(episode: Episode, where: str) -> None:
+    """Raises :class:`DataError` for an episode only SFT may learn from (DAgger labels, a renamed copy)."""
+    if episode.meta.get("dagger") is not None:
+        raise DataError(f"{where} is DAgger data (expert labels at the learner's states; its reward belongs to the "
+                        "executed actions): only SFT learns from it")
+    augment = episode.meta.get("augment")
+    if augment is not None:
+        source = augment.get("source") if isinstance(augment, dict) else augment
+        raise DataError(f"{where} is a renamed copy (`agentrl augment`) of {source}: it was never played and its "
+                        "reward is the source's, so only SFT learns from it")
+
+
 def load_tokenized(
     paths: str | Iterable[str | Path],
     tokenizer: Any,
@@ -388,7 +400,8 @@ def load_tokenized(
         allow_labels: accept DAgger episodes (``meta["dagger"]``). Their chat holds the expert's *labels* at
             the states the learner visited, while their reward belongs to the actions actually executed: they
             are behaviour-cloning data (SFT), and a learner that reads rewards (OREO, RS, DPO, DQO, OREAL) must
-            not see them, so by default they are refused.
+            not see them, so by default they are refused. The same holds for renamed copies
+            (``meta["augment"]``, :mod:`agentrl.augment`): text never played in the env, with the source's reward.
         cap_positives: keep at most as many successes per problem (``task_id``) as it has failures, a choice
             seeded by ``seed`` (:func:`agentrl.problem_outcomes.cap_positives`).
         observations: mark observation tokens too (:func:`tokenize_episode`).
@@ -401,7 +414,7 @@ def load_tokenized(
         ``"windows"`` (learner episodes made; ``kept`` and ``too_long`` count windows).
 
     Raises:
-        DataError: an episode cannot be tokenized, or a DAgger episode without ``allow_labels``.
+        DataError: an episode cannot be tokenized, or a DAgger episode or a renamed copy without ``allow_labels``.
     """
 
     if isinstance(paths, str | Path):
@@ -419,11 +432,8 @@ def load_tokenized(
                 counts["failed"] += 1
                 continue
             where = f"{path}: episode {number} ({episode.episode_id})"
-            if episode.meta.get("dagger") is not None and not allow_labels:
-                raise DataError(
-                    f"{where} is DAgger data (expert labels at the learner's states; its reward belongs to the "
-                    "executed actions): only SFT learns from it"
-                )
+            if not allow_labels:
+                _refuse_sft_only(episode, where)
             chats = [episode] if history is None else turn_windows(episode, history)
             if history is not None:
                 counts["windows"] = counts.get("windows", 0) + len(chats)
