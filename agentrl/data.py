@@ -28,6 +28,7 @@ Position conventions (shared with :mod:`agentrl.critic` and best-of-K):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -42,10 +43,12 @@ import torch
 
 from agentrl import problem_outcomes
 from agentrl.errors import AgentRLError
+from agentrl.policies.prompts import window
 from agentrl.trajectory import iter_episodes
 from agentrl.types import Episode
 
 LEVELS = ("token", "step", "response")
+OBSERVATIONS = ("later", "all")  # which user turns ``obs_mask`` marks (module docstring)
 
 
 class DataError(AgentRLError, ValueError):
@@ -66,6 +69,7 @@ class TokenizedEpisode:
     task_id: str
     episode_id: str
     meta: dict[str, Any] = field(default_factory=dict)
+    obs_mask: list[bool] = field(default_factory=list)  # observation tokens; empty: not asked for
 
     @property
     def num_actions(self) -> int:
@@ -144,6 +148,45 @@ def _action_char_spans(
         for i, message in enumerate(messages)
         if message.get("role") == "assistant"
     ]
+
+
+def _observation_char_spans(
+    tokenizer: Any, messages: list[dict[str, str]], where: str, full: str, observations: str
+) -> list[tuple[int, int]]:
+    """``(start, end)`` character spans in ``full`` of the user turns' contents that :data:`OBSERVATIONS`
+    ``observations`` names (``later``: every user turn after the first; ``all``: every user turn)."""
+    users = [i for i, message in enumerate(messages) if message.get("role") == "user"]
+    spans = []
+    for i in users[1:] if observations == "later" else users:
+        content = (messages[i].get("content") or "").strip()
+        if not content:
+            continue
+        upto = _render(tokenizer, messages[: i + 1])
+        start = upto.rfind(content)  # the turn's content is the last thing before its end-of-turn
+        if start < 0 or not full.startswith(upto):
+            raise DataError(
+                f"{where}: the chat template does not render user turn {i} as a prefix of the chat with its "
+                "content (templates that rewrite earlier turns are not supported)"
+            )
+        spans.append((start, start + len(content)))
+    return spans
+
+
+def _observation_mask(
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    where: str,
+    full: str,
+    offsets: Sequence[tuple[int, int]],
+    observations: str | None,
+) -> list[bool]:
+    """``obs_mask`` of the tokens with ``offsets`` (module docstring); ``[]`` when ``observations`` is None."""
+    if observations is None:
+        return []
+    if observations not in OBSERVATIONS:
+        raise DataError(f"observations must be one of {OBSERVATIONS}, got {observations!r}")
+    spans = _observation_char_spans(tokenizer, messages, where, full, observations)
+    return [i > 0 and any(a <= o < b for a, b in spans) for i, (o, _e) in enumerate(offsets)]
 
 
 def _encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -236,6 +279,8 @@ def tokenize_episode(
     step_delimiters: Sequence[str] = (),
     reward_map: dict[float, float] | None = None,
     where: str = "",
+    observations: str | None = None,
+    last_turn_only: bool = False,
 ) -> TokenizedEpisode:
     """Renders ``episode.messages`` with the chat template and marks actions, segments, states, afterstates.
 
@@ -246,6 +291,10 @@ def tokenize_episode(
         step_delimiters: at the step level, strings after which a new step starts inside a turn.
         reward_map: raw reward -> training reward (``None``: identity).
         where: prefix for error messages (``file:line``).
+        observations: ``later`` | ``all``: also mark the observation tokens (``obs_mask``, module docstring);
+            ``None`` (default): ``obs_mask`` stays empty.
+        last_turn_only: only the chat's last assistant turn is an action (a :func:`turn_windows` chat: the
+            earlier turns are the prompt's history).
 
     Returns:
         The tokenized episode.
@@ -259,7 +308,11 @@ def tokenize_episode(
     if not episode.messages:
         raise DataError(f"{where}: the episode has no `messages` (the learner trains on the chat)")
     text = _render(tokenizer, episode.messages)
-    spans = _action_char_spans(tokenizer, episode.messages, where, text)
+    if last_turn_only:
+        last = [i for i, m in enumerate(episode.messages) if m.get("role") == "assistant"][-1:]
+        spans = [_turn_char_span(tokenizer, episode.messages, i, text, where) for i in last]
+    else:
+        spans = _action_char_spans(tokenizer, episode.messages, where, text)
     if not spans:
         raise DataError(f"{where}: the episode has no assistant turn")
     ids, offsets = _encode(tokenizer, text)
@@ -292,7 +345,35 @@ def tokenize_episode(
         success=bool(episode.success),
         task_id=str(episode.task_id),
         episode_id=str(episode.episode_id),
+        obs_mask=_observation_mask(tokenizer, episode.messages, where, text, offsets, observations),
     )
+
+
+def turn_windows(episode: Episode, history: int) -> list[Episode]:
+    """One episode per assistant turn ``t``: its chat is what a ReAct agent with ``--history history`` sent before
+    turn ``t`` (:func:`agentrl.policies.prompts.window`: system + opening user turn + the last ``history``
+    (assistant, user) pairs) followed by turn ``t``; ids ``<episode_id>#turn<t>``, the episode's reward and task.
+    """
+    messages = episode.messages or []
+    turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    return [
+        dataclasses.replace(
+            episode, messages=[*window(messages[:i], history), messages[i]], episode_id=f"{episode.episode_id}#turn{t}"
+        )
+        for t, i in enumerate(turns)
+    ]
+
+
+def _refuse_sft_only(episode: Episode, where: str) -> None:
+    """Raises :class:`DataError` for an episode only SFT may learn from (DAgger labels, a renamed copy)."""
+    if episode.meta.get("dagger") is not None:
+        raise DataError(f"{where} is DAgger data (expert labels at the learner's states; its reward belongs to the "
+                        "executed actions): only SFT learns from it")
+    augment = episode.meta.get("augment")
+    if augment is not None:
+        source = augment.get("source") if isinstance(augment, dict) else augment
+        raise DataError(f"{where} is a renamed copy (`agentrl augment`) of {source}: it was never played and its "
+                        "reward is the source's, so only SFT learns from it")
 
 
 def load_tokenized(
@@ -307,6 +388,8 @@ def load_tokenized(
     allow_labels: bool = False,
     cap_positives: bool = False,
     seed: int = 0,
+    observations: str | None = None,
+    history: int | None = None,
 ) -> tuple[list[TokenizedEpisode], dict[str, int]]:
     """Reads trajectory JSONL file(s) and tokenizes every episode.
 
@@ -317,17 +400,21 @@ def load_tokenized(
         allow_labels: accept DAgger episodes (``meta["dagger"]``). Their chat holds the expert's *labels* at
             the states the learner visited, while their reward belongs to the actions actually executed: they
             are behaviour-cloning data (SFT), and a learner that reads rewards (OREO, RS, DPO, DQO, OREAL) must
-            not see them, so by default they are refused.
+            not see them, so by default they are refused. The same holds for renamed copies
+            (``meta["augment"]``, :mod:`agentrl.augment`): text never played in the env, with the source's reward.
         cap_positives: keep at most as many successes per problem (``task_id``) as it has failures, a choice
             seeded by ``seed`` (:func:`agentrl.problem_outcomes.cap_positives`).
+        observations: mark observation tokens too (:func:`tokenize_episode`).
+        history: ``N``: one learner episode per assistant turn, on the agent's window (:func:`turn_windows`).
 
     Returns:
         The tokenized episodes and counts ``{"read", "kept", "too_long", "errored", "failed"}``, the problems of
-        the sampled (non-expert) episodes by outcome (:func:`agentrl.problem_outcomes.outcome_counts`) and, with
-        ``cap_positives``, ``{"positives", "positives_kept", "positives_dropped"}``.
+        the sampled (non-expert) episodes by outcome (:func:`agentrl.problem_outcomes.outcome_counts`), with
+        ``cap_positives`` ``{"positives", "positives_kept", "positives_dropped"}``, and with ``history``
+        ``"windows"`` (learner episodes made; ``kept`` and ``too_long`` count windows).
 
     Raises:
-        DataError: an episode cannot be tokenized, or a DAgger episode without ``allow_labels``.
+        DataError: an episode cannot be tokenized, or a DAgger episode or a renamed copy without ``allow_labels``.
     """
 
     if isinstance(paths, str | Path):
@@ -344,24 +431,22 @@ def load_tokenized(
             if only_success and not episode.success:
                 counts["failed"] += 1
                 continue
-            if episode.meta.get("dagger") is not None and not allow_labels:
-                raise DataError(
-                    f"{path}: episode {number} ({episode.episode_id}) is DAgger data (expert labels at the "
-                    "learner's states; its reward belongs to the executed actions): only SFT learns from it"
-                )
-            item = tokenize_episode(
-                episode,
-                tokenizer,
-                level=level,
-                step_delimiters=step_delimiters,
-                reward_map=reward_map,
-                where=f"{path}: episode {number} ({episode.episode_id})",
-            )
-            if len(item.input_ids) > max_length:
-                counts["too_long"] += 1
-                continue
-            out.append(item)
-            sampled.append(episode.policy != "expert")
+            where = f"{path}: episode {number} ({episode.episode_id})"
+            if not allow_labels:
+                _refuse_sft_only(episode, where)
+            chats = [episode] if history is None else turn_windows(episode, history)
+            if history is not None:
+                counts["windows"] = counts.get("windows", 0) + len(chats)
+            for chat in chats:
+                item = tokenize_episode(
+                    chat, tokenizer, level=level, step_delimiters=step_delimiters, reward_map=reward_map,
+                    where=where, observations=observations, last_turn_only=history is not None,
+                )  # fmt: skip
+                if len(item.input_ids) > max_length:
+                    counts["too_long"] += 1
+                    continue
+                out.append(item)
+                sampled.append(episode.policy != "expert")
     counts.update(problem_outcomes.outcome_counts([e for e, s in zip(out, sampled, strict=True) if s]))
     if cap_positives:
         keep, capped = problem_outcomes.cap_positives(out, seed)
@@ -465,8 +550,10 @@ def collate(
         ``input_ids [B, L]``, ``attention_mask [B, L]``, ``action_mask [B, L]`` bool,
         ``targets [N]`` the action tokens in row-major order, ``action_rows [N]``, ``action_segments [N]``
         (``row * S + segment``), ``state_positions [B, S]``, ``state_mask [B, S]``, ``after_positions [B, T]``
-        and ``after_mask [B, T]`` (``T`` most assistant turns: the afterstates), ``reward [B]``, and with
-        ``ref``: ``ref_logps [N]``, ``ref_topk_ids [N, k]``, ``ref_topk_logps [N, k]``.
+        and ``after_mask [B, T]`` (``T`` most assistant turns: the afterstates), ``reward [B]``, with
+        ``ref``: ``ref_logps [N]``, ``ref_topk_ids [N, k]``, ``ref_topk_logps [N, k]``, and when the episodes
+        carry observation masks (``M`` observation tokens): ``obs_mask [B, L]`` bool, ``obs_targets [M]``,
+        ``obs_rows [M]``.
     """
     b = len(episodes)
     length = max(len(e.input_ids) for e in episodes)
@@ -510,4 +597,11 @@ def collate(
         batch["ref_logps"] = torch.cat([ref.logps[i] for i in indices])
         batch["ref_topk_ids"] = torch.cat([ref.topk_ids[i] for i in indices])
         batch["ref_topk_logps"] = torch.cat([ref.topk_logps[i] for i in indices])
+    if any(e.obs_mask for e in episodes):
+        obs = torch.zeros((b, length), dtype=torch.bool)
+        for r, e in enumerate(episodes):
+            obs[r, : len(e.obs_mask)] = torch.tensor(e.obs_mask, dtype=torch.bool)
+        batch["obs_mask"] = obs
+        batch["obs_targets"] = input_ids[obs]
+        batch["obs_rows"] = torch.arange(b)[:, None].expand(b, length)[obs]
     return batch

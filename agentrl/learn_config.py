@@ -6,11 +6,12 @@ one, recipes build one per learning stage.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentrl.agent_format import write_for_training
+from agentrl.agent_format import report, write_for_training
 from agentrl.config import ConfigError, option, require
 
 ALGOS = ("oreo", "dqo", "oreal", "sft", "rs", "dpo")
@@ -106,6 +107,23 @@ class LearnConfig:
         "action, where best-of-K, beam search, replay and the critic report read it; off: the reference "
         "implementation's states only (such a critic is refused by search)",
     )
+    obs_loss_weight: float = option(
+        0.0,
+        help="SFT/RS: add W x the next-token loss on the environment's observation tokens (user turns) to the "
+        "action tokens' loss, an auxiliary task that ties the names the model reads to those it writes "
+        "(0: off, plain SFT)",
+    )
+    obs_loss_turns: str = option(
+        "later",
+        help="--obs-loss-weight: which user turns count: later (every one after the first: the env's answers to "
+        "actions) | all (also the first: the task and initial observation)",
+    )
+    history: int | None = option(
+        None,
+        help="SFT/RS: train each assistant turn on the prompt a ReAct agent with `--history N` sends (system + "
+        "opening user turn + the last N turns: one training sequence per turn) and record history N in the "
+        "policy's agent_config.json, so train and act-time prompts match (default: whole chats)",
+    )
     kl_topk: int | None = option(
         None,
         help="KL(pi||pi_ref): 0 = exact (a reference forward per micro-batch), k = against the cached reference "
@@ -168,6 +186,21 @@ class LearnConfig:
             not self.critic_init or self.algo in ("oreo", "dqo", "oreal"),
             f"`critic_init`: {self.algo} trains no critic",
         )
+        require(self.obs_loss_weight >= 0, f"`obs_loss_weight` must be >= 0, got {self.obs_loss_weight}")
+        require(
+            not self.obs_loss_weight or self.algo in ("sft", "rs"),
+            f"`obs_loss_weight`: only sft and rs train with the observation loss, not {self.algo}",
+        )
+        require(self.obs_loss_turns in ("later", "all"), f"`obs_loss_turns`: later|all, got {self.obs_loss_turns!r}")
+        require(self.history is None or self.history >= 0, f"`history` must be >= 0, got {self.history}")
+        require(
+            self.history is None or self.algo in ("sft", "rs"),
+            f"`history`: only sft and rs train on history windows (the others need whole episodes), not {self.algo}",
+        )
+        require(
+            self.history is None or not self.cap_positives,
+            "`history` with `cap_positives`: successes would be counted per window; cap the episodes before",
+        )
         require(self.alpha is None or self.alpha >= 0, f"`alpha` must be >= 0, got {self.alpha}")
         if self.alpha is None:
             by_algo = {"dqo": 0.0, "oreal": 0.01}
@@ -194,4 +227,15 @@ def learn(cfg: LearnConfig) -> None:
 
     train(cfg)
     # the policy talks the way its training episodes do (thought-free, prompt variant, ...)
-    write_for_training([out / "policy", out / "policy_lora"], cfg.data, cfg.model)
+    folders = [out / "policy", out / "policy_lora"]
+    fmt = write_for_training(folders, cfg.data, cfg.model)
+    if cfg.history is not None:  # it is to be sent the windows it trained on
+        fmt = dataclasses.replace(fmt, history=cfg.history)
+        for folder in folders:
+            if folder.is_dir():
+                fmt.save(folder)
+    elif fmt.history is not None:
+        report([
+            f"the policy's agent format keeps the last {fmt.history} turns (from its episodes or base model), but "
+            f"it trained on whole chats; `--history {fmt.history}` trains on the prompts the agent is sent"
+        ])  # fmt: skip

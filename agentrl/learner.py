@@ -155,6 +155,7 @@ def _training_items(
         cfg.data, tokenizer, level=cfg.level, step_delimiters=STEP_SPLITS[cfg.step_split],
         reward_map=parse_reward_map(cfg.reward_map), max_length=cfg.max_length, only_success=cfg.algo == "rs",
         allow_labels=cfg.algo == "sft", cap_positives=cfg.cap_positives, seed=cfg.seed,
+        observations=cfg.obs_loss_turns if cfg.obs_loss_weight > 0 else None, history=cfg.history,
     )  # fmt: skip
     if cfg.algo in ("oreo", "dqo"):  # the critic learns steps only from problems with both outcomes
         console.print(problem_outcomes.describe_outcomes(counts))

@@ -156,14 +156,20 @@ def action_logits(policy: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Te
     Runs the decoder on the whole batch and the LM head on the ``N`` hidden states that predict the action
     tokens (position ``i - 1`` for action token ``i``), so no ``[B, L, V]`` tensor is ever built.
     """
+    return masked_logits(policy, batch, ("action_mask",))[0]
+
+
+def masked_logits(policy: nn.Module, batch: dict[str, torch.Tensor], masks: tuple[str, ...]) -> list[torch.Tensor]:
+    """Policy logits at the positions that predict the tokens of each ``[B, L]`` mask in ``masks`` (one decoder
+    forward for all of them): ``[N_m, V]`` per mask, as :func:`action_logits` for the action mask."""
     with active_adapter(policy, POLICY_ADAPTER if is_peft(policy) else None):
         out = decoder_of(policy)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        hidden = out.last_hidden_state[:, :-1][batch["action_mask"][:, 1:]]
         lm = policy.get_base_model() if is_peft(policy) else policy
-        logits = lm.get_output_embeddings()(hidden)
+        head = lm.get_output_embeddings()
+        logits = [head(out.last_hidden_state[:, :-1][batch[m][:, 1:]]) for m in masks]
     cap = getattr(lm.config, "final_logit_softcapping", None)
     if cap:
-        logits = torch.tanh(logits / cap) * cap
+        logits = [torch.tanh(x / cap) * cap for x in logits]
     return logits
 
 

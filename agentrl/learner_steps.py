@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from agentrl import losses
-from agentrl.learner_setup import action_logits, reference_logits
+from agentrl.learner_setup import action_logits, masked_logits, reference_logits
 
 if TYPE_CHECKING:
     from agentrl.learner import Run
@@ -194,9 +194,27 @@ def _oreal_micro(run: Run, batch: dict[str, torch.Tensor], scale: float) -> dict
 
 
 def _sft_micro(run: Run, batch: dict[str, torch.Tensor], scale: float) -> dict[str, float]:
-    """SFT (and RS, whose data holds successful episodes only): NLL of the action tokens."""
+    """SFT (and RS, whose data holds successful episodes only): NLL of the action tokens (with
+    ``--obs-loss-weight W > 0``: plus ``W`` times the NLL of the observation tokens, :func:`_sft_obs_micro`)."""
+    if run.cfg.obs_loss_weight > 0:
+        return _sft_obs_micro(run, batch, scale)
     logp, _ = _policy_logps(run, batch, with_kl=False)
     loss, m = losses.sft_loss(logp, batch["action_rows"], batch["input_ids"].shape[0])
+    (loss * scale).backward()
+    return {**m, "loss": loss.item(), "policy_loss": loss.item()}
+
+
+def _sft_obs_micro(run: Run, batch: dict[str, torch.Tensor], scale: float) -> dict[str, float]:
+    """SFT + ``W`` x the observation tokens' NLL (:func:`agentrl.losses.sft_obs_loss`): one decoder forward,
+    the LM head at the positions that predict action and observation tokens."""
+    cfg = run.cfg
+    with run.autocast():
+        logits, obs_logits = masked_logits(run.policy, batch, ("action_mask", "obs_mask"))
+        logp = losses.token_logps(logits, batch["targets"], cfg.chunk_size)
+        obs_logp = losses.token_logps(obs_logits, batch["obs_targets"], cfg.chunk_size)
+    loss, m = losses.sft_obs_loss(
+        logp, batch["action_rows"], obs_logp, batch["obs_rows"], batch["input_ids"].shape[0], cfg.obs_loss_weight
+    )
     (loss * scale).backward()
     return {**m, "loss": loss.item(), "policy_loss": loss.item()}
 

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "model": "agentrl.cli.model",
     "gen": "agentrl.cli.gen",
     "learn": "agentrl.cli.learn",
+    "augment": "agentrl.cli.augment",
     "rollout": "agentrl.cli.rollout",
     "serve": "agentrl.cli.serve",
     "replay": "agentrl.cli.replay",

@@ -49,9 +49,13 @@ class DemonstrationsSpec:
 
     episodes: int | None = option(None, help="episodes (default: every train task once)")
     max_steps: int = option(50, help="the expert's step cap (its longest solutions must fit)")
+    augment_copies: int = option(0, help="alfworld: SFT also trains on this many object-renamed copies of each "
+                                 "demonstration (`agentrl augment`; other learners keep the originals)")
+    augment_receptacles: bool = option(False, help="the copies rename receptacle types too")
 
     def __post_init__(self) -> None:
         require(self.episodes is None or self.episodes >= 1, f"demonstrations.episodes must be >= 1, got {self.episodes}")
+        require(self.augment_copies >= 0, f"demonstrations.augment_copies must be >= 0, got {self.augment_copies}")
 
 
 @dataclass
@@ -131,6 +135,8 @@ class RecipeConfig(EnvOptions, PromptOptions, ModelOptions, SamplingOptions, Tin
         require(bool(self.seeds), "seeds: give at least one seed")
         require(self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}")
         require(self.tasks is None or self.env == "alfworld", "tasks: only alfworld tasks are generated")
+        require(self.demonstrations is None or not self.demonstrations.augment_copies or self.env == "alfworld",
+                "demonstrations.augment_copies: only alfworld demonstrations are renamed")
         super().__post_init__()
         self.eval_on = self.eval_on or [str(self.env_spec.eval_split)]
         require(self.eval_episodes is None or self.eval_episodes >= 1, "eval_episodes must be >= 1")

@@ -4,12 +4,13 @@ Per seed (``OUT/seed<s>/``): a base model (``tiny``: built on the demonstrations
 demonstrations, then ``rounds`` rounds of: sampled rollouts of the round's starting policy, every learner trained
 from that policy on its ``train_on`` data, every evaluation of the round's policies. Round 1 starts from the SFT
 policy, round r + 1 from round r's ``next_policy``. Shared by every seed (``OUT/``): generated tasks (``data/``) and
-the expert demonstrations. Each stage is resumable (:mod:`agentrl.recipes.stages`); the summary aggregates the
+the expert demonstrations (with ``demonstrations.augment_copies``, also their object-renamed copies, which SFT trains
+on: :mod:`agentrl.augment`). Each stage is resumable (:mod:`agentrl.recipes.stages`); the summary aggregates the
 finished evaluations over seeds (:mod:`agentrl.recipes.summary`).
 
 Layout::
 
-    OUT/config.json  times.json  data/  demonstrations.jsonl  summary.{json,md,png}
+    OUT/config.json  times.json  data/  demonstrations.jsonl  [demonstrations-aug<K>.jsonl]  summary.{json,md,png}
     OUT/seed<s>/times.json  base-model/  sft/  [round-<r>/]rollouts.jsonl  [round-<r>/]<learner>/
     OUT/seed<s>/results/<eval_on>/<method>.json (+ .jsonl episodes; ``<method> round <r>`` when rounds > 1)
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentrl.augment import AugmentConfig
 from agentrl.config import ConfigError, from_dict, to_dict
 from agentrl.evaluate import EvalConfig
 from agentrl.learn_config import LearnConfig
@@ -33,6 +35,7 @@ from agentrl.recipes.stages import (
     finished,
     gen_tasks,
     make_tiny_model,
+    run_augmentation,
     run_evaluation,
     run_learning,
     run_rollout,
@@ -52,8 +55,9 @@ def run_recipe(cfg: RecipeConfig) -> dict[str, Any]:
     stages = Stages(out, only=cfg.only)
     data = _prepare_data(cfg, stages)
     demos = _demonstrations(cfg, stages, data)
+    sft_demos = _augmented(cfg, stages, demos)
     for seed in cfg.seeds:
-        SeedRun(cfg, seed, data, demos).run()
+        SeedRun(cfg, seed, data, demos, sft_demos).run()
     if cfg.only:
         console.print(f"ran the stages matching {cfg.only} in {time.perf_counter() - start:.0f} s; "
                       "rerun without --only for the summary")
@@ -100,6 +104,19 @@ def _demonstrations(cfg: RecipeConfig, stages: Stages, data: str | None) -> Path
     return path
 
 
+def _augmented(cfg: RecipeConfig, stages: Stages, demos: Path | None) -> Path | None:
+    """The demonstrations plus ``augment_copies`` object-renamed copies of each (SFT's data), shared by every seed;
+    ``None`` without copies."""
+    spec = cfg.demonstrations
+    if demos is None or spec is None or not spec.augment_copies:
+        return None
+    path = Path(cfg.out) / f"demonstrations-aug{spec.augment_copies}.jsonl"
+    acfg = AugmentConfig(data=str(demos), out=str(path), copies=spec.augment_copies, seed=cfg.seed,
+                         keep_original=True, receptacles=spec.augment_receptacles)
+    stages.run("augment demonstrations", path, run_augmentation, acfg)
+    return path
+
+
 @dataclass
 class SeedRun:
     """The stages of one training seed (see the module docstring)."""
@@ -108,6 +125,7 @@ class SeedRun:
     seed: int
     data: str | None
     demos: Path | None
+    sft_demos: Path | None = None  # what SFT trains on when it is not the demonstrations (renamed copies added)
     stages: Stages = field(init=False)
 
     def __post_init__(self) -> None:
@@ -158,7 +176,7 @@ class SeedRun:
             return self.base
         learned = self.folder / "sft"
         options = {**self.cfg.learn_options(self.cfg.sft, 1), "algo": "sft"}
-        self._learn_stage(self.label("SFT"), learned, options, self.base, [str(self.demos)])
+        self._learn_stage(self.label("SFT"), learned, options, self.base, [str(self.sft_demos or self.demos)])
         return str(learned / "policy")
 
     def _rollouts(self, round_: int, start: str) -> Path | None:

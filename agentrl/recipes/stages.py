@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.rule import Rule
 
+from agentrl.augment import AugmentConfig, augment
 from agentrl.config import ConfigError
 from agentrl.envs.alfworld.generator import GenerationError, generate
 from agentrl.evaluate import EvalConfig, evaluate
@@ -124,6 +125,13 @@ def run_learning(cfg: LearnConfig) -> None:
     cfg.resume = True
     learn(cfg)
     finished(cfg.out).touch()
+
+
+def run_augmentation(cfg: AugmentConfig) -> None:
+    """:func:`agentrl.augment.augment` (it writes its output whole or not at all, so the file is its marker)."""
+    counts = augment(cfg)
+    console.print(f"{counts['episodes']} demonstrations -> {counts['copies']} renamed copies "
+                  f"(+ the originals) in {counts['seconds']:.1f} s")
 
 
 def make_tiny_model(data: Path, out: Path, seed: int, **sizes: Any) -> Path:
