@@ -10,6 +10,10 @@ disk cache of translated games off, so every candidate pays its fast-downward tr
 distinct grammar text (every task's text differs by its task line), TextWorld's derivation with a deepcopy of the
 context and a tatsu parse of every rule condition and query, and the initial state built twice per game (load and
 reset). The bench checks both paths write byte-identical files and prints tasks per CPU-second and the ratio.
+
+Then the env's reset path (playing generated tasks, as rollouts do): ``agentrl/ALFWorld-v0`` resets every generated
+task once per run, translations from a warm disk cache (what a rollout over many tasks meets after the first
+pass), in-memory caches empty; old vs new, interleaved, checking the observations are identical.
 """
 
 from __future__ import annotations
@@ -113,6 +117,41 @@ def run_once(mode: str, split: str, n: int, seed: int) -> tuple[float, float, st
         return cpu, wall, _digest(Path(tmp))
 
 
+def reset_once(mode: str, root: Path, split: str, cache: Path) -> tuple[float, list[str]]:
+    """(CPU seconds, observations) for resetting every task under ``root`` once, with ``mode``'s engine."""
+    from agentrl.envs.alfworld.env import ALFWorldEnv
+
+    _clear_caches()
+    env = ALFWorldEnv(root, split, cache_dir=str(cache))
+    cpu = time.process_time()
+    if mode == "old":
+        with old_engine():
+            observations = [env.reset(options={"task_id": t})[0] for t in env.task_ids]
+    else:
+        observations = [env.reset(options={"task_id": t})[0] for t in env.task_ids]
+    cpu = time.process_time() - cpu
+    env.close()
+    return cpu, observations
+
+
+def bench_resets(split: str, n: int, seed: int, repeats: int) -> tuple[dict[str, float], bool]:
+    """Median CPU seconds per reset of a new task, old and new, and whether every observation was identical."""
+    from agentrl.envs.alfworld.generator import generate
+
+    with tempfile.TemporaryDirectory(prefix="agentrl-gen-speed-") as tmp:
+        root, cache = Path(tmp) / "data", Path(tmp) / "cache"
+        generate(root, split, n, seed=seed, progress=False)
+        reset_once("new", root, split, cache)  # fills the disk cache of translations
+        times: dict[str, list[float]] = {"old": [], "new": []}
+        seen = []
+        for repeat in range(repeats):
+            for mode in ("old", "new") if repeat % 2 == 0 else ("new", "old"):
+                cpu, observations = reset_once(mode, root, split, cache)
+                times[mode].append(cpu / n)
+                seen.append(observations)
+    return {mode: statistics.median(t) for mode, t in times.items()}, all(o == seen[0] for o in seen)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=10)
@@ -141,8 +180,13 @@ def main() -> None:
         print(f"{mode:6}{args.tasks / cpu[mode]:12.2f}{cpu[mode] / args.tasks:12.2f}{args.tasks / wall[mode]:14.2f}")
     print(f"new/old speed-up: {cpu['old'] / cpu['new']:.2f}x CPU, {wall['old'] / wall['new']:.2f}x wall; "
           f"files byte-identical: {identical}")
-    if not identical:
-        raise SystemExit("the two paths generated different files")
+    resets, same = bench_resets(args.split, args.tasks, args.seed, args.repeats)
+    print(f"\nenv reset of a new task (translation from the disk cache), medians of {args.repeats}:")
+    for mode in ("old", "new"):
+        print(f"{mode:6}{resets[mode] * 1000:8.1f} CPU-ms/reset")
+    print(f"new/old speed-up: {resets['old'] / resets['new']:.2f}x; observations identical: {same}")
+    if not identical or not same:
+        raise SystemExit("the two paths generated different files or observations")
 
 
 if __name__ == "__main__":
