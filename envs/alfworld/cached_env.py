@@ -22,6 +22,7 @@ class CachedPddlEnv(PddlEnv):
     """``PddlEnv`` that keeps translations, command texts and parsed grammar strings (see module doc)."""
 
     cache_dir: Path | None = None
+    cache_write = True
 
     def load(self, filename_or_data):
         if isinstance(filename_or_data, str):
@@ -33,7 +34,8 @@ class CachedPddlEnv(PddlEnv):
         self._game_data = data
         self.walkthrough = data.get("walkthrough")
         self._logic = game_logic(data["pddl_domain"], data["grammar"])
-        self._translation = prepare_game(data["pddl_domain"], data["pddl_problem"], self.cache_dir)
+        self._translation = prepare_game(data["pddl_domain"], data["pddl_problem"], self.cache_dir,
+                                         self.cache_write)
         self._pddl_state = self._fresh_state()
         self._untouched = True  # the state just built is still the initial one: the first reset reuses it
         self._entity_infos = self._get_entity_infos()

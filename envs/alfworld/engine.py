@@ -136,14 +136,32 @@ def _translate(domain: str, problem: str) -> Translation:
     ).build()
 
 
-def prepare_game(domain: str, problem: str, cache_dir: Path | None = None) -> Translation:
-    """The translated game, from the in-memory LRU, the disk cache, or a fresh translation (then cached)."""
+def _cache_file(domain: str, problem: str, cache_dir: Path | None) -> tuple[str, Path | None]:
     key = hashlib.sha256("\0".join((domain, problem)).encode()).hexdigest()
+    return key, (cache_dir / f"{key}.json.z" if cache_dir is not None else None)
+
+
+def _write(path: Path, game: Translation) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_bytes(zlib.compress(game.to_json().encode(), 1))
+        os.replace(tmp, path)
+    except OSError:  # read-only home: run without the disk cache
+        pass
+
+
+def prepare_game(domain: str, problem: str, cache_dir: Path | None = None, write: bool = True) -> Translation:
+    """The translated game, from the in-memory LRU, the disk cache, or a fresh translation (then cached).
+
+    ``write=False`` reads the disk cache but keeps a fresh translation in memory only (the generator's candidates:
+    most are rejected, and :func:`save_game` stores the kept ones).
+    """
+    key, path = _cache_file(domain, problem, cache_dir)
     if key in _GAMES:
         _GAMES.move_to_end(key)
         return _GAMES[key]
     game = None
-    path = cache_dir / f"{key}.json.z" if cache_dir is not None else None
     if path is not None and path.is_file():
         try:
             game = Translation.from_json(zlib.decompress(path.read_bytes()).decode())
@@ -151,18 +169,19 @@ def prepare_game(domain: str, problem: str, cache_dir: Path | None = None) -> Tr
             game = None
     if game is None:
         game = _translate(domain, problem)
-        if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-                tmp.write_bytes(zlib.compress(game.to_json().encode(), 1))
-                os.replace(tmp, path)
-            except OSError:  # read-only home: run without the disk cache
-                pass
+        if path is not None and write:
+            _write(path, game)
     _GAMES[key] = game
     while len(_GAMES) > _MEMORY_CACHE_SIZE:
         _GAMES.popitem(last=False)
     return game
+
+
+def save_game(domain: str, problem: str, cache_dir: Path | None) -> None:
+    """Puts a game's translation in the disk cache (from memory when it is there) unless it is already on disk."""
+    key, path = _cache_file(domain, problem, cache_dir)
+    if path is not None and not path.is_file():
+        _write(path, _GAMES[key] if key in _GAMES else _translate(domain, problem))
 
 
 def make_cached_pddl_env_class():
@@ -175,7 +194,8 @@ def make_cached_pddl_env_class():
 _CLASS = None
 
 
-def start_game(path: str, facts: bool = True, cached: bool = True, cache_dir: Path | str | None = "default"):
+def start_game(path: str, facts: bool = True, cached: bool = True, cache_dir: Path | str | None = "default",
+               write_cache: bool = True):
     """Loads a ``game.tw-pddl`` behind alfworld's ``AlfredDemangler`` and ``AlfredInfos`` wrappers.
 
     Args:
@@ -183,6 +203,7 @@ def start_game(path: str, facts: bool = True, cached: bool = True, cache_dir: Pa
         facts: also report readable facts (the hand-coded expert reads them).
         cached: use :func:`make_cached_pddl_env_class`'s engine; ``False`` uses TextWorld's ``PddlEnv`` as is.
         cache_dir: disk cache of translated games (``"default"``: :func:`default_cache_dir`; None: memory only).
+        write_cache: also write the games it translates to that cache (False: only read it).
 
     Returns:
         A TextWorld environment (``reset() -> GameState``, ``step(cmd) -> (GameState, score, done)``).
@@ -198,6 +219,7 @@ def start_game(path: str, facts: bool = True, cached: bool = True, cache_dir: Pa
     env = (_CLASS if cached else PddlEnv)(infos)
     if cached:
         env.cache_dir = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
+        env.cache_write = write_cache
     for wrapper in (AlfredDemangler(), AlfredInfos):  # the demangler must wrap before load()
         env = wrapper(env)
     env.load(path)

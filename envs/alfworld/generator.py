@@ -6,8 +6,8 @@ a room from alfworld's FloorPlan layouts of a kind ALFRED allows for that type (
 kitchens, look-at-in-light in living rooms and bedrooms, ...), every placeable object class of the scene with
 1-3 instances (distractors, several instances of a type), all openable receptacles closed. Each candidate is
 played by alfworld's hand-coded expert through the real engine and kept only if it wins within the step cap;
-otherwise another candidate is drawn. Everything derives from ``random.Random(f"{seed}/{split}/{i}")``, so the
-same arguments give byte-identical files.
+otherwise another candidate is drawn (only kept tasks go to the engine's disk cache of translations). Everything
+derives from ``random.Random(f"{seed}/{split}/{i}")``, so the same arguments give byte-identical files.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rich import progress as bars
 
-from agentrl.envs.alfworld.engine import start_game
+from agentrl.envs.alfworld.engine import default_cache_dir, save_game, start_game
 from agentrl.envs.alfworld.expert import HandCodedExpert
 from agentrl.envs.alfworld.pddl import (
     TASK_TYPES,
@@ -152,7 +152,8 @@ def play_expert(gamefile: str, max_steps: int = 50) -> list[str] | None:
 
     global _VERIFY_ENGINE
     if _VERIFY_ENGINE is None:  # one engine per process: each new one dlopens a copy of fast-downward
-        _VERIFY_ENGINE = start_game(gamefile)
+        # candidates are translated in memory only (most are rejected); generate_one stores the kept task's
+        _VERIFY_ENGINE = start_game(gamefile, write_cache=False)
     else:
         _VERIFY_ENGINE.load(gamefile)
     state = _VERIFY_ENGINE.reset()
@@ -202,7 +203,9 @@ def generate_one(root: Path, split: str, seed: int, index: int, room_size: str =
             walkthrough = play_expert(str(work / "game.tw-pddl"), max_steps=max_steps)
             if walkthrough is None:
                 continue
-            write_json(work / "game.tw-pddl", game_json(text, desc, walkthrough))
+            game = game_json(text, desc, walkthrough)
+            write_json(work / "game.tw-pddl", game)
+            save_game(game["pddl_domain"], text, default_cache_dir())  # its later resets load it from disk
             dest = root / "json_2.1.1" / split / task_dir / trial
             if dest.exists():
                 shutil.rmtree(dest)

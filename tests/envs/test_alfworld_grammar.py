@@ -154,3 +154,27 @@ def test_derived_text_matches_textworld(two_tasks: Path) -> None:
             traces.append(trace)
             env.close()
         assert traces[0] == traces[1]
+
+
+def test_generator_puts_only_kept_tasks_in_the_disk_cache(tmp_path: Path, monkeypatch) -> None:
+    """Rejected candidates (most pick_two ones) stay out of the engine's disk cache; the kept task is in it."""
+    from collections import OrderedDict
+
+    from agentrl.envs.alfworld import engine
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AGENTRL_ALFWORLD_CACHE", str(cache))
+    monkeypatch.setattr(engine, "_GAMES", OrderedDict())  # nothing translated yet in this process
+    monkeypatch.setattr(generator, "_VERIFY_ENGINE", None)
+    play, calls = generator.play_expert, []
+
+    def reject_first(gamefile: str, max_steps: int = 50):
+        calls.append(gamefile)
+        actions = play(gamefile, max_steps)
+        return None if len(calls) == 1 else actions
+
+    monkeypatch.setattr(generator, "play_expert", reject_first)
+    (task,) = generator.generate(tmp_path / "data", "train", 1, seed=0, progress=False)
+    game = json.loads((task.path / "game.tw-pddl").read_text())
+    key = hashlib.sha256("\0".join((game["pddl_domain"], game["pddl_problem"])).encode()).hexdigest()
+    assert len(calls) == 2 and [p.name for p in cache.iterdir()] == [f"{key}.json.z"]
