@@ -29,7 +29,7 @@ What is renamed, and how:
   ``<source id>/aug<c>`` and ``meta.augment = {"source", "copy", "seed", "renames": {old: new}}``.
 
 Renamed episodes were never played: the env cannot replay them, and their reward is the source's, so they are
-SFT data only (``agentrl.data.load_tokenized`` refuses them for the learners that read rewards; see
+SFT data only (``agentrl.training_data.load_tokenized`` refuses them for the learners that read rewards; see
 ``docs/learner.md``).
 """
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from agentrl.data import ReferenceCache, TokenizedEpisode, collate
+from agentrl.data import TokenizedEpisode, collate
 from agentrl.learn_config import LearnConfig
 from agentrl.learner_steps import CRITIC_ALGOS
+from agentrl.training_data import ReferenceCache
 
 GROUP_WINDOW = 16  # --group-by-length sorts windows of this many batches
 

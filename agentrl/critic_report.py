@@ -62,7 +62,7 @@ def afterstate_values(model: Any, episodes: Sequence[TokenizedEpisode], device: 
 
     Args:
         model: a critic with ``values(input_ids [B, L], attention_mask) -> [B, L]`` (``agentrl.critic.ValueModel``).
-        episodes: tokenized episodes (:func:`agentrl.data.load_tokenized`).
+        episodes: tokenized episodes (:func:`agentrl.training_data.load_tokenized`).
         device: where ``model`` lives.
 
     Returns:

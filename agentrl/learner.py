@@ -33,18 +33,11 @@ from agentrl import batches, learner_io, problem_outcomes
 from agentrl import learner_setup as setup
 from agentrl.config import to_dict
 from agentrl.critic import ValueModel
-from agentrl.data import (
-    DataError,
-    ReferenceCache,
-    TokenizedEpisode,
-    dpo_pairs,
-    fingerprint,
-    load_tokenized,
-    parse_reward_map,
-)
+from agentrl.data import DataError, TokenizedEpisode, parse_reward_map
 from agentrl.learn_config import LearnConfig
 from agentrl.learner_steps import CRITIC_ALGOS, MICRO_STEPS, REFERENCE_ALGOS
 from agentrl.models import load_tokenizer, resolve_model
+from agentrl.training_data import ReferenceCache, dpo_pairs, fingerprint, load_tokenized
 
 STEP_SPLITS = {"turn": (), "line": ("\n",), "line+sentence": ("\n", ". ")}
 

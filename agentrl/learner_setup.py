@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from agentrl.critic import CRITIC_ADAPTER, ValueModel, active_adapter, adapters_disabled, decoder_of, is_peft
-from agentrl.data import ReferenceCache, TokenizedEpisode, collate
+from agentrl.data import TokenizedEpisode, collate
 from agentrl.learn_config import LearnConfig
 from agentrl.losses.oreal import rloo_advantages
 from agentrl.models import ModelError
+from agentrl.training_data import ReferenceCache
 from agentrl.trajectory import iter_episodes
 
 POLICY_ADAPTER = "default"

@@ -94,8 +94,8 @@ def outcome(critic: str, args) -> list[dict[str, float]]:
     import torch
 
     from agentrl.critic import ValueModel
-    from agentrl.data import load_tokenized
     from agentrl.models import load_tokenizer
+    from agentrl.training_data import load_tokenized
 
     episodes, _ = load_tokenized(args.data.split(","), load_tokenizer(args.model), max_length=4096)
     rng = random.Random(0)

@@ -39,10 +39,10 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=4096)
     args = parser.parse_args()
 
-    from agentrl.data import load_tokenized
     from agentrl.learn_config import LearnConfig as Config
     from agentrl.learner import train
     from agentrl.models import load_tokenizer
+    from agentrl.training_data import load_tokenized
 
     episodes, _ = load_tokenized([args.data], load_tokenizer(args.model), max_length=args.max_length)
     lengths = [len(e.input_ids) for e in episodes]

@@ -56,8 +56,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=4096)
     args = parser.parse_args()
 
-    from agentrl.data import load_tokenized
     from agentrl.models import load_tokenizer
+    from agentrl.training_data import load_tokenized
 
     episodes, _ = load_tokenized(args.data.split(","), load_tokenizer(args.model), max_length=args.max_length)
     success = [e.success for e in episodes]

@@ -72,8 +72,8 @@ def critic_report(rollouts: str, model: str, critics: list[str], problems_cap: i
     import torch
 
     from agentrl.critic import ValueModel
-    from agentrl.data import load_tokenized
     from agentrl.models import load_tokenizer
+    from agentrl.training_data import load_tokenized
 
     episodes, _ = load_tokenized([rollouts], load_tokenizer(model), max_length=4096)
     by_task: dict[str, list] = collections.defaultdict(list)

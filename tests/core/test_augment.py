@@ -190,7 +190,8 @@ def test_augmented_copies_load_for_sft_and_are_refused_by_reward_learners(tmp_pa
     """`agentrl learn --algo sft` trains on the copies; OREO refuses them in one line, exit code 2."""
     from transformers import AutoTokenizer
 
-    from agentrl.data import DataError, load_tokenized
+    from agentrl.data import DataError
+    from agentrl.training_data import load_tokenized
 
     data = write(tmp_path / "demos.jsonl", [alfworld_episode()])
     vocab = tmp_path / "v.txt"

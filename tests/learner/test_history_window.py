@@ -8,9 +8,10 @@ import pytest
 
 from agentrl.backends.base import Completion, Sampling
 from agentrl.cli import main
-from agentrl.data import load_tokenized, tokenize_episode, turn_windows
+from agentrl.data import tokenize_episode
 from agentrl.learn_config import LearnConfig, learn
 from agentrl.policies import make_policy
+from agentrl.training_data import load_tokenized, turn_windows
 from agentrl.trajectory import TrajectoryWriter
 from agentrl.types import Episode
 

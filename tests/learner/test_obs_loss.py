@@ -12,10 +12,11 @@ import torch
 
 from agentrl import losses
 from agentrl.cli import main
-from agentrl.data import DataError, collate, load_tokenized, tokenize_episode
+from agentrl.data import DataError, collate, tokenize_episode
 from agentrl.learn_config import LearnConfig
 from agentrl.learner import train
 from agentrl.learner_steps import _sft_micro
+from agentrl.training_data import load_tokenized
 from agentrl.types import Episode
 
 from .conftest import _word_tokenizer

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from agentrl.data import load_tokenized
 from agentrl.problem_outcomes import cap_positives, describe_cap, describe_outcomes, outcome_counts
+from agentrl.training_data import load_tokenized
 from agentrl.trajectory import TrajectoryWriter
 
 from .helpers import episode
