@@ -81,23 +81,23 @@ def test_game_logic_equals_textworlds_parse(two_tasks: Path) -> None:
 
 
 def test_a_new_task_reuses_the_parsed_document(two_tasks: Path, monkeypatch) -> None:
-    """Two tasks (different task lines) through the env's reset path: the grammar document is parsed once and the
-    second task parses only its task line; before, each new task parsed the whole grammar again."""
+    """Two tasks (different task lines) through agentrl/ALFWorld-v0's reset: the grammar document is parsed once and
+    the second task parses only its task line; before, each new task parsed the whole grammar again."""
     from textworld.envs.pddl import logic as pddl_logic
 
-    games = _games(two_tasks)
-    texts = [json.loads(g.read_text())["grammar"] for g in games]
+    from agentrl.envs.alfworld.env import ALFWorldEnv
+
+    texts = [json.loads(g.read_text())["grammar"] for g in _games(two_tasks)]
     assert texts[0] != texts[1]
     calls = []
     parse = pddl_logic._PARSER.parse
     monkeypatch.setattr(pddl_logic._PARSER, "parse", lambda *a, **k: calls.append(1) or parse(*a, **k))
     _clear()
-    env = start_game(str(games[0]))
-    first = env.reset()["feedback"]
+    env = ALFWorldEnv(two_tasks, "train")
+    first = env.reset(options={"task_id": env.task_ids[0]})[0]
     rules = len(grammar._RULES)
-    env.load(str(games[1]))
-    second = env.reset()["feedback"]
-    assert len(calls) == 1 and len(grammar._DOCUMENTS) == 1
+    second = env.reset(options={"task_id": env.task_ids[1]})[0]
+    assert len(calls) == 1 and len(grammar._DOCUMENTS) == 1 and len(grammar._LOGICS) == 2
     assert len(grammar._RULES) == rules + 1  # the second task's "Your task is to: ..." line
     assert first != second and all("Your task is to: " in f for f in (first, second))
     env.close()
