@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import os
 import statistics
 import tempfile
@@ -93,17 +92,9 @@ def _clear_caches() -> None:
         cache.clear()
 
 
-def _digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
 def run_once(mode: str, split: str, n: int, seed: int) -> tuple[float, float, str]:
     """(CPU seconds, wall seconds, digest of the files) for generating ``n`` tasks with ``mode``'s engine."""
-    from agentrl.envs.alfworld.generator import generate
+    from agentrl.envs.alfworld.generator import generate, tasks_digest
 
     _clear_caches()
     with tempfile.TemporaryDirectory(prefix="agentrl-gen-speed-") as tmp:
@@ -114,7 +105,7 @@ def run_once(mode: str, split: str, n: int, seed: int) -> tuple[float, float, st
         else:
             generate(tmp, split, n, seed=seed, progress=False)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        return cpu, wall, _digest(Path(tmp))
+        return cpu, wall, tasks_digest(Path(tmp))
 
 
 def reset_once(mode: str, root: Path, split: str, cache: Path) -> tuple[float, list[str]]:

@@ -12,6 +12,7 @@ derives from ``random.Random(f"{seed}/{split}/{i}")``, so the same arguments giv
 
 from __future__ import annotations
 
+import hashlib
 import random
 import shutil
 import tempfile
@@ -217,6 +218,17 @@ def generate_one(root: Path, split: str, seed: int, index: int, room_size: str =
 
 def _generate_job(job: tuple) -> GeneratedTask:
     return generate_one(*job)
+
+
+def tasks_digest(root: str | Path) -> str:
+    """sha256 over every file under ``root`` (relative path and bytes, in sorted order): one value that changes
+    whenever :func:`generate` writes anything different (the reproducibility check of a task folder)."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def generate(root: str | Path, split: str, n: int, seed: int = 0, room_size: str = "any", max_steps: int = 50,

@@ -23,14 +23,6 @@ pytestmark = pytest.mark.alfworld
 PINNED_TRAIN_2_SEED_0 = "9b3b361648b70827a1c280b65bab81a426fdedd90367f9974dc21bc9feb3015c"
 
 
-def _digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
 @pytest.fixture(scope="module")
 def two_tasks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("gen-two")
@@ -56,7 +48,7 @@ def _as_data(logic) -> tuple:
 
 def test_generated_files_match_the_pre_cache_generator(two_tasks: Path) -> None:
     """Byte-identical to what the generator wrote before the grammar caching (pinned digest, same seed)."""
-    assert _digest(two_tasks) == PINNED_TRAIN_2_SEED_0
+    assert generator.tasks_digest(two_tasks) == PINNED_TRAIN_2_SEED_0
 
 
 def test_generated_files_match_textworlds_own_engine(tmp_path: Path, two_tasks: Path, monkeypatch) -> None:
@@ -64,7 +56,7 @@ def test_generated_files_match_textworlds_own_engine(tmp_path: Path, two_tasks: 
     monkeypatch.setattr(generator, "_VERIFY_ENGINE", None)
     monkeypatch.setattr(generator, "start_game", functools.partial(start_game, cached=False))
     generator.generate(tmp_path, "train", 2, seed=0, progress=False)
-    assert _digest(tmp_path) == _digest(two_tasks)
+    assert generator.tasks_digest(tmp_path) == generator.tasks_digest(two_tasks)
 
 
 def test_game_logic_equals_textworlds_parse(two_tasks: Path) -> None:
