@@ -182,6 +182,11 @@ def _total_steps(cfg: LearnConfig, num_items: int, world: int, model_path: str, 
     return total
 
 
+def uses_kl(cfg: LearnConfig) -> bool:
+    """Whether the loss has a KL regulariser to compute: OREO's, and DQO's when ``alpha > 0``."""
+    return cfg.algo == "oreo" or (cfg.algo == "dqo" and cfg.alpha > 0)
+
+
 def _models(cfg: LearnConfig, model_path: str, device: str, console: Any) -> tuple[nn.Module, ValueModel | None, Any]:
     """The policy and, for the critic algorithms, the critic; returns ``cfg`` with ``--kl-topk`` resolved."""
     policy = setup.build_policy(model_path, cfg.lora, cfg.lora_r, cfg.lora_alpha, device)
@@ -194,7 +199,8 @@ def _models(cfg: LearnConfig, model_path: str, device: str, console: Any) -> tup
         critic.trained_at = {"algo": cfg.algo, "level": cfg.level, "afterstates": afterstates}
         if cfg.critic_init:
             setup.load_critic_weights(critic, cfg.critic_init)
-    cfg = dataclasses.replace(cfg, kl_topk=setup.resolve_kl_topk(cfg.kl_topk, policy, console))
+    kl_topk = setup.resolve_kl_topk(cfg.kl_topk, policy, console if uses_kl(cfg) else None)
+    cfg = dataclasses.replace(cfg, kl_topk=kl_topk)
     if cfg.gradient_checkpointing:
         setup.enable_gradient_checkpointing(policy, *([critic.backbone] if critic is not None else []))
     return policy, critic, cfg
@@ -207,7 +213,7 @@ def _reference(run: Run) -> tuple[ReferenceCache | None, nn.Module | None]:
 
 
     cfg = run.cfg
-    kl_algo = cfg.algo == "oreo" or (cfg.algo == "dqo" and cfg.alpha > 0)  # a KL regulariser to compute
+    kl_algo = uses_kl(cfg)
     ref_cache = None
     if cfg.algo in REFERENCE_ALGOS:
         topk = max(1, cfg.kl_topk)

@@ -109,18 +109,20 @@ def load_critic_weights(critic: ValueModel, folder: str | Path) -> None:
         critic.backbone.load_state_dict(AutoModel.from_pretrained(folder, dtype=torch.float32).state_dict())
 
 
-def resolve_kl_topk(requested: int | None, policy: nn.Module, console: Any) -> int:
+def resolve_kl_topk(requested: int | None, policy: nn.Module, console: Any | None) -> int:
     """``--kl-topk``: as given, or by default 0 (exact) for vocabularies of at most ``EXACT_KL_MAX_VOCAB``.
 
     On the small vocabularies of from-scratch models the top-k KL is a loose lower bound (one check on a
     1,024-token model: top-8 0.0225 against the exact 0.0416), and the exact KL costs one reference forward
-    per micro-batch, cheap for such models; a large vocabulary keeps the cached top-64.
+    per micro-batch, cheap for such models; a large vocabulary keeps the cached top-64. The choice is printed
+    on ``console`` (None: for a loss without a KL term, silently).
     """
     if requested is not None:
         return requested
     vocab = policy.get_output_embeddings().weight.shape[0]
     chosen = 0 if vocab <= EXACT_KL_MAX_VOCAB else KL_TOPK
-    console.print(f"KL: {'exact' if chosen == 0 else f'reference top-{chosen}'} (vocabulary {vocab})")
+    if console is not None:
+        console.print(f"KL: {'exact' if chosen == 0 else f'reference top-{chosen}'} (vocabulary {vocab})")
     return chosen
 
 

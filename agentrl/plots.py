@@ -201,11 +201,13 @@ def plot_results(results: Sequence[dict[str, Any]], out: str | Path, names: Sequ
 
 
 def plot_grouped_bars(
-    groups: dict[str, dict[str, tuple[float, float]]], out: str | Path, ylabel: str, title: str = ""
+    groups: dict[str, dict[str, tuple[float, float | tuple[float, float]]]], out: str | Path, ylabel: str,
+    title: str = "",
 ) -> Path:
     """Grouped bars with error bars: ``{group: {series: (value, error)}}``, one colour per series.
 
-    Used for benchmark summaries (success mean +- std over seeds, one group per evaluation split).
+    ``error`` is a half-width (e.g. a std over seeds) or a ``(below, above)`` pair (e.g. the distances to a
+    Wilson interval's ends). Used for benchmark summaries, one group per evaluation split.
     """
     if not groups or not any(groups.values()):
         raise PlotError("plot_grouped_bars: nothing to plot")
@@ -216,11 +218,12 @@ def plot_grouped_bars(
     top = 0.0
     for j, name in enumerate(series):
         values = [bars.get(name, (float("nan"), 0.0)) for bars in groups.values()]
+        errors = [e if isinstance(e, tuple) else (e, e) for _, e in values]
         xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(groups))]
-        bars = ax.bar(xs, [v for v, _ in values], width, label=name, yerr=[e for _, e in values], capsize=2,
-                      error_kw={"alpha": 0.6})  # fmt: skip
+        bars = ax.bar(xs, [v for v, _ in values], width, label=name, yerr=list(zip(*errors, strict=True)),
+                      capsize=2, error_kw={"alpha": 0.6})  # fmt: skip
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
-        top = max([top] + [v + e for v, e in values if not math.isnan(v)])
+        top = max([top] + [v + up for (v, _), (_, up) in zip(values, errors, strict=True) if not math.isnan(v)])
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([g.replace("_", " ") for g in groups])
     ax.set_ylabel(ylabel)

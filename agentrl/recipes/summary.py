@@ -108,6 +108,15 @@ def stage_seconds(cfg: RecipeConfig) -> dict[str, float]:
     return times
 
 
+def bar(row: dict[str, Any]) -> tuple[float, float | tuple[float, float]]:
+    """A row's bar in percent: mean ± std over several seeds; one seed: its rate and Wilson 95% interval."""
+    mean = 100 * row["mean"]
+    if row["seeds"] > 1:
+        return mean, 100 * row["std"]
+    low, high = (100 * x for x in row["ci95"])
+    return mean, (max(0.0, mean - low), max(0.0, high - mean))
+
+
 def write_summary(cfg: RecipeConfig) -> dict[str, Any]:
     """Writes ``summary.json``, ``summary.md`` and (with matplotlib) ``summary.png``; prints the table."""
     out = Path(cfg.out)
@@ -118,9 +127,12 @@ def write_summary(cfg: RecipeConfig) -> dict[str, Any]:
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     text = markdown(table)
     (out / "summary.md").write_text(text)
-    groups = {t: {m: (100 * r["mean"], 100 * r["std"]) for m, r in rows.items()} for t, rows in table.items()}
+    groups = {t: {m: bar(r) for m, r in rows.items()} for t, rows in table.items()}
+    seeds = {r["seeds"] for rows in table.values() for r in rows.values()}
+    ylabel = ("success % (one seed: Wilson 95%)" if seeds == {1} else "success % (mean ± std over seeds)"
+              if 1 not in seeds else "success % (one seed: Wilson 95%; several: mean ± std)")  # fmt: skip
     try:
-        plot_grouped_bars(groups, out / "summary.png", ylabel="success % (mean ± std over seeds)", title=cfg.name)
+        plot_grouped_bars(groups, out / "summary.png", ylabel=ylabel, title=cfg.name)
     except (PlotError, ImportError) as err:  # no matplotlib, or nothing finished yet: the tables still stand
         console.print(f"[dim]no summary plot: {err}[/]")
     console.print(text, soft_wrap=True)

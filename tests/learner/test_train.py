@@ -225,3 +225,6 @@ def test_paper_defaults_reward_map_and_kl(data, tiny_model_dir, tmp_path, capsys
     train(Config(data=[str(data)], out=str(tmp_path / "b"), model=str(tiny_model_dir), max_steps=1, kl_topk=8),
           save=False)
     assert "top-8 holds only" in capsys.readouterr().out  # an untrained 450-token model spreads its mass
+    train(Config(data=[str(data)], out=str(tmp_path / "c"), model=str(tiny_model_dir), max_steps=1, algo="sft"),
+          save=False)
+    assert "KL" not in capsys.readouterr().out  # SFT has no KL term to report

@@ -9,7 +9,7 @@ import pytest
 
 from agentrl.recipes import RecipeConfig
 from agentrl.recipes.config import EvalSpec, method_names
-from agentrl.recipes.summary import aggregate, markdown, mean_std, nothing_happens, write_summary
+from agentrl.recipes.summary import aggregate, bar, markdown, mean_std, nothing_happens, write_summary
 from agentrl.trajectory import TrajectoryWriter
 from agentrl.types import Episode
 
@@ -55,6 +55,10 @@ def test_one_seed_shows_counts_and_the_wilson_interval(tmp_path: Path) -> None:
     path.write_text(json.dumps(_results(0.25, 4, {"a": 0.25})))
     assert "| SFT | 1/4 = 25.0% [10.0, 90.0] |" in markdown(aggregate(cfg))
     assert mean_std([0.3]) == (0.3, 0.0)
+    # the plot's error bar is that interval, not a zero std: 25% with 15 points below and 65 above
+    mean, (below, above) = bar(aggregate(cfg)["chain-sum"]["SFT"])
+    assert (mean, below, above) == pytest.approx((25.0, 15.0, 65.0))
+    assert bar({"mean": 0.75, "std": 0.25, "seeds": 2}) == (75.0, 25.0)
 
 
 def test_method_names_expand_widths_and_rounds(tmp_path: Path) -> None:
