@@ -61,8 +61,9 @@ class EnvOptions(OptionGroup):
                                "for eval: alfworld train / valid_unseen, math train / test; a dataset with one "
                                "split uses it)")
     dataset: str | None = option(None, help="math: dataset name (gsm8k-test-100, gsm-symbolic, chain-sum, "
-                                 "jsonl:PATH; default gsm8k-test-100)")
-    problems: int = option(1000, help="math: problems a generator dataset (gsm-symbolic, chain-sum) makes per split")
+                                 "chain-sum-long, jsonl:PATH; default gsm8k-test-100)")
+    problems: int = option(1000, help="math: problems a generator dataset (gsm-symbolic, chain-sum[-long]) makes "
+                           "per split")
     games: str | None = option(None, help="textworld: game file or folder")
     max_steps: int | None = option(None, help="step cap per episode (default: the env's: "
                                    + ", ".join(f"{s.name} {s.max_steps}" for s in SPECS.values()) + ")")

@@ -8,6 +8,8 @@
   ``15 - 43 - 75``), seeded by split like ``gsm-symbolic``. The reference solution is the running sum, one
   ``a op b = c`` line per operation, then ``#### N``. Multi-step arithmetic small enough for a from-scratch CPU
   model to sometimes get right: the scale at which step-level OREO and value-guided search can be measured on CPU.
+* ``chain-sum-long``: the same with 5-6 terms (4-5 operations): a harder second point for a model trained on
+  ``chain-sum`` (longer running sums than it ever saw), seeded apart from it.
 * ``jsonl:PATH``: one JSON object per line with ``question``/``answer`` (GSM8K) or ``problem``/``solution``
   (MATH; the answer is the last ``\\boxed{}``).
 """
@@ -23,9 +25,11 @@ from typing import Any
 from agentrl.envs.math.grade import extract_answer
 
 TEST_SEED_OFFSET = 1_000_000
+LONG_SEED_OFFSET = 500_000  # chain-sum-long's seeds: train 500_000 + seed, test 1_500_000 + seed
 _CALC = re.compile(r"<<[^<>]*>>")
 _CHAIN_TERM = re.compile(r"\s*([+-])\s*(\d+)")
 CHAIN_SUM_SHAPE = {"min_terms": 3, "max_terms": 4, "min_digits": 1, "max_digits": 2}
+CHAIN_SUM_LONG_SHAPE = {**CHAIN_SUM_SHAPE, "min_terms": 5, "max_terms": 6}
 
 
 @dataclass(frozen=True)
@@ -110,17 +114,24 @@ def chain_sum_steps(expression: str) -> tuple[str, ...]:
     return (*steps, f"#### {total}")
 
 
-def load_chain_sum(split: str, size: int, seed: int) -> list[MathProblem]:
-    """``size`` reasoning-gym ``chain_sum`` problems with running-sum reference steps; the split picks the seeds."""
-    base, dataset = _reasoning_gym("chain_sum", split, size, seed, **CHAIN_SUM_SHAPE)
+def load_chain_sum(split: str, size: int, seed: int, name: str = "chain-sum",
+                   shape: dict[str, int] = CHAIN_SUM_SHAPE) -> list[MathProblem]:  # fmt: skip
+    """``size`` reasoning-gym ``chain_sum`` problems of ``shape`` with running-sum reference steps; the split
+    picks the seeds, and ``name`` prefixes the problem ids."""
+    base, dataset = _reasoning_gym("chain_sum", split, size, seed, **shape)
     problems = []
     for i, item in enumerate(dataset):
         steps = chain_sum_steps(item["metadata"]["expression"])
         if steps[-1] != f"#### {item['answer']}":
             raise ValueError(f"chain_sum item {i}: running sum {steps[-1]!r} disagrees with answer {item['answer']!r}")
-        problems.append(MathProblem(f"chain-sum-{split}-{base}-{i:06d}", item["question"].strip(),
-                                    str(item["answer"]).strip(), steps, "chain-sum"))
+        problems.append(MathProblem(f"{name}-{split}-{base}-{i:06d}", item["question"].strip(),
+                                    str(item["answer"]).strip(), steps, name))
     return problems
+
+
+def load_chain_sum_long(split: str, size: int, seed: int) -> list[MathProblem]:
+    """``chain-sum`` with 5-6 terms; its generator seeds are offset so that no problem shares a seed with it."""
+    return load_chain_sum(split, size, seed + LONG_SEED_OFFSET, "chain-sum-long", CHAIN_SUM_LONG_SHAPE)
 
 
 def load_jsonl(path: str | Path) -> list[MathProblem]:
@@ -155,7 +166,7 @@ def load_jsonl(path: str | Path) -> list[MathProblem]:
     return problems
 
 
-GENERATORS = {"gsm-symbolic": load_gsm_symbolic, "chain-sum": load_chain_sum}
+GENERATORS = {"gsm-symbolic": load_gsm_symbolic, "chain-sum": load_chain_sum, "chain-sum-long": load_chain_sum_long}
 SPLITS = {"gsm8k-test-100": ("test",), **{name: ("train", "test") for name in GENERATORS}}
 DATASET_NAMES = (*SPLITS, "jsonl:PATH")
 

@@ -157,6 +157,19 @@ def test_chain_sum_expert_wins_and_size_reaches_the_generator() -> None:
         assert terminated and reward == 1.0 and 3 <= steps <= 4  # 3-4 terms: 2-3 sums, then `#### N`
 
 
+def test_chain_sum_long_is_longer_and_seeded_apart() -> None:
+    pytest.importorskip("reasoning_gym")
+    from agentrl.envs.math.datasets import load_problems
+
+    short = {p.question for p in load_problems("chain-sum", "test", 50, 0)}
+    long = load_problems("chain-sum-long", "test", 50, 0)
+    assert all(5 <= len(p.steps) <= 6 for p in long)  # 5-6 terms: 4-5 sums, then `#### N`
+    assert all(p.id.startswith("chain-sum-long-test-") and p.source == "chain-sum-long" for p in long)
+    assert not short & {p.question for p in long}
+    train = {p.question for p in load_problems("chain-sum-long", "train", 50, 0)}
+    assert not train & {p.question for p in long}
+
+
 def test_rollout_config_passes_the_problem_count_to_math_envs() -> None:
     from agentrl.config import ConfigError
     from agentrl.rollout import RolloutConfig
