@@ -117,6 +117,15 @@ def bar(row: dict[str, Any]) -> tuple[float, float | tuple[float, float]]:
     return mean, (max(0.0, mean - low), max(0.0, high - mean))
 
 
+def error_bars(seeds: set[int]) -> str:
+    """What the plot's error bars are, given the rows' seed counts (:func:`bar`)."""
+    if seeds == {1}:
+        return "one seed: Wilson 95%"
+    if 1 not in seeds:
+        return "mean ± std over seeds"
+    return "one seed: Wilson 95%; several: mean ± std"
+
+
 def write_summary(cfg: RecipeConfig) -> dict[str, Any]:
     """Writes ``summary.json``, ``summary.md`` and (with matplotlib) ``summary.png``; prints the table."""
     out = Path(cfg.out)
@@ -129,10 +138,8 @@ def write_summary(cfg: RecipeConfig) -> dict[str, Any]:
     (out / "summary.md").write_text(text)
     groups = {t: {m: bar(r) for m, r in rows.items()} for t, rows in table.items()}
     seeds = {r["seeds"] for rows in table.values() for r in rows.values()}
-    ylabel = ("success % (one seed: Wilson 95%)" if seeds == {1} else "success % (mean ± std over seeds)"
-              if 1 not in seeds else "success % (one seed: Wilson 95%; several: mean ± std)")  # fmt: skip
     try:
-        plot_grouped_bars(groups, out / "summary.png", ylabel=ylabel, title=cfg.name)
+        plot_grouped_bars(groups, out / "summary.png", ylabel=f"success % ({error_bars(seeds)})", title=cfg.name)
     except (PlotError, ImportError) as err:  # no matplotlib, or nothing finished yet: the tables still stand
         console.print(f"[dim]no summary plot: {err}[/]")
     console.print(text, soft_wrap=True)
