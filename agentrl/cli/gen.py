@@ -24,6 +24,8 @@ class Config:
     workers: int = option(1, help="alfworld: processes generating tasks in parallel")
     task_types: list[str] = option([], help="alfworld: task types to cycle through, comma-separated (default: all "
                                    "six; e.g. pick_and_place_simple,look_at_obj_in_light)")
+    resume: bool = option(True, help="alfworld: keep the tasks an earlier run of this seed already wrote completely "
+                          "(same files as redrawing them); --no-resume redraws every task")
     world_size: int = option(5, help="textworld: number of rooms")
     nb_objects: int = option(10, help="textworld: number of objects")
     quest_length: int = option(5, help="textworld: minimum number of actions of the quest")
@@ -54,11 +56,14 @@ def run(cfg: Config) -> int:
         types = {"task_types": cfg.task_types} if cfg.task_types else {}
         try:
             tasks = generate(cfg.out, cfg.split, cfg.n, seed=cfg.seed, room_size=cfg.room_size,
-                             max_steps=cfg.max_steps, workers=cfg.workers, **types)
+                             max_steps=cfg.max_steps, workers=cfg.workers, resume=cfg.resume, **types)
         except GenerationError as err:
             raise ConfigError(str(err)) from None
         kinds = sorted({t.task_type for t in tasks})
-        print(f"wrote {len(tasks)} ALFWorld {cfg.split} tasks ({len(kinds)} task types) to {cfg.out}/json_2.1.1/{cfg.split}")
+        reused = sum(t.reused for t in tasks)
+        kept = f", {reused} of them already there" if reused else ""
+        print(f"wrote {len(tasks)} ALFWorld {cfg.split} tasks ({len(kinds)} task types{kept}) "
+              f"to {cfg.out}/json_2.1.1/{cfg.split}")
         return 0
     from agentrl.envs.textworld_env import generate_games
 

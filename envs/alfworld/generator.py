@@ -8,17 +8,23 @@ kitchens, look-at-in-light in living rooms and bedrooms, ...), every placeable o
 played by alfworld's hand-coded expert through the real engine and kept only if it wins within the step cap;
 otherwise another candidate is drawn (only kept tasks go to the engine's disk cache of translations). Everything
 derives from ``random.Random(f"{seed}/{split}/{i}")``, so the same arguments give byte-identical files.
+
+A run resumes: an index whose trial folder is already there, complete and written by this ``GENERATOR_VERSION``
+for the same seed, split and index is kept, not redrawn (a killed 1,500-task run loses only the tasks in flight).
+Trials are staged under ``root/.agentrl-staging/`` and renamed into place, so a trial folder that exists is whole.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import random
 import shutil
 import tempfile
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich import progress as bars
@@ -40,6 +46,8 @@ SPLITS = ("train", "valid_seen", "valid_unseen")
 ROOM_SIZES = {"any": (0, 10**6), "small": (0, 8), "medium": (9, 20), "large": (21, 10**6)}
 MAX_ATTEMPTS = 200
 GENERATOR_VERSION = 1
+STAGING = ".agentrl-staging"  # under root but outside json_2.1.1/, where find_tasks never looks
+TRIAL_FILES = ("traj_data.json", "initial_state.pddl", "game.tw-pddl")
 
 
 class GenerationError(RuntimeError):
@@ -54,6 +62,7 @@ class GeneratedTask:
     task_type: str
     scene: int
     expert_steps: int
+    reused: bool = field(default=False, compare=False)  # found on disk by a resumed run, not drawn again
 
 
 def _scenes_for(task_type: str, split: str, room_size: str) -> list[int]:
@@ -208,12 +217,111 @@ def generate_one(root: Path, split: str, seed: int, index: int, room_size: str =
             write_json(work / "game.tw-pddl", game)
             save_game(game["pddl_domain"], text, default_cache_dir())  # its later resets load it from disk
             dest = root / "json_2.1.1" / split / task_dir / trial
-            if dest.exists():
-                shutil.rmtree(dest)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(work, dest)
+            _publish(work, dest, root / STAGING / f"{split}-{trial}")
             return GeneratedTask(dest, task_type, scene, len(walkthrough))
     raise GenerationError(f"task {index} ({task_type}): no expert-solvable candidate in {MAX_ATTEMPTS} draws")
+
+
+def _publish(work: Path, dest: Path, staged: Path) -> None:
+    """Puts a finished trial folder at ``dest`` in one rename: a copy cut short by a kill stays at ``staged`` (same
+    file system, outside the dataset tree), so a trial folder that exists is complete and a resumed run may keep it."""
+    if staged.exists():
+        shutil.rmtree(staged)
+    shutil.copytree(work, staged)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, dest)
+
+
+def _trials_on_disk(split_dir: Path, seed: int) -> dict[int, list[Path]]:
+    """The trial folders of ``seed`` under a split folder, by task index (one glob for the whole split, not one per
+    index: a 1,500-task split would otherwise be listed 1,500 times)."""
+    found: dict[int, list[Path]] = defaultdict(list)
+    for trial in split_dir.glob(f"*/trial_T{seed:06d}_*"):
+        index = trial.name.rsplit("_", 1)[-1]
+        if index.isdigit():
+            found[int(index)].append(trial)
+    return found
+
+
+def _read_trial(trial: Path) -> tuple[dict, dict] | None:
+    """``(traj_data, game)`` of a trial folder holding all three files, else None (missing or unreadable file)."""
+    if not all((trial / name).is_file() for name in TRIAL_FILES):
+        return None
+    try:
+        traj = json.loads((trial / "traj_data.json").read_text())
+        game = json.loads((trial / "game.tw-pddl").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return (traj, game) if isinstance(traj, dict) and isinstance(game, dict) else None
+
+
+def _kept_task(trial: Path, split: str, seed: int, index: int, task_type: str, scenes: set[int],
+               max_steps: int) -> GeneratedTask | None:
+    """The task in ``trial`` if this run would have written it, else None (to be redrawn).
+
+    Its ``agentrl`` block must name this ``GENERATOR_VERSION``, seed, split and index. The options are not stored
+    in the files (adding them would change every file), so only what they imply is checked: the task type of the
+    index, a scene the room-size filter allows, a walkthrough within ``max_steps``."""
+    read = _read_trial(trial)
+    if read is None:
+        return None
+    traj, game = read
+    meta = traj.get("agentrl")
+    wanted = {"generator_version": GENERATOR_VERSION, "seed": seed, "index": index, "split": split}
+    if not isinstance(meta, dict) or {key: meta.get(key) for key in wanted} != wanted:
+        return None
+    scene = traj["scene"].get("scene_num") if isinstance(traj.get("scene"), dict) else None
+    walkthrough = game.get("walkthrough")
+    if traj.get("task_type") != task_type or not isinstance(scene, int) or scene not in scenes:
+        return None
+    if game.get("solvable") is not True:
+        return None
+    if not isinstance(walkthrough, list) or not 0 < len(walkthrough) <= max_steps:
+        return None
+    return GeneratedTask(trial, task_type, scene, len(walkthrough), reused=True)
+
+
+def _remove_trial(trial: Path) -> None:
+    """Deletes a trial folder, and its task folder once empty (no stray folder is left beside a redrawn task)."""
+    shutil.rmtree(trial)
+    if not any(trial.parent.iterdir()):
+        trial.parent.rmdir()
+
+
+def _resume(root: Path, split: str, seed: int, n: int, room_size: str, max_steps: int,
+            task_types: tuple[str, ...], keep: bool = True) -> dict[int, GeneratedTask]:
+    """The tasks of indices ``< n`` already on disk that a fresh run would write identically, by index.
+
+    Every other trial folder of this seed and an index ``< n`` (stale version, missing file, a second copy, or all
+    of them when ``keep`` is False) is deleted, because its redraw may land in another task folder; leftovers of a
+    killed run's staging are deleted too. Indices ``>= n`` are left alone (they belong to a larger run)."""
+    for staged in (root / STAGING).glob(f"{split}-trial_T{seed:06d}_*"):
+        shutil.rmtree(staged)
+    scenes: dict[str, set[int]] = {}
+    kept: dict[int, GeneratedTask] = {}
+    for index, trials in sorted(_trials_on_disk(root / "json_2.1.1" / split, seed).items()):
+        if index >= n:
+            continue
+        task_type = task_types[index % len(task_types)]
+        if keep and task_type not in scenes:
+            scenes[task_type] = set(_scenes_for(task_type, split, room_size))
+        for trial in sorted(trials):
+            task = _kept_task(trial, split, seed, index, task_type, scenes[task_type], max_steps) if keep else None
+            if task is not None and index not in kept:
+                kept[index] = task
+            else:
+                _remove_trial(trial)
+    return kept
+
+
+def _remove_empty_staging(root: Path) -> None:
+    """Removes ``root/.agentrl-staging`` once empty, so a resumed root has the same files and folders as a fresh one."""
+    try:
+        (root / STAGING).rmdir()
+    except OSError:  # absent, or still holding another split's or seed's staged copy
+        pass
 
 
 def _generate_job(job: tuple) -> GeneratedTask:
@@ -232,7 +340,8 @@ def tasks_digest(root: str | Path) -> str:
 
 
 def generate(root: str | Path, split: str, n: int, seed: int = 0, room_size: str = "any", max_steps: int = 50,
-             workers: int = 1, progress: bool = True, task_types: Sequence[str] = TASK_TYPES) -> list[GeneratedTask]:
+             workers: int = 1, progress: bool = True, task_types: Sequence[str] = TASK_TYPES,
+             resume: bool = True) -> list[GeneratedTask]:
     """Writes ``n`` expert-verified tasks of ``split`` under ``root`` (see module docstring).
 
     Args:
@@ -246,9 +355,11 @@ def generate(root: str | Path, split: str, n: int, seed: int = 0, room_size: str
         progress: show a rich progress bar.
         task_types: the types to cycle through (default all six, in ``TASK_TYPES`` order); a subset keeps
             task ``i``'s seed, so ``("pick_and_place_simple",)`` gives other tasks than the default's type-0 ones.
+        resume: keep the tasks a previous run of this seed already wrote completely with this
+            ``GENERATOR_VERSION`` (they would come out identical); False redraws every index.
 
     Returns:
-        One :class:`GeneratedTask` per task, in index order.
+        One :class:`GeneratedTask` per task, in index order (kept ones included, with ``reused`` set).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -260,32 +371,44 @@ def generate(root: str | Path, split: str, n: int, seed: int = 0, room_size: str
         given = f"unknown task types {unknown}" if unknown else "no task types given"
         raise ValueError(f"{given}; valid: {', '.join(TASK_TYPES)}")
     root = Path(root)
-    jobs = [(root, split, seed, i, room_size, max_steps, task_types) for i in range(n)]
+    kept = _resume(root, split, seed, n, room_size, max_steps, task_types, keep=resume)
+    jobs = [(root, split, seed, i, room_size, max_steps, task_types) for i in range(n) if i not in kept]
     pool = None
-    if workers > 1:
+    if workers > 1 and jobs:
         import multiprocessing
 
         pool = multiprocessing.get_context("spawn").Pool(workers)
         results = pool.imap(_generate_job, jobs)
     else:
         results = map(_generate_job, jobs)
-    tasks: list[GeneratedTask] = []
-    counts: Counter[str] = Counter()
     try:
-        if not progress:
-            return list(results)
-
-        columns = (bars.TextColumn("[bold]{task.description}"), bars.BarColumn(),
-                   bars.MofNCompleteColumn(), bars.TimeElapsedColumn(), bars.TimeRemainingColumn(),
-                   bars.TextColumn("{task.fields[last]}"))
-        with bars.Progress(*columns) as bar:
-            job = bar.add_task(f"ALFWorld {split}", total=n, last="")
-            for task in results:
-                tasks.append(task)
-                counts[task.task_type] += 1
-                bar.update(job, advance=1,
-                           last=f"{task.task_type} FloorPlan{task.scene} ({task.expert_steps} expert steps)")
-        return tasks
+        return _collect(n, kept, results, f"ALFWorld {split}" if progress else None)
     finally:
         if pool is not None:
             pool.terminate()
+        _remove_empty_staging(root)
+
+
+def _collect(n: int, kept: dict[int, GeneratedTask], results, title: str | None) -> list[GeneratedTask]:
+    """The ``n`` tasks in index order: ``kept`` ones where given, else the next of ``results`` (drawn in index
+    order); with a ``title``, a progress bar that starts at the kept count (so its time estimate is the new ones')."""
+    fresh = iter(results)
+    if title is None:
+        return [kept[i] if i in kept else next(fresh) for i in range(n)]
+    if kept:
+        title += f" ({len(kept)} found already)"
+    columns = (bars.TextColumn("[bold]{task.description}"), bars.BarColumn(),
+               bars.MofNCompleteColumn(), bars.TimeElapsedColumn(), bars.TimeRemainingColumn(),
+               bars.TextColumn("{task.fields[last]}"))
+    tasks: list[GeneratedTask] = []
+    with bars.Progress(*columns) as bar:
+        job = bar.add_task(title, total=n, completed=len(kept), last="")
+        for i in range(n):
+            if i in kept:
+                tasks.append(kept[i])
+                continue
+            task = next(fresh)
+            tasks.append(task)
+            bar.update(job, advance=1,
+                       last=f"{task.task_type} FloorPlan{task.scene} ({task.expert_steps} expert steps)")
+    return tasks

@@ -195,6 +195,77 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
     assert files(tmp_path / "a") != files(tmp_path / "c")
 
 
+TWO_CHEAP_TYPES = ("pick_and_place_simple", "look_at_obj_in_light")  # small valid_seen rooms host both
+
+
+def _spy_on_draws(monkeypatch) -> list[int]:
+    """The indices ``generate`` draws (calls of ``generate_one``) from now on, in order (workers=1: in process)."""
+    from agentrl.envs.alfworld import generator
+
+    drawn: list[int] = []
+    real = generator.generate_one
+
+    def spy(root, split, seed, index, *args):
+        drawn.append(index)
+        return real(root, split, seed, index, *args)
+
+    monkeypatch.setattr(generator, "generate_one", spy)
+    return drawn
+
+
+def _as_fresh(tasks, root: Path) -> list[tuple]:
+    return [(str(t.path.relative_to(root)), t.task_type, t.scene, t.expert_steps) for t in tasks]
+
+
+def test_generator_resumes_where_a_run_stopped(tmp_path: Path, monkeypatch, capsys) -> None:
+    """n=2, then n=3 on the same root draws only task 2; files and tasks equal a fresh n=3 run's."""
+    from agentrl.cli import main
+    from agentrl.envs.alfworld.generator import generate, tasks_digest
+
+    small = {"seed": 3, "room_size": "small", "progress": False, "task_types": TWO_CHEAP_TYPES}
+    fresh = generate(tmp_path / "fresh", "valid_seen", 3, **small)
+    generate(tmp_path / "run", "valid_seen", 2, **small)
+    drawn = _spy_on_draws(monkeypatch)
+    resumed = generate(tmp_path / "run", "valid_seen", 3, **small)
+    assert drawn == [2]
+    assert _as_fresh(resumed, tmp_path / "run") == _as_fresh(fresh, tmp_path / "fresh")
+    assert [t.reused for t in resumed] == [True, True, False]
+    assert tasks_digest(tmp_path / "run") == tasks_digest(tmp_path / "fresh")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["json_2.1.1"]  # no staging left behind
+    assert main(["gen", "alfworld", "--out", str(tmp_path / "run"), "--split", "valid_seen", "--n", "3", "--seed",
+                 "3", "--room-size", "small", "--task-types", ",".join(TWO_CHEAP_TYPES)]) == 0
+    assert drawn == [2] and "3 of them already there" in capsys.readouterr().out
+
+
+def test_generator_redraws_stale_or_incomplete_trials(tmp_path: Path, monkeypatch) -> None:
+    """Another generator_version, a missing file, a stale copy in another task folder and a killed run's staged
+    copy are all redrawn or removed; the intact task is kept; the files end up as a fresh run's."""
+    from agentrl.envs.alfworld import generator
+
+    small = {"seed": 3, "room_size": "small", "progress": False, "task_types": TWO_CHEAP_TYPES}
+    root = tmp_path / "run"
+    tasks = generator.generate(root, "valid_seen", 3, **small)
+    digest = generator.tasks_digest(root)
+    traj_file = tasks[0].path / "traj_data.json"
+    traj = json.loads(traj_file.read_text())
+    traj["agentrl"]["generator_version"] = generator.GENERATOR_VERSION - 1
+    traj_file.write_text(json.dumps(traj))
+    stray = tasks[0].path.parent.with_name("pick_and_place_simple-Apple-None-Fridge-1") / tasks[0].path.name
+    shutil.copytree(tasks[0].path, stray)
+    (tasks[1].path / "game.tw-pddl").unlink()
+    staged = root / ".agentrl-staging" / f"valid_seen-{tasks[2].path.name}"  # killed mid-copy
+    staged.mkdir(parents=True)
+    (staged / "traj_data.json").write_text("{")
+    drawn = _spy_on_draws(monkeypatch)
+    again = generator.generate(root, "valid_seen", 3, **small)
+    assert drawn == [0, 1]
+    assert [t.reused for t in again] == [False, False, True]
+    assert not stray.parent.exists() and not staged.parent.exists()
+    assert generator.tasks_digest(root) == digest
+    generator.generate(root, "valid_seen", 3, resume=False, **small)
+    assert drawn == [0, 1, 0, 1, 2] and generator.tasks_digest(root) == digest
+
+
 def test_valid_unseen_uses_unseen_rooms(tmp_path: Path) -> None:
     from agentrl.envs.alfworld.generator import generate
     from agentrl.envs.alfworld.rooms import split_scenes
