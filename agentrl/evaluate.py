@@ -35,6 +35,11 @@ class EvalConfig(RunOptions):
     out: str = option("", help="results.json to write")
     episodes: int | None = option(None, help="number of episodes (default: every task of the split once)")
     beam: int | None = option(None, help="math: step-level beam search with B beams x B samples per step")
+    beam_prior: float = option(
+        0.0,
+        help="math beams: rank by V + W * sum over the path of log(samples/B), the sampling policy's own vote "
+        "(agentrl.search); 0 ranks by V alone, as the paper",
+    )
     best_of_n: int | None = option(
         None,
         help="best-of-N over whole solutions: N sampled episodes per task (kept in TRAJECTORIES's .solutions.jsonl), "
@@ -52,6 +57,8 @@ class EvalConfig(RunOptions):
             require(self.best_of is None and self.policy != "best_of_k", "give --best-of K or --beam B, not both")
             require(self.policy == "react", f"--beam samples from the LLM: use --policy react (got {self.policy})")
             self.temperature = 1.0 if self.temperature is None else self.temperature
+        require(self.beam_prior >= 0, f"--beam-prior must be >= 0, got {self.beam_prior}")
+        require(not self.beam_prior or self.beam is not None, "--beam-prior weighs beam candidates: give --beam B")
         if self.best_of_n is not None:
             require(self.best_of_n >= 1, f"--best-of-n must be >= 1, got {self.best_of_n}")
             require(self.beam is None, "give --beam B or --best-of-n N, not both")
@@ -80,7 +87,7 @@ class EvalConfig(RunOptions):
         if self.policy == "best_of_k":
             name += f"+best-of-{self.best_of}"
         if self.beam is not None:
-            name += f"+beam-{self.beam}"
+            name += f"+beam-{self.beam}" + (f"-prior-{self.beam_prior:g}" if self.beam_prior else "")
         if self.best_of_n is not None:
             name += f"+best-of-n-{self.best_of_n}"
         return name
@@ -195,7 +202,7 @@ def _beam_episode(cfg: EvalConfig, env: Any, policy: Any, scorer: Any, generator
     width = int(cfg.beam or 1)
     result = beam_search(env, policy, scorer, width=width, max_steps=int(cfg.max_steps or 1),
                          reset_kwargs={"seed": cfg.seed + index, "options": {"task_id": task}},
-                         make_env=lambda: build_env(cfg), cache_prefix=f"{task}/beam")
+                         make_env=lambda: build_env(cfg), cache_prefix=f"{task}/beam", prior_weight=cfg.beam_prior)
     for rank in range(width):  # the task is done: free its beams' KV caches
         generator.release(f"{task}/beam/{rank}")
     best = result.best
@@ -204,7 +211,8 @@ def _beam_episode(cfg: EvalConfig, env: Any, policy: Any, scorer: Any, generator
         task_type=str(best.info.get("task_type") or "math"), policy=f"beam-{width}",
         success=bool(best.info.get("won", False)), reward=best.reward, steps=best.steps,
         messages=list(best.context.messages),
-        meta={"model": cfg.model, "critic": cfg.critic, "beam": width, "finished_beams": result.finished,
+        meta={"model": cfg.model, "critic": cfg.critic, "beam": width, "beam_prior": cfg.beam_prior,
+              "prior": best.prior, "finished_beams": result.finished,
               "expansions": result.expansions, "samples": result.samples, "search_steps": result.search_steps, "seed": cfg.seed,
               "temperature": cfg.temperature, "value": best.value, "agent": cfg.agent_format(generator).to_dict()},
     )

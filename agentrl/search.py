@@ -10,6 +10,14 @@ Each beam is an environment at some state plus the policy's chat so far. One sea
 4. the ``B`` best of {finished beams, new expansions} survive, ties to the earlier one; each surviving
    expansion takes its step in its own copy of the parent's environment.
 
+"Best" is the critic's ``V`` after the step (the paper). With ``prior_weight`` ``w > 0`` it is
+``V + w * sum over the beam's steps of log(n_i / B)``, where ``n_i`` of its parent's ``B`` samples were step ``i``:
+the sampling policy's probability of the path, estimated by its samples, weighted as a KL-regularised policy
+weighs its reference (the mode of ``pi* ~ pi_ref * exp(Q / beta)`` maximises ``Q + beta * log pi_ref``, so ``w``
+plays ``beta``). Merging duplicates (2.) makes every distinct step one candidate, so without it a critic that
+cannot tell steps apart picks among distinct strings as if uniformly, and the one right step, sampled often,
+loses to the many wrong ones sampled once each (bench/math_mini/RESULTS.md).
+
 Every step of a beam records its parent's distinct candidates (``Step.candidates``) with their value, how many of
 the ``B`` samples each one was (``Candidate.samples``) and whether it survived the step's top-``B`` cut
 (``Candidate.kept``), so ``agentrl replay`` shows the choices the search made along the chosen beam.
@@ -29,6 +37,7 @@ the highest-valued one, recording every solution's value in its ``meta["solution
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +57,7 @@ class Beam:
     steps: list[Step] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     value: float = float("-inf")
+    prior: float = 0.0  # prior_weight * sum of log(samples / B) over the steps taken (0 at prior_weight 0)
     reward: float = 0.0
     done: bool = False
     info: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +108,7 @@ def beam_search(
     env_kind: str = "math",
     make_env: Callable[[], Any] | None = None,
     cache_prefix: str = "beam",
+    prior_weight: float = 0.0,
 ) -> SearchResult:
     """Runs one task's step-level beam search.
 
@@ -112,12 +123,15 @@ def beam_search(
         env_kind: prompt kind for the policy.
         make_env: rebuilds the env when it cannot be deep-copied (then beams are replayed from the reset).
         cache_prefix: prefix of the generator cache keys of the beams (one per beam rank).
+        prior_weight: ``w`` of the ranking score ``V + w * sum log(n / B)`` (module docstring); 0 ranks by ``V``.
 
     Returns:
         The best beam by value and counters.
     """
     if width < 1 or max_steps < 1:
         raise ValueError(f"beam search needs width >= 1 and max_steps >= 1, got {width}, {max_steps}")
+    if prior_weight < 0:
+        raise ValueError(f"beam search needs prior_weight >= 0, got {prior_weight}")
     reset_kwargs = dict(reset_kwargs or {})
     observation, info = env.reset(**reset_kwargs)
     root = Beam(env=env, context=policy.begin(0, observation, info, env_kind), info=info)
@@ -136,9 +150,9 @@ def beam_search(
         decisions = [[d for d, _ in p] for p in proposals]
         values = scorer.score([b.context for b in active], decisions)  # every distinct candidate at once
         expansions += sum(len(p) for p in proposals)
-        beams = _select(beams, active, proposals, values, width, clone, policy, cache_prefix)
+        beams = _select(beams, active, proposals, values, width, clone, policy, cache_prefix, prior_weight)
     finished = [b for b in beams if b.done]
-    best = max(finished or beams, key=lambda b: b.value)
+    best = max(finished or beams, key=lambda b: b.value + b.prior)
     return SearchResult(best=best, finished=len(finished), expansions=expansions, search_steps=steps,
                         samples=samples)
 
@@ -163,35 +177,40 @@ def distinct(decisions: list[Decision]) -> list[tuple[Decision, int]]:
 
 
 def _select(beams: list[Beam], active: list[Beam], proposals: list[list[tuple[Decision, int]]],
-            values: list[list[float]], width: int, clone: _Cloner, policy: Any, cache_prefix: str) -> list[Beam]:
-    """The ``width`` best of {finished beams, scored expansions} (ties to the earlier one), expanded.
+            values: list[list[float]], width: int, clone: _Cloner, policy: Any, cache_prefix: str,
+            prior_weight: float = 0.0) -> list[Beam]:
+    """The ``width`` best of {finished beams, scored expansions} by ``V + prior`` (ties to the earlier one), expanded.
 
-    Each candidate is recorded once per parent (``Candidate.samples``: how many samples it was); ``kept`` marks
-    the ones that survived the cut.
+    Each candidate is recorded once per parent (``Candidate.samples``: how many samples it was; ``value``: the
+    critic's ``V``, without the prior); ``kept`` marks the ones that survived the cut.
     """
-    # (value, order, parent, decision or None for a finished beam, the parent's candidates, candidate index)
-    pool: list[tuple[float, int, Beam, Decision | None, list[Candidate], int]] = []
+    # (score, order, parent, decision or None for a finished beam, the parent's candidates, candidate index, prior)
+    pool: list[tuple[float, int, Beam, Decision | None, list[Candidate], int, float]] = []
     for beam in beams:
         if beam.done:
-            pool.append((beam.value, len(pool), beam, None, [], -1))
+            pool.append((beam.value + beam.prior, len(pool), beam, None, [], -1, beam.prior))
     for beam, proposal, vals in zip(active, proposals, values, strict=True):
         if len(vals) != len(proposal):
             raise RuntimeError(f"scorer returned {len(vals)} values for {len(proposal)} candidates")
         recorded = [Candidate(d.action, float(v), d.raw, d.thought, samples=n, kept=False)
                     for (d, n), v in zip(proposal, vals, strict=True)]
-        for j, ((decision, _), value) in enumerate(zip(proposal, vals, strict=True)):
-            pool.append((float(value), len(pool), beam, decision, recorded, j))
+        drawn = sum(n for _, n in proposal)  # the parent's samples (B, unless the sampler returned fewer)
+        for j, ((decision, n), value) in enumerate(zip(proposal, vals, strict=True)):
+            prior = beam.prior + (prior_weight * math.log(n / drawn) if prior_weight else 0.0)
+            pool.append((float(value) + prior, len(pool), beam, decision, recorded, j, prior))
     pool.sort(key=lambda item: (-item[0], item[1]))
     chosen = pool[:width]
-    for _, _, _, decision, recorded, j in chosen:
+    for _, _, _, decision, recorded, j, _ in chosen:
         if decision is not None:
             recorded[j].kept = True
     survivors: list[Beam] = []
-    for rank, (value, _, parent, decision, recorded, _) in enumerate(chosen):
+    for rank, (_, _, parent, decision, recorded, j, prior) in enumerate(chosen):
         if decision is None:
             survivors.append(parent)
             continue
-        survivors.append(_expand(parent, decision, value, recorded, clone, policy, f"{cache_prefix}/{rank}"))
+        child = _expand(parent, decision, recorded[j].value, recorded, clone, policy, f"{cache_prefix}/{rank}")
+        child.prior = prior
+        survivors.append(child)
     return survivors
 
 

@@ -83,8 +83,11 @@ class EvalSpec:
     best_of_n: list[int] = option([], help="best-of-N over whole solutions for each N listed; the name holds `{n}`")
     temperature: float | None = option(None, help="sampling temperature (default: greedy; 1.0 when sampling)")
     num_envs: int | None = option(None, help="parallel envs (default: the recipe's; beam search uses one)")
+    beam_prior: float = option(0.0, help="beam: W of the policy-vote prior, `agentrl eval --beam-prior` (0: by V)")
 
     def __post_init__(self) -> None:
+        require(self.beam_prior >= 0 and (not self.beam_prior or bool(self.beam)),
+                f"beam_prior must be >= 0 and needs `beam` widths, got {self.beam_prior}")
         searches = [name for name in ("best_of", "beam", "best_of_n") if getattr(self, name)]
         require(len(searches) <= 1, f"an evaluation takes one of best_of, beam, best_of_n, not {' and '.join(searches)}")
         require(all(k >= 1 for k in [*self.best_of, *self.beam, *self.best_of_n]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 
@@ -227,3 +228,51 @@ def test_replay_of_a_beam_episode_shows_values_samples_and_kept_beams(tmp_path) 
     other = next(line for line in text.splitlines() if "#### 20" in line and "×1" in line)
     assert "-10.000" in other and "kept" in other  # B=2: the other root candidate became the second beam
     assert "×n" in text and "beam" in text and "SUCCESS in 3 steps" in text
+
+
+class Voting(Scripted):
+    """The root's 4 samples: the right step 3 times, a wrong final answer once."""
+
+    def propose(self, contexts, k):
+        self.proposals += 1
+        return [[Decision(a, a) for a in ("3 * 4 = 12", "3 * 4 = 12", "#### 20", "3 * 4 = 12")] for _ in contexts]
+
+
+def nearly_flat(context, action):
+    """Cost-to-go of a critic (value = minus this) that barely tells steps apart and leans the wrong way:
+    V = 0.51 for the wrong answer, 0.50 for the right step (the chain-sum critic's failure)."""
+    return -0.51 if action == "#### 20" else -0.50
+
+
+def test_beam_prior_lets_the_policy_vote_where_the_critic_is_flat() -> None:
+    """By V alone the once-sampled wrong answer wins (0.51 > 0.50); with the prior w * log(n / B) the step
+    sampled 3 of 4 times wins (0.50 + w log 0.75 > 0.51 + w log 0.25 for w = 0.1). Candidate values stay the
+    critic's V; the beam carries its prior."""
+    by_value = beam_search(FakeMath(), Voting(), OracleScorer(nearly_flat), width=1, max_steps=1)
+    assert by_value.best.actions == ["#### 20"] and by_value.best.prior == 0.0
+    voted = beam_search(FakeMath(), Voting(), OracleScorer(nearly_flat), width=1, max_steps=1, prior_weight=0.1)
+    assert voted.best.actions == ["3 * 4 = 12"]
+    assert voted.best.prior == pytest.approx(0.1 * math.log(3 / 4))
+    assert [(c.action, c.value, c.samples, c.kept) for c in voted.best.steps[0].candidates] == [
+        ("3 * 4 = 12", 0.50, 3, True), ("#### 20", 0.51, 1, False)]
+    with pytest.raises(ValueError, match="prior_weight"):
+        beam_search(FakeMath(), Voting(), OracleScorer(nearly_flat), width=1, max_steps=1, prior_weight=-1)
+
+
+def test_beam_prior_accumulates_along_the_path() -> None:
+    """Two steps of FanOut (every sample distinct, n = 1 of B = 2): the prior is 2 * w * log(1/2)."""
+    result = beam_search(FakeMath(), FanOut(), OracleScorer(lambda c, a: 0.0), width=2, max_steps=2, prior_weight=0.5)
+    assert len(result.best.steps) == 2 and result.best.prior == pytest.approx(2 * 0.5 * math.log(1 / 2))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--beam", "3", "--beam-prior", "-1"], "--beam-prior must be >= 0"),
+    (["--beam-prior", "0.1"], "--beam-prior weighs beam candidates: give --beam B"),
+])
+def test_beam_prior_bad_input_is_one_line(flags, message, tmp_path, capsys) -> None:
+    from agentrl.cli import main
+
+    code = main(["eval", "--env", "math", "--dataset", "chain-sum", "--model", "tiny", "--out",
+                 str(tmp_path / "r.json"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err

@@ -72,6 +72,7 @@ def test_math_micro_protocol_with_beams_then_rerun(tmp_path: Path, capsys) -> No
     argv = ["--out", str(out), "--problems", "6", "--demonstrations.episodes", "6", "--rollouts.episodes", "4",
             "--eval-episodes", "2", "--vocab-size", "300", "--max-steps", "2", "--max-new-tokens", "6",
             "--num-envs", "1", "--evaluations.OREO beam B={b}.beam", "[1, 2]",
+            "--evaluations.OREO beam B={b}.beam_prior", "0.05",
             "--learners.DQO", "{algo: dqo, train_on: [rollouts], lr: 0.00002}", "--evaluations.DQO greedy",
             "{policy: DQO}", *MICRO_MODEL]  # fmt: skip
     assert run_bench("math_mini", argv) == 0
@@ -88,7 +89,7 @@ def test_math_micro_protocol_with_beams_then_rerun(tmp_path: Path, capsys) -> No
         assert list(summary["results"][dataset]) == methods
         assert all(row["episodes"] == 2 and row["nothing_happens"] is None for row in summary["results"][dataset].values())
     beam = json.loads((out / "seed0" / "results" / "gsm8k-test-100" / "OREO_beam_B2.json").read_text())
-    assert beam["config"]["beam"] == 2 and beam["config"]["split"] == "test"
+    assert beam["config"]["beam"] == 2 and beam["config"]["split"] == "test" and beam["config"]["beam_prior"] == 0.05
     table = (out / "summary.md").read_text()
     assert table.count("\n") == 2 + len(methods) and "| OREO beam B=2 | " in table and "/2 = " in table
     capsys.readouterr()
@@ -198,6 +199,7 @@ def test_every_shipped_recipe_loads(path: Path) -> None:
     ("learners: {OREO: {algo: oreo}}\nevaluations: {X: {policy: OREO, critic: OREO, beam: [3], best_of_n: [5]}}\n",
      "not beam and best_of_n"),
     ("learners: {OREO: {algo: oreo}}\nevaluations: {X: {policy: OREO, best_of_n: [5]}}\n", "need a `critic`"),
+    ("learners: {OREO: {algo: oreo}}\nevaluations: {X: {policy: OREO, beam_prior: 0.1}}\n", "needs `beam` widths"),
     ("evaluations: {X: {policy: DQO}}\n", "evaluations.X.policy: 'DQO' is not one of"),
     ("sft: {epochs: -1}\nevaluations: {SFT: {policy: sft}}\n", "epochs"),
     ("evaluations: {X: {polcy: sft}}\n", "did you mean `policy`"),
