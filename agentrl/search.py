@@ -62,6 +62,11 @@ class Beam:
     done: bool = False
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def score(self) -> float:
+        """What the search ranks beams by: the critic's value plus the path's prior (module docstring)."""
+        return self.value + self.prior
+
 
 @dataclass
 class SearchResult:
@@ -152,7 +157,7 @@ def beam_search(
         expansions += sum(len(p) for p in proposals)
         beams = _select(beams, active, proposals, values, width, clone, policy, cache_prefix, prior_weight)
     finished = [b for b in beams if b.done]
-    best = max(finished or beams, key=lambda b: b.value + b.prior)
+    best = max(finished or beams, key=lambda b: b.score)
     return SearchResult(best=best, finished=len(finished), expansions=expansions, search_steps=steps,
                         samples=samples)
 
@@ -188,7 +193,7 @@ def _select(beams: list[Beam], active: list[Beam], proposals: list[list[tuple[De
     pool: list[tuple[float, int, Beam, Decision | None, list[Candidate], int, float]] = []
     for beam in beams:
         if beam.done:
-            pool.append((beam.value + beam.prior, len(pool), beam, None, [], -1, beam.prior))
+            pool.append((beam.score, len(pool), beam, None, [], -1, beam.prior))
     for beam, proposal, vals in zip(active, proposals, values, strict=True):
         if len(vals) != len(proposal):
             raise RuntimeError(f"scorer returned {len(vals)} values for {len(proposal)} candidates")

@@ -34,9 +34,10 @@ def picks(path: str) -> dict[str, float]:
         for line in f:
             for step in json.loads(line)["steps"]:
                 cands = step.get("candidates") or []
-                right = [arithmetic_ok(c["action"]) is True for c in cands]
-                if not any(right) or all(right) or any(arithmetic_ok(c["action"]) is None for c in cands):
+                labels = [arithmetic_ok(c["action"]) for c in cands]
+                if None in labels or True not in labels or False not in labels:
                     continue
+                right = [bool(label) for label in labels]
                 states += 1
                 critic += right[max(range(len(cands)), key=lambda i: cands[i]["value"])]
                 most += right[max(range(len(cands)), key=lambda i: cands[i]["samples"])]
