@@ -128,6 +128,8 @@ class RecipeConfig(EnvOptions, PromptOptions, ModelOptions, SamplingOptions, Tin
     eval_on: list[str] = option([], help="alfworld: evaluation splits; math: datasets (their test split); "
                                 "default: the env's evaluation split")
     eval_episodes: int | None = option(None, help="cap on episodes per evaluation (default: every task once)")
+    compare: list[str] = option([], help="paired bootstraps in the summary, each `A vs B` (method names), e.g. "
+                                "`OREO vs SFT`: A - B over the (seed, task) pairs both finished")
     live: bool = option(False, help="replay the last evaluation live")
     only: list[str] = option([], help="run only stages whose name matches one of these shell patterns")
 
@@ -150,6 +152,18 @@ class RecipeConfig(EnvOptions, PromptOptions, ModelOptions, SamplingOptions, Tin
         require(self.rounds == 1 or self.next_policy is not None, "rounds > 1 need `next_policy`")
         self._check_learn_options()
         self._check_evaluations()
+        self.comparisons()
+
+    def comparisons(self) -> list[tuple[str, str]]:
+        """The ``compare`` entries as ``(A, B)`` method-name pairs (checked against the evaluated methods)."""
+        pairs, names = [], method_names(self)
+        for entry in self.compare:
+            a, sep, b = entry.partition(" vs ")
+            require(bool(sep), f"compare: {entry!r} must read `A vs B`")
+            for name in (a.strip(), b.strip()):
+                require(name in names, f"compare: {name!r} is not an evaluated method ({', '.join(names)})")
+            pairs.append((a.strip(), b.strip()))
+        return pairs
 
     def train_on(self, learner: str) -> list[str]:
         """The data sources of ``learner`` (default: demonstrations and this round's rollouts)."""

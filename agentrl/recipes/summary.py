@@ -4,7 +4,7 @@
 running simply contributes nothing yet. :func:`markdown` renders the main table (one seed: successes/episodes
 with a Wilson 95% interval; several: mean ± std over seeds), the share of commands the engine answered
 "Nothing happens." (ALFWorld: progress shows there before it shows in success) and, per target, success by task
-type. :func:`write_summary` writes ``summary.json``, ``summary.md`` and ``summary.png``.
+type; :func:`paired` adds the ``compare`` pairs' paired bootstraps over (seed, task). :func:`write_summary` writes ``summary.json``, ``summary.md`` and ``summary.png``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from agentrl.config import to_dict
 from agentrl.evaluation import load_results
+from agentrl.paired import PairedError, outcomes, paired_bootstrap
 from agentrl.plots import PlotError, plot_grouped_bars
 from agentrl.recipes.config import RecipeConfig, method_names, result_stem
 from agentrl.recipes.stages import console
@@ -62,6 +63,38 @@ def aggregate(cfg: RecipeConfig) -> dict[str, dict[str, Any]]:
                 rows[method] = aggregate_results([load_results(p) for p in paths], idle)
         table[target] = rows
     return table
+
+
+def paired(cfg: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
+    """``{target: [comparison]}``: each ``compare`` pair's paired bootstrap over the (seed, task) units both
+    methods finished (:func:`agentrl.paired.paired_bootstrap`); a pair with nothing in common yet is left out."""
+    out = Path(cfg.out)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for target in cfg.eval_on:
+        folders = {s: out / f"seed{s}" / "results" / target for s in cfg.seeds}
+        for a, b in cfg.comparisons():
+            try:
+                result = paired_bootstrap(*(outcomes({s: f / f"{result_stem(m)}.jsonl" for s, f in folders.items()})
+                                            for m in (a, b)))
+            except PairedError:
+                continue
+            found.setdefault(target, []).append({"a": a, "b": b, **result.to_dict()})
+    return found
+
+
+def paired_markdown(comparisons: dict[str, list[dict[str, Any]]]) -> str:
+    """One table per target: A - B in points with the bootstrap 95% interval and the discordant pairs."""
+    lines: list[str] = []
+    for target, rows in comparisons.items():
+        lines += ["", f"{target}, paired bootstrap over (seed, task) pairs (10,000 resamples):", "",
+                  "| A vs B | pairs | A | B | A - B (points) | 95% CI | P(A - B <= 0) | only A / only B solved |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lo, hi = r["ci95"]
+            lines.append(f"| {r['a']} vs {r['b']} | {r['units']} | {100 * r['a_rate']:.1f}% | {100 * r['b_rate']:.1f}% "
+                         f"| {100 * r['delta']:+.1f} | [{100 * lo:+.1f}, {100 * hi:+.1f}] | {r['p_not_better']:.3f} "
+                         f"| {r['a_only']} / {r['b_only']} |")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def _cell(row: dict[str, Any] | None) -> str:
@@ -131,10 +164,11 @@ def write_summary(cfg: RecipeConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     table = aggregate(cfg)
     times = stage_seconds(cfg)
-    summary = {"name": cfg.name, "config": to_dict(cfg), "results": table, "stage_seconds": times,
-               "stage_seconds_total": round(sum(times.values()), 1)}  # fmt: skip
+    comparisons = paired(cfg)
+    summary = {"name": cfg.name, "config": to_dict(cfg), "results": table, "paired": comparisons,
+               "stage_seconds": times, "stage_seconds_total": round(sum(times.values()), 1)}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    text = markdown(table)
+    text = markdown(table) + paired_markdown(comparisons)
     (out / "summary.md").write_text(text)
     groups = {t: {m: bar(r) for m, r in rows.items()} for t, rows in table.items()}
     seeds = {r["seeds"] for rows in table.values() for r in rows.values()}

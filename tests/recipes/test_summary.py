@@ -95,3 +95,34 @@ def test_nothing_happens_counts_the_engine_answers(tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.touch()
     assert nothing_happens(empty) is None and nothing_happens(tmp_path / "missing.jsonl") is None
+
+
+def test_compare_pairs_seed_and_task_across_methods(tmp_path: Path) -> None:
+    """Seed 0: OREO solves t0, t1; SFT t1. Seed 1: OREO t0; SFT t0, t2. Pairs (seed, task): 6; only OREO 1
+    (s0 t0), only SFT 1 (s1 t2) -> A - B = 0 points."""
+    cfg = _recipe(tmp_path, evaluations={"SFT": EvalSpec(policy="sft"), "OREO": EvalSpec(policy="sft")},
+                  compare=["OREO vs SFT"])
+    solved = {(0, "OREO"): {"t0", "t1"}, (0, "SFT"): {"t1"}, (1, "OREO"): {"t0"}, (1, "SFT"): {"t0", "t2"}}
+    for (seed, method), wins in solved.items():
+        folder = tmp_path / f"seed{seed}" / "results" / "chain-sum"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{method}.json").write_text(json.dumps(_results(len(wins) / 3, 3, {"a": 0.0})))
+        with TrajectoryWriter(folder / f"{method}.jsonl") as writer:
+            for task in ("t0", "t1", "t2"):
+                writer.write(Episode(episode_id=f"{task}/s0", task_id=task, env_id="math", split="test", task_type="a",
+                                     policy="react", success=task in wins, reward=float(task in wins), steps=[],
+                                     messages=[]))  # fmt: skip
+    summary = write_summary(cfg)
+    (row,) = summary["paired"]["chain-sum"]
+    assert (row["a"], row["b"], row["units"], row["a_only"], row["b_only"]) == ("OREO", "SFT", 6, 1, 1)
+    assert row["a_rate"] == pytest.approx(0.5) and row["delta"] == 0.0
+    assert "| OREO vs SFT | 6 | 50.0% | 50.0% | +0.0 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_compare_names_an_evaluated_method(tmp_path: Path) -> None:
+    from agentrl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="'DPO' is not an evaluated method"):
+        _recipe(tmp_path, compare=["DPO vs SFT"])
+    with pytest.raises(ConfigError, match="must read `A vs B`"):
+        _recipe(tmp_path, compare=["SFT,SFT"])
