@@ -32,7 +32,7 @@ def test_alfworld_mini_micro_protocol(tmp_path: Path, capsys) -> None:
             "--num-envs", "2", "--rollouts.samples_per_task", "2", "--learners.DPO.lr", "1e-5",
             "--evaluations.OREO+best-of-{k}.best_of", "[2]", "--thoughts", "off", "--tokenizer", "word",
             "--learners.OREAL", "{algo: oreal, lr: 0.0002, oreal_rm_warmup: 1}", "--evaluations.OREAL", "{policy: OREAL}",
-            *MICRO_MODEL]  # fmt: skip
+            "--compare", "OREO vs SFT,OREO+best-of-2 vs OREO", *MICRO_MODEL]  # fmt: skip
     assert run_bench("alfworld_mini", argv) == 0
     seed = out / "seed0"
     assert len((seed / "rollouts.jsonl").read_text().splitlines()) == 12  # 6 tasks x 2 rollouts
@@ -58,6 +58,8 @@ def test_alfworld_mini_micro_protocol(tmp_path: Path, capsys) -> None:
     assert all(0.0 <= row["nothing_happens"] <= 1.0 for row in summary["results"]["valid_unseen"].values())
     assert "| OREO+best-of-2 |" in (out / "summary.md").read_text() and (out / "summary.png").stat().st_size
     assert {"generate train tasks", "expert demonstrations"} <= set(summary["stage_seconds"])
+    pairs = summary["paired"]["valid_unseen"]  # the config's `compare`, paired over the one (seed, task)
+    assert [(p["a"], p["b"], p["units"]) for p in pairs] == [("OREO", "SFT", 1), ("OREO+best-of-2", "OREO", 1)]
     assert "seed 0: OREO" in summary["stage_seconds"]
     capsys.readouterr()
     assert run_bench("alfworld_mini", argv) == 0  # a rerun skips every stage
