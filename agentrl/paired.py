@@ -24,7 +24,7 @@ from agentrl.trajectory import iter_episodes
 
 
 class PairedError(AgentRLError, ValueError):
-    """Two outcome sets cannot be paired (no unit in common); the message names both."""
+    """Two outcome sets cannot be paired: they have no unit in common."""
 
 
 @dataclass(frozen=True)

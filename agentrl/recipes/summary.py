@@ -70,12 +70,14 @@ def paired(cfg: RecipeConfig) -> dict[str, list[dict[str, Any]]]:
     methods finished (:func:`agentrl.paired.paired_bootstrap`); a pair with nothing in common yet is left out."""
     out = Path(cfg.out)
     found: dict[str, list[dict[str, Any]]] = {}
+    pairs = cfg.comparisons()
     for target in cfg.eval_on:
         folders = {s: out / f"seed{s}" / "results" / target for s in cfg.seeds}
-        for a, b in cfg.comparisons():
+        runs = {m: outcomes({s: f / f"{result_stem(m)}.jsonl" for s, f in folders.items()})
+                for m in dict.fromkeys(m for pair in pairs for m in pair)}  # each method's files read once
+        for a, b in pairs:
             try:
-                result = paired_bootstrap(*(outcomes({s: f / f"{result_stem(m)}.jsonl" for s, f in folders.items()})
-                                            for m in (a, b)))
+                result = paired_bootstrap(runs[a], runs[b])
             except PairedError:
                 continue
             found.setdefault(target, []).append({"a": a, "b": b, **result.to_dict()})

@@ -2,7 +2,7 @@
 # Issue 21, part 1: the lever study on the CPU agent. Every stage is skipped when its output exists, so a killed
 # run resumes by running this again. Selection happens on held-out *train* tasks (seed 9000), never on
 # valid_seen / valid_unseen. Usage: bench/alfworld_levers/run.sh STAGE [R=/work/runs/lever]
-#   stages: data | demos | model | dagger NAME FROM TASKS | sft NAME DATA STEPS [learn flags...] | eval NAME [rollout flags...]
+#   stages: data | demos | model | dagger NAME FROM EVERY | sft NAME DATA STEPS [learn flags...] | eval NAME [rollout flags...]
 set -euo pipefail
 R=${R:-/work/runs/lever}
 A=${AGENTRL:-$(dirname "$0")/../../.venv/bin/agentrl}
@@ -26,10 +26,13 @@ case $stage in
     $A learn --algo sft --data "$data" --model "$R/${FROM:-base_model}" --out "$R/$name" --max-steps "$steps" \
         --batch-size 8 --lr "${LR:-0.002}" --lr-schedule cosine --warmup-steps 50 --max-length 4096 \
         --save-every 200 --log-every 50 --resume "$@" ;;
-  dagger) # NAME FROM TASKS: the policy FROM acts greedily on the first TASKS train tasks, the expert labels each state
-    name=$1 from=$2 tasks=$3
-    $A rollout --policy dagger --beta-schedule 0 --model "$R/$from" --data "$R/data" --split train \
-        --episodes "$tasks" $FORMAT --num-envs 8 --out "$R/$name.jsonl" --resume --no-progress ;;
+  dagger) # NAME FROM EVERY: the policy FROM acts greedily on every EVERY-th train task folder, the expert labels
+          # each state. Folders sort by task type, so `--episodes N` (the first N) would hold one or two types only.
+    name=$1 from=$2 every=$3; split="$R/${name}_data/json_2.1.1/train"; mkdir -p "$split"
+    ls "$R/data/json_2.1.1/train" | awk -v k="$every" 'NR % k == 1' |
+        while read -r task; do ln -sfn "$R/data/json_2.1.1/train/$task" "$split/$task"; done
+    $A rollout --policy dagger --beta-schedule 0 --model "$R/$from" --data "$R/${name}_data" --split train \
+        $FORMAT --num-envs 8 --out "$R/$name.jsonl" --resume --no-progress ;;
   eval)   # NAME [flags]: greedy on the 100 held-out train tasks; DAgger labels give on-policy expert agreement
     name=$1; shift; out="$R/eval/$name.jsonl"; mkdir -p "$R/eval"
     $A rollout --policy dagger --beta-schedule 0 --model "$R/${MODEL:-$name}/policy" --data "$R/heldout" \
