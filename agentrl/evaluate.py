@@ -166,45 +166,53 @@ def best_of_n_evaluate(cfg: EvalConfig, path: str, pool: Any = None, policy: Any
 def beam_evaluate(cfg: EvalConfig, path: str) -> None:
     """Beam search (width ``cfg.beam``) on every task of a math split; episodes appended to ``path``.
 
+    ``cfg.num_envs`` tasks are searched together (:func:`agentrl.search.beam_search_many`: their beams share
+    each generator and critic call), in one process.
+
     Args:
         cfg: the evaluation's options (env, dataset, split, model, critic, beam, episodes, max_steps, ...).
         path: trajectory JSONL to write (existing episodes are kept and skipped with ``cfg.resume``).
     """
+    from agentrl.search import SearchTask, beam_search_many  # torch (the critic): only when a search runs
+
     out = Path(path)
     if out.exists() and out.stat().st_size > 0 and not cfg.resume:
         raise ConfigError(f"{path} exists and is not empty; pass --resume to continue it or choose another file")
     done_ids = finished_ids(path) if cfg.resume else set()
-    env = build_env(cfg)
-    tasks = plan_episodes(sorted(env.unwrapped.task_ids), 1, cfg.episodes)
+    envs = [build_env(cfg) for _ in range(cfg.num_envs)]
+    planned = plan_episodes(sorted(envs[0].unwrapped.task_ids), 1, cfg.episodes)
+    todo = [(index, task, episode_id(cfg.env, cfg.split, task, sample))
+            for index, (task, sample) in enumerate(planned)]  # fmt: skip
+    todo = [t for t in todo if t[2] not in done_ids]
     generator = build_generator(cfg, seed=cfg.seed)
     fmt, warnings = agent_format.of_run(cfg, generator)
     agent_format.report(warnings)
     policy = ReActPolicy(generator, cfg.sampling(), history=fmt.history, example=fmt.example, thoughts=fmt.thoughts)
     scorer = build_scorer(cfg, generator)
-    with TrajectoryWriter(path) as writer, Progress(disable=not cfg.progress) as progress:
-        bar = progress.add_task(f"beam-{cfg.beam} search", total=len(tasks))
-        for index, (task, sample) in enumerate(tasks):
-            eid = episode_id(cfg.env, cfg.split, task, sample)
-            if eid not in done_ids:
-                episode = _beam_episode(cfg, env, policy, scorer, generator, index, task, eid)
-                writer.write(episode)
-                if cfg.live:  # a search has no single env to follow: show each task's chosen beam when it is done
-                    play(episode, progress.console)
-            progress.advance(bar)
-    env.close()
-
-
-def _beam_episode(cfg: EvalConfig, env: Any, policy: Any, scorer: Any, generator: Any, index: int, task: str,
-                  eid: str) -> Episode:
-    """One task's beam search, recorded as the episode of its chosen beam."""
-    from agentrl.search import beam_search  # torch (the critic's scorer): only when a search runs
-
     width = int(cfg.beam or 1)
-    result = beam_search(env, policy, scorer, width=width, max_steps=int(cfg.max_steps or 1),
-                         reset_kwargs={"seed": cfg.seed + index, "options": {"task_id": task}},
-                         make_env=lambda: build_env(cfg), cache_prefix=f"{task}/beam", prior_weight=cfg.beam_prior)
-    for rank in range(width):  # the task is done: free its beams' KV caches
-        generator.release(f"{task}/beam/{rank}")
+    tasks = [SearchTask({"seed": cfg.seed + index, "options": {"task_id": task}}, f"{task}/beam")
+             for index, task, _ in todo]  # fmt: skip
+    searches = beam_search_many(envs, tasks, policy, scorer, width=width, max_steps=int(cfg.max_steps or 1),
+                                make_env=lambda: build_env(cfg), prior_weight=cfg.beam_prior)  # fmt: skip
+    with TrajectoryWriter(path) as writer, Progress(disable=not cfg.progress) as progress:
+        bar = progress.add_task(f"beam-{width} search", total=len(planned), completed=len(planned) - len(todo))
+        for i, result in searches:
+            _, task, eid = todo[i]
+            for rank in range(width):  # the task is done: free its beams' KV caches
+                generator.release(f"{task}/beam/{rank}")
+            episode = _beam_episode(cfg, result, generator, task, eid)
+            writer.write(episode)
+            if cfg.live:  # a search has no single env to follow: show each task's chosen beam when it is done
+                play(episode, progress.console)
+            progress.advance(bar)
+    for env in envs:
+        env.close()
+
+
+def _beam_episode(cfg: EvalConfig, result: Any, generator: Any, task: str, eid: str) -> Episode:
+    """One task's beam search (a :class:`agentrl.search.SearchResult`), recorded as the episode of its chosen
+    beam."""
+    width = int(cfg.beam or 1)
     best = result.best
     return Episode(
         episode_id=eid, task_id=task, env_id=cfg.env_id, split=str(cfg.split),

@@ -67,7 +67,7 @@ class EnvOptions(OptionGroup):
     games: str | None = option(None, help="textworld: game file or folder")
     max_steps: int | None = option(None, help="step cap per episode (default: the env's: "
                                    + ", ".join(f"{s.name} {s.max_steps}" for s in SPECS.values()) + ")")
-    num_envs: int = option(1, help="parallel environments (worker processes)")
+    num_envs: int = option(1, help="parallel environments (worker processes; beam search: tasks searched together)")
     step_timeout: float = option(60.0, help="seconds before a hung env step/reset marks its episode `error`")
 
     def __post_init__(self) -> None:

@@ -82,7 +82,7 @@ class EvalSpec:
     beam: list[int] = option([], help="math: step beam search for each width listed; the name holds `{b}`")
     best_of_n: list[int] = option([], help="best-of-N over whole solutions for each N listed; the name holds `{n}`")
     temperature: float | None = option(None, help="sampling temperature (default: greedy; 1.0 when sampling)")
-    num_envs: int | None = option(None, help="parallel envs (default: the recipe's; beam search uses one)")
+    num_envs: int | None = option(None, help="parallel envs (default: the recipe's; beam search: tasks searched at once, 1)")
     beam_prior: float = option(0.0, help="beam: W of the policy-vote prior, `agentrl eval --beam-prior` (0: by V)")
 
     def __post_init__(self) -> None:

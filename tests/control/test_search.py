@@ -10,7 +10,7 @@ import pytest
 
 from agentrl.policies.base import Context, Decision
 from agentrl.policies.best_of_k import OracleScorer
-from agentrl.search import beam_search
+from agentrl.search import SearchTask, beam_search, beam_search_many
 
 QUESTION = "Question: What is 2 + 3 * 4?"
 GOOD = {"3 * 4 = 12", "2 + 12 = 14", "#### 14"}
@@ -113,8 +113,10 @@ def test_search_stops_when_all_beams_finished_or_at_the_cap() -> None:
         beam_search(FakeMath(), Scripted(), OracleScorer(oracle), width=0, max_steps=1)
 
 
-def test_eval_beam_end_to_end_on_math_env(tiny_model_dir, tmp_path) -> None:
-    """`agentrl eval --beam 2` through the real Math env, the transformers backend and a saved critic."""
+@pytest.mark.parametrize("num_envs", [1, 2])
+def test_eval_beam_end_to_end_on_math_env(num_envs, tiny_model_dir, tmp_path) -> None:
+    """`agentrl eval --beam 2` through the real Math env, the transformers backend and a saved critic; with
+    `--num-envs 2` the two tasks are searched together."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -129,19 +131,22 @@ def test_eval_beam_end_to_end_on_math_env(tiny_model_dir, tmp_path) -> None:
     critic.save_pretrained(tmp_path / "critic")
     out, traj = tmp_path / "beam.json", tmp_path / "beam.jsonl"
     args = ["eval", "--env", "math", "--dataset", "gsm8k-test-100", "--split", "test", "--policy", "react",
-            "--model", str(tiny_model_dir), "--critic", str(tmp_path / "critic"), "--beam", "2", "--episodes", "1",
+            "--model", str(tiny_model_dir), "--critic", str(tmp_path / "critic"), "--beam", "2", "--episodes", "2",
+            "--num-envs", str(num_envs),
             "--max-steps", "2", "--max-new-tokens", "4", "--no-example", "--out", str(out), "--trajectories",
             str(traj), "--no-progress"]
     assert main(args) == 0
-    (episode,) = read_episodes(traj)
-    assert episode.policy == "beam-2" and 1 <= episode.num_steps <= 2
-    for step in episode.steps:  # the step taken is one of its parent's candidates, with that candidate's value
-        assert step.candidates and (step.action, step.value) in {(c.action, c.value) for c in step.candidates}
-    assert episode.meta["search_steps"] <= 2 and episode.meta["expansions"] >= 2
+    episodes = read_episodes(traj)
+    assert len({e.task_id for e in episodes}) == 2
+    for episode in episodes:
+        assert episode.policy == "beam-2" and 1 <= episode.num_steps <= 2
+        for step in episode.steps:  # the step taken is one of its parent's candidates, with that candidate's value
+            assert step.candidates and (step.action, step.value) in {(c.action, c.value) for c in step.candidates}
+        assert episode.meta["search_steps"] <= 2 and episode.meta["expansions"] >= 2
     import json
 
     results = json.loads(out.read_text())
-    assert results["episodes"] == 1 and results["config"]["beam"] == 2
+    assert results["episodes"] == 2 and results["config"]["beam"] == 2
 
 
 class CountingScorer(OracleScorer):
@@ -276,3 +281,22 @@ def test_beam_prior_bad_input_is_one_line(flags, message, tmp_path, capsys) -> N
                  str(tmp_path / "r.json"), *flags])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("num_envs, rounds", [(1, 9), (2, 6), (3, 3)])
+def test_tasks_searched_together_share_each_call_and_search_as_alone(num_envs, rounds) -> None:
+    """Three tasks (3 rounds each) over ``num_envs`` envs: each round is one policy call and one critic call for
+    every task in flight, a finished task hands its env on, and each task's result is what it gets alone."""
+    alone = beam_search(FakeMath(), Scripted(), OracleScorer(oracle), width=2, max_steps=6)
+    policy, scorer = Scripted(), CountingScorer(oracle)
+    tasks = [SearchTask({"seed": i}, f"t{i}/beam") for i in range(3)]
+    envs = [FakeMath() for _ in range(num_envs)]
+    results = list(beam_search_many(envs, tasks, policy, scorer, width=2, max_steps=6))
+    assert sorted(i for i, _ in results) == [0, 1, 2]
+    for _, result in results:
+        assert result.best.actions == alone.best.actions and result.best.reward == alone.best.reward == 1.0
+        assert (result.search_steps, result.expansions) == (alone.search_steps, alone.expansions)
+    assert alone.search_steps == 3 and policy.proposals == len(scorer.asked) == rounds  # ceil(3 / envs) x 3
+    assert sum(e.resets for e in envs) == 3
+    with pytest.raises(ValueError, match="at least one env"):
+        list(beam_search_many([], tasks, Scripted(), scorer, width=2, max_steps=6))

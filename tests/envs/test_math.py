@@ -205,3 +205,23 @@ def test_dataset_splits_and_one_split_default() -> None:
         dataset_splits("nope")
     with pytest.raises(ValueError, match="gsm8k-test-100 has no split 'train'"):
         load_problems("gsm8k-test-100", "train", 10, 0)
+
+
+def test_deepcopy_continues_independently_and_shares_the_problem_set() -> None:
+    """Beam search copies an env per surviving step: the copy is at the same state, steps on its own, and shares
+    the read-only problems instead of copying them."""
+    import copy
+
+    env = gym.make("agentrl/Math-v0", dataset="gsm8k-test-100", split="test")
+    task = env.unwrapped.task_ids[0]
+    env.reset(options={"task_id": task})
+    env.step("First, a step.")
+    clone = copy.deepcopy(env)
+    assert clone.unwrapped._problems is env.unwrapped._problems
+    assert clone.unwrapped._steps == env.unwrapped._steps and clone.unwrapped._steps is not env.unwrapped._steps
+    answer = env.unwrapped.answer(task)
+    observation, reward, terminated, _, info = clone.step(f"#### {answer}")
+    assert terminated and reward == 1.0 and info["won"]
+    assert env.unwrapped._steps == ["First, a step."] and not env.unwrapped._done
+    observation, reward, terminated, _, _ = env.step("#### -1")
+    assert terminated and reward == 0.0
