@@ -22,6 +22,7 @@ case $stage in
         --data "$R/demos.jsonl,$R/demos_aug.jsonl" --out "$R/base_model" ;;
   sft)    # NAME DATA STEPS [flags]: the same number of optimizer steps (batch 8) for every configuration;
           # FROM=sft_base/policy continues a trained policy (LR=0.001 then) instead of the fresh initialisation
+          # To end a run early at its checkpoint K (--save-every 200): kill it, rerun the same line with STEPS=K
     name=$1 data=$2 steps=$3; shift 3
     $A learn --algo sft --data "$data" --model "$R/${FROM:-base_model}" --out "$R/$name" --max-steps "$steps" \
         --batch-size 8 --lr "${LR:-0.002}" --lr-schedule cosine --warmup-steps 50 --max-length 4096 \
