@@ -2,7 +2,8 @@
 
 Per file: success with a Wilson 95% interval, by task type, on-policy agreement with the expert's label, the share of
 repeated commands, and the `take` decision: at states whose label is `take <obj> from <recep>`, how often the model
-took that object. `python bench/alfworld_levers/report.py RUN/eval/*.jsonl`
+took that object. `python bench/alfworld_levers/report.py RUN/eval/*.jsonl`; `--paired A.jsonl B.jsonl` adds the
+paired bootstrap of A - B over the tasks both files hold (`agentrl.paired`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from agentrl.evaluation import summarize
+from agentrl.paired import outcomes, paired_bootstrap
 from agentrl.trajectory import iter_episodes
 
 
@@ -34,6 +36,20 @@ def report(path: str) -> str:
             f"[{100 * lo:.1f}, {100 * hi:.1f}]; agreement {100 * agree / steps:.0f}%, repeated commands "
             f"{100 * repeats / steps:.0f}%, take {took}/{takes}; mean steps {steps / len(episodes):.1f}; {types}")
 
+def paired(a: str, b: str) -> str:
+    """A - B in points over the tasks both evaluations ran, with its bootstrap interval and discordant counts."""
+    tasks = {path: {ep: v for (_, ep), v in outcomes({0: path}).items()} for path in (a, b)}
+    c = paired_bootstrap(tasks[a], tasks[b])
+    lo, hi = c.ci95
+    return (f"{a} - {b}: {100 * c.delta:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] over {c.units} tasks, "
+            f"only A {c.a_only}, only B {c.b_only}, P(delta <= 0) {c.p_not_better:.3f}")
+
+
 if __name__ == "__main__":
-    for name in sys.argv[1:]:
+    args = sys.argv[1:]
+    if "--paired" in args:
+        i = args.index("--paired")
+        print(paired(args[i + 1], args[i + 2]))
+        args = args[:i] + args[i + 3:]
+    for name in args:
         print(report(name))
