@@ -7,6 +7,7 @@ parses its flags into an :class:`EvalConfig` and calls it; recipes call it direc
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,8 +180,9 @@ def beam_evaluate(cfg: EvalConfig, path: str) -> None:
     if out.exists() and out.stat().st_size > 0 and not cfg.resume:
         raise ConfigError(f"{path} exists and is not empty; pass --resume to continue it or choose another file")
     done_ids = finished_ids(path) if cfg.resume else set()
-    envs = [build_env(cfg) for _ in range(cfg.num_envs)]
-    planned = plan_episodes(sorted(envs[0].unwrapped.task_ids), 1, cfg.episodes)
+    first = build_env(cfg)  # the others are copies: an env copy shares the loaded problem set
+    envs = [first] + [copy.deepcopy(first) for _ in range(cfg.num_envs - 1)]
+    planned = plan_episodes(sorted(first.unwrapped.task_ids), 1, cfg.episodes)
     todo = [(index, task, episode_id(cfg.env, cfg.split, task, sample))
             for index, (task, sample) in enumerate(planned)]  # fmt: skip
     todo = [t for t in todo if t[2] not in done_ids]

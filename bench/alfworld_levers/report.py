@@ -36,6 +36,7 @@ def report(path: str) -> str:
             f"[{100 * lo:.1f}, {100 * hi:.1f}]; agreement {100 * agree / steps:.0f}%, repeated commands "
             f"{100 * repeats / steps:.0f}%, take {took}/{takes}; mean steps {steps / len(episodes):.1f}; {types}")
 
+
 def paired(a: str, b: str) -> str:
     """A - B in points over the tasks both evaluations ran, with its bootstrap interval and discordant counts."""
     tasks = {path: {ep: v for (_, ep), v in outcomes({0: path}).items()} for path in (a, b)}

@@ -30,6 +30,8 @@ class MathEnv(gym.Env):
     """Math word problems with step actions; ``info["expert_action"]`` is the reference solution's next step."""
 
     metadata = {"render_modes": ["ansi"]}
+    # Read-only after __init__: copies share them (the problem set holds thousands of frozen records).
+    _SHARED = frozenset({"_problems", "task_ids", "observation_space", "action_space"})
 
     def __init__(self, dataset: str = "gsm8k-test-100", split: str = "test", mode: str = "step", size: int = 1000,
                  seed: int = 0, render_mode: str | None = None) -> None:
@@ -46,9 +48,6 @@ class MathEnv(gym.Env):
         self._steps: list[str] = []
         self._done = False
         self._won = False
-
-    # Read-only after __init__: copies share them (the problem set holds thousands of frozen records).
-    _SHARED = frozenset({"_problems", "task_ids", "observation_space", "action_space"})
 
     def __deepcopy__(self, memo: dict) -> MathEnv:
         """A copy at the same state that shares the read-only problem set (beam search copies an env per
