@@ -34,9 +34,10 @@ case $stage in
         while read -r task; do ln -sfn "$R/data/json_2.1.1/train/$task" "$split/$task"; done
     $A rollout --policy dagger --beta-schedule 0 --model "$R/$from" --data "$R/${name}_data" --split train \
         $FORMAT --num-envs 8 --out "$R/$name.jsonl" --resume --no-progress ;;
-  eval)   # NAME [flags]: greedy on the 100 held-out train tasks; DAgger labels give on-policy expert agreement
+  eval)   # NAME [flags]: greedy on the 100 held-out train tasks (DATA=unseen SPLIT=valid_unseen: another task set);
+          # DAgger labels give on-policy expert agreement
     name=$1; shift; out="$R/eval/$name.jsonl"; mkdir -p "$R/eval"
-    $A rollout --policy dagger --beta-schedule 0 --model "$R/${MODEL:-$name}/policy" --data "$R/heldout" \
-        --split train $FORMAT --num-envs ${NUM_ENVS:-4} --out "$out" --resume --no-progress "$@" ;;
+    $A rollout --policy dagger --beta-schedule 0 --model "$R/${MODEL:-$name}/policy" --data "$R/${DATA:-heldout}" \
+        --split "${SPLIT:-train}" $FORMAT --num-envs ${NUM_ENVS:-4} --out "$out" --resume --no-progress "$@" ;;
   *) echo "unknown stage $stage" >&2; exit 2 ;;
 esac
