@@ -36,6 +36,7 @@ from typing import Any
 
 from agentrl.errors import AgentRLError
 from agentrl.policies.action_space import ACTION_SPACES
+from agentrl.shipped import shipped_dir
 from agentrl.trajectory import iter_episodes
 
 FILENAME = "agent_config.json"
@@ -89,13 +90,13 @@ class AgentFormat:
 
 
 def load(folder: str | Path) -> AgentFormat | None:
-    """The format recorded in ``folder/agent_config.json``; ``None`` when the folder has none (a hub name,
-    ``default``, or a model made before agent formats existed).
+    """The format recorded in ``folder/agent_config.json`` (``folder`` may name a shipped agent); ``None`` when
+    there is none (a hub name, ``default``, or a model made before agent formats existed).
 
     Raises:
         AgentFormatError: the file is not a JSON object or holds a bad value.
     """
-    path = Path(str(folder)).expanduser() / FILENAME
+    path = (shipped_dir(str(folder)) or Path(str(folder)).expanduser()) / FILENAME
     if not path.is_file():
         return None
     try:
@@ -160,7 +161,7 @@ def of_run(cfg: Any, generator: Any = None) -> tuple[AgentFormat, list[str]]:
     recorded, source = None, "the model"
     if getattr(cfg, "uses_model", False):
         model = str(getattr(cfg, "model", "") or "")
-        if model and Path(model).expanduser().is_dir():
+        if model:
             recorded, source = load(model), f"{model} ({FILENAME})"
         if recorded is None and generator is not None and hasattr(generator, "agent_format"):
             recorded, source = generator.agent_format(), f"the served model {model}"
@@ -215,7 +216,7 @@ def write_for_training(folders: Iterable[str | Path], data: str | Iterable[str],
     it to every folder in ``folders`` (warnings go to stderr)."""
 
     paths = [p for p in str(data).split(",") if p] if isinstance(data, str | Path) else list(data)
-    base = load(base_model) if base_model and Path(str(base_model)).expanduser().is_dir() else None
+    base = load(base_model) if base_model else None
     episodes = (ep for path in paths for ep in iter_episodes(path))
     fmt, warnings = infer(episodes, base)
     report(warnings)

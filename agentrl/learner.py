@@ -132,6 +132,9 @@ def _runtime(cfg: LearnConfig) -> tuple[str, int, int, Any, Callable[[], Any]]:
     console = Console(highlight=False, soft_wrap=True, quiet=rank != 0)
     torch.manual_seed(cfg.seed)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.startswith("cuda"))
+    if bf16 and device == "cpu" and not setup.cpu_bf16_is_native():
+        console.print("[yellow]warning: `--precision bf16` on a CPU without bf16 instructions (avx512_bf16/amx) "
+                      "runs about 100x slower than fp32: use `--precision fp32` (or auto) here[/]")
     autocast = (
         (lambda: torch.autocast(device.split(":")[0], dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     )

@@ -37,6 +37,17 @@ def lora_config(r: int, alpha: int, dropout: float = 0.0) -> Any:
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", bias="none")
 
 
+def cpu_bf16_is_native(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU does bf16 matmuls in hardware (AVX512-BF16 or AMX flags). Without them torch emulates
+    bf16, measured 120x slower than fp32 (1.3 vs 160 GFLOPS on a 2-core AVX2 EPYC): a LoRA epoch of SmolLM2 went
+    from an hour to days. Unknown (no cpuinfo) counts as native, so nothing warns where nothing is known."""
+    try:
+        flags = Path(cpuinfo).read_text()
+    except OSError:
+        return True
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
 def build_policy(model_path: str, lora: bool, lora_r: int, lora_alpha: int, device: str) -> nn.Module:
     """The policy: the full causal LM (trained) or LoRA adapter ``default`` on its frozen weights."""
     from transformers import AutoModelForCausalLM

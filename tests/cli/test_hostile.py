@@ -75,6 +75,9 @@ def _cases() -> list[tuple[str, list[str], str]]:
         ("folder as training data", ["learn", "--data", "{folder}", "--out", "{folder}/run"], "folder"),
         ("damaged trajectory line", ["replay", "{torn.jsonl}", "--no-delay"], "torn.jsonl:2"),
         ("unknown flag", ["rollout", "--evn", "math"], "`evn`"),
+        ("pack without an adapter", ["model", "pack", "--out", "{folder}/agent"], "--adapter"),
+        ("pack of a folder that is no adapter", ["model", "pack", "--adapter", "{folder}", "--out",
+                                                 "{folder}/agent"], "not a LoRA adapter folder"),
     ]
 
 
