@@ -184,12 +184,15 @@ class SeedRun:
         if spec is None:
             return None
         path = self.round_folder(round_) / "rollouts.jsonl"
+        label = self.label("rollouts", round_)
+        if self.stages.passed_over(label):
+            return path
         extra = {k: v.format(round=round_) if isinstance(v, str) else v for k, v in spec.options.items()}
         rcfg = from_dict(RolloutConfig, {**agent_options(self.cfg, self.data), "policy": spec.policy, "model": start,
                                          "samples_per_task": spec.samples_per_task, "episodes": spec.episodes,
                                          "seed": self.seed + round_ - 1, "out": str(path), **extra},
                          where=f"rollouts of round {round_}")  # from_dict: "{round}" -> 2 becomes an int
-        self.stages.run(self.label("rollouts", round_), finished(path), run_rollout, rcfg)
+        self.stages.run(label, finished(path), run_rollout, rcfg)
         return path
 
     def _learn(self, name: str, round_: int, start: str, rollouts: list[str]) -> None:
@@ -208,6 +211,8 @@ class SeedRun:
         self._learn_stage(self.label(name, round_), self.round_folder(round_) / name, options, start, data)
 
     def _learn_stage(self, label: str, learned: Path, options: dict[str, Any], model: str, data: list[str]) -> None:
+        if self.stages.passed_over(label):
+            return
         lcfg = from_dict(LearnConfig, {"seed": self.seed, **options, "data": data, "model": model,
                                        "out": str(learned)}, where=label)
         self.stages.run(label, finished(learned), run_learning, lcfg)
@@ -229,8 +234,11 @@ class SeedRun:
                 name = f"{name} round {round_}"
             for target in self.cfg.eval_on:
                 path = self.folder / "results" / target / f"{result_stem(name)}.json"
+                label = self.label(f"evaluate {name} on {target}")
+                if self.stages.passed_over(label):
+                    continue
                 ecfg = self._eval_config(spec, round_, target, name, path, extra)
-                self.stages.run(self.label(f"evaluate {name} on {target}"), path, run_evaluation, ecfg)
+                self.stages.run(label, path, run_evaluation, ecfg)
 
     def _eval_config(self, spec: EvalSpec, round_: int, target: str, name: str, path: Path,
                      extra: dict[str, Any]) -> EvalConfig:

@@ -54,14 +54,21 @@ class Stages:
         """Whether ``name`` matches ``only`` (every stage does when ``only`` is empty)."""
         return not self.only or any(fnmatch.fnmatchcase(name, pattern) for pattern in self.only)
 
+    def passed_over(self, name: str) -> bool:
+        """True (and says so) when ``only`` leaves ``name`` out: callers check it before they build a stage's
+        config, whose checks (a critic folder, a data file) may concern outputs of stages not run yet."""
+        if self.selected(name):
+            return False
+        console.print(f"[dim]{name}: not selected[/]")
+        return True
+
     def run(self, name: str, done: Path, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Calls ``fn(*args, **kwargs)`` unless ``done`` exists or ``name`` is not selected.
 
         Raises:
             StageError: ``fn`` returned a non-zero int (a command's exit code).
         """
-        if not self.selected(name):
-            console.print(f"[dim]{name}: not selected[/]")
+        if self.passed_over(name):
             return None
         if done.exists():
             console.print(f"[dim]{name}: done already ({done})[/]")

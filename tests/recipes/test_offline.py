@@ -66,6 +66,21 @@ def test_alfworld_mini_micro_protocol(tmp_path: Path, capsys) -> None:
     assert "took" not in capsys.readouterr().out
 
 
+def test_only_some_stages_leaves_the_others_unbuilt(tmp_path: Path) -> None:
+    """`--only` up to SFT greedy: the beam evaluation's config, whose OREO critic does not exist yet, is never
+    built (it used to stop the run with `--critic: no such folder`), and no later stage runs."""
+    from bench_runner import run_bench
+
+    out = tmp_path / "mm"
+    argv = ["--out", str(out), "--problems", "6", "--demonstrations.episodes", "6", "--eval-episodes", "2",
+            "--vocab-size", "300", "--max-steps", "2", "--max-new-tokens", "6", "--num-envs", "1",
+            "--only", "expert*,*: tiny model,*: SFT,*: evaluate SFT greedy *", *MICRO_MODEL]  # fmt: skip
+    assert run_bench("math_mini", argv) == 0
+    assert sorted(p.name for p in (out / "seed0" / "results" / "gsm-symbolic").iterdir()) == [
+        "SFT_greedy.json", "SFT_greedy.jsonl"]
+    assert not (out / "seed0" / "rollouts.jsonl").exists() and not (out / "seed0" / "OREO").exists()
+
+
 def test_math_micro_protocol_with_beams_then_rerun(tmp_path: Path, capsys) -> None:
     """bench/math_mini's config, shrunk: demonstrations -> tiny model -> SFT -> rollouts -> OREO -> beams."""
     from bench_runner import run_bench
