@@ -6,12 +6,20 @@ It is driven exactly like alfworld's ``AlfredExpert`` wrapper: after reset it ob
 only if admissible ("look" otherwise). It breaks ties with the global ``random`` module; here each expert owns a
 private random state (seeded from the trial folder name), swapped in around its calls, so the same task always gets the
 same expert actions and the caller's global random state is left alone.
+
+One fix to alfworld's expert: its state tracker pops the held object when the last command contains "put"
+(ALFWorld 2.0's verb), but the TextWorld engine's command, and the one the expert itself proposes, is "move X to
+Y". Told "move ...", the expert never lets go of what it placed: on a pick-two task it then proposes moving the
+*first* object again while holding the second (not admissible, so "look"), and wanders until its random
+fallbacks happen on the right command -- 30+ extra steps in the demonstrations, or a failed task. So each
+played "move X to Y" is reported to it as "put X in/on Y" (:func:`tracked_command`).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import zlib
 from typing import Any
 
@@ -21,6 +29,12 @@ from agentrl.envs.alfworld.rooms import INSTALL_HINT
 # "ishot/iscool/isclean X", all exact membership tests); it rebuilds and de-numbers every fact string each step,
 # so handing it just these is the same decision at a fraction of the cost.
 EXPERT_PREDICATES = frozenset({"holds", "inreceptacle", "ishot", "iscool", "isclean"})
+
+
+def tracked_command(command: str) -> str:
+    """``command`` as alfworld's expert tracks it: "move X to Y" becomes "put X in/on Y" (module docstring)."""
+    match = re.fullmatch(r"move (.+?) to (.+)", command.strip())
+    return f"put {match[1]} in/on {match[2]}" if match else command
 
 
 class HandCodedExpert:
@@ -38,6 +52,7 @@ class HandCodedExpert:
         self._rng_state = random.Random(zlib.crc32(trial.encode())).getstate()
         self._call(self._agent.reset, gamefile)
         self.failed = False
+        self.rejected = 0  # proposals that were not admissible (replaced by "look")
 
     def _call(self, fn, *args):
         outer = random.getstate()
@@ -60,8 +75,11 @@ class HandCodedExpert:
         view = dict(state)
         view["facts"] = [f for f in state["facts"] if f.name in EXPERT_PREDICATES]
         try:
-            action = self._call(self._agent.act, view, 0, state["won"], last_command)
+            action = self._call(self._agent.act, view, 0, state["won"], tracked_command(last_command))
         except Exception:  # HandCodedAgentTimeout/Failed, or its heuristics tripping on an odd state
             self.failed = True
             return "look"
-        return action if action in state["admissible_commands"] else "look"
+        if action in state["admissible_commands"]:
+            return action
+        self.rejected += 1
+        return "look"

@@ -43,6 +43,32 @@ def test_expert_solves_every_generated_task(alfworld_root: Path) -> None:
     assert types == set(TASK_TYPES)
 
 
+def test_expert_lets_go_of_what_it_placed_on_pick_two_tasks(alfworld_root: Path) -> None:
+    """alfworld's expert tracks a placement by the verb "put", the engine's command is "move": told "move", it
+    went on "holding" the first object and proposed moving it again while holding the second (not admissible ->
+    "look"), then wandered. Told "put" (`tracked_command`), every proposal is admissible and it wins with two moves."""
+    from agentrl.envs.alfworld.engine import start_game
+    from agentrl.envs.alfworld.expert import HandCodedExpert, tracked_command
+
+    assert tracked_command("move alarmclock 1 to desk 1") == "put alarmclock 1 in/on desk 1"
+    assert tracked_command("take alarmclock 1 from desk 1") == "take alarmclock 1 from desk 1"
+    games = sorted((alfworld_root / "json_2.1.1" / "train").glob("pick_two*/*/game.tw-pddl"))
+    assert len(games) == 2
+    for game in games:
+        engine = start_game(str(game), write_cache=False)
+        state = engine.reset()
+        expert = HandCodedExpert(str(game))
+        action, actions = expert.start(state), []
+        for _ in range(50):
+            state, _, _ = engine.step(action)
+            actions.append(action)
+            if state["won"]:
+                break
+            action = expert.next_action(state, action)
+        assert state["won"] and expert.rejected == 0, (game.parent.name, actions)
+        assert sum(a.startswith("move ") for a in actions) == 2 and "look" not in actions[1:], actions
+
+
 def test_generated_layout_matches_alfworld(alfworld_root: Path) -> None:
     """Real dataset layout and file contents that AlfredTWEnv and the expert read."""
     trials = sorted((alfworld_root / "json_2.1.1" / "train").glob("*/*"))
