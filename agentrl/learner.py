@@ -269,6 +269,7 @@ def setup_run(cfg: LearnConfig) -> Run:
         console.print(f"[yellow]--resume: no checkpoint in {out / 'checkpoints'}; starting from scratch[/]")
     out.mkdir(parents=True, exist_ok=True)
     model_path = resolve_model(cfg.model)
+    setup.check_adapter_start(cfg, model_path, REFERENCE_ALGOS, CRITIC_ALGOS)
     tokenizer = load_tokenizer(model_path)
     episodes, items, advantages = _training_items(cfg, tokenizer, console)
     lengths = batches.grouping_lengths(cfg.algo, cfg.group_by_length, [len(e.input_ids) for e in episodes], items)

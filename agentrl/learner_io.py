@@ -14,6 +14,7 @@ from torch import nn
 
 from agentrl.critic import ValueModel, is_peft
 from agentrl.learner_setup import POLICY_ADAPTER, policy_trainable_state
+from agentrl.models import adapter_base, is_adapter, resolve_model
 
 # ------------------------------------------------------------------------------------------ distributed
 
@@ -152,6 +153,8 @@ def save_outputs(
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
+        if is_adapter(model_path):  # a continued adapter: the frozen weights are its base's
+            model_path = resolve_model(adapter_base(model_path))
         adapter_dir = out / "policy_lora"
         shutil.rmtree(adapter_dir, ignore_errors=True)
         policy.save_pretrained(adapter_dir, selected_adapters=[POLICY_ADAPTER])

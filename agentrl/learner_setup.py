@@ -18,7 +18,7 @@ from agentrl.critic import CRITIC_ADAPTER, ValueModel, active_adapter, adapters_
 from agentrl.data import TokenizedEpisode, collate
 from agentrl.learn_config import LearnConfig
 from agentrl.losses.oreal import rloo_advantages
-from agentrl.models import ModelError
+from agentrl.models import ModelError, adapter_base, is_adapter, resolve_model
 from agentrl.training_data import ReferenceCache
 from agentrl.trajectory import iter_episodes
 
@@ -48,10 +48,40 @@ def cpu_bf16_is_native(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
 
 
+def check_adapter_start(cfg: LearnConfig, model_path: str, reference_algos: tuple[str, ...],
+                        critic_algos: tuple[str, ...]) -> None:
+    """Refuses to start from an adapter folder where the run would be wrong: a critic built from an adapter,
+    or a LoRA run whose reference (the adapters switched off) would be the adapter's base, not the adapter.
+
+    Raises:
+        ModelError: ``cfg.algo`` cannot start from the adapter ``model_path`` this way.
+    """
+    if not is_adapter(model_path):
+        return
+    if cfg.algo in critic_algos or (cfg.lora and cfg.algo in reference_algos):
+        raise ModelError(
+            f"--model {cfg.model}: a LoRA adapter; --algo {cfg.algo} from it would measure against its base, not "
+            "against it (or build a critic from it). Continue an adapter with --algo sft or rs, or start "
+            f"{cfg.algo} from a merged checkpoint (the `policy/` folder of the learn run that made the adapter)"
+        )
+
+
 def build_policy(model_path: str, lora: bool, lora_r: int, lora_alpha: int, device: str) -> nn.Module:
-    """The policy: the full causal LM (trained) or LoRA adapter ``default`` on its frozen weights."""
+    """The policy: the full causal LM (trained) or LoRA adapter ``default`` on its frozen weights.
+
+    From an adapter folder (a shipped agent, ``OUT/policy_lora``) with ``lora``, that adapter itself is trained on
+    (its own rank and alpha; ``lora_r`` / ``lora_alpha`` are ignored); without ``lora``, base + adapter merged.
+    """
     from transformers import AutoModelForCausalLM
 
+    if is_adapter(model_path):
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(resolve_model(adapter_base(model_path)), dtype=torch.float32)
+        if lora:
+            model = PeftModel.from_pretrained(base, model_path, adapter_name=POLICY_ADAPTER, is_trainable=True)
+            return model.to(device)
+        return PeftModel.from_pretrained(base, model_path).merge_and_unload().to(device)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     if lora:
         from peft import get_peft_model

@@ -129,7 +129,7 @@ def load_tokenizer(name: str | Path) -> Any:
     else:
         path = resolve_model(name)
         if is_adapter(path):
-            path = resolve_model(_adapter_base(path))
+            path = resolve_model(adapter_base(path))
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -138,7 +138,8 @@ def load_tokenizer(name: str | Path) -> Any:
     return tokenizer
 
 
-def _adapter_base(path: str | Path) -> str:
+def adapter_base(path: str | Path) -> str:
+    """The base model an adapter folder names (``base_model_name_or_path``)."""
     import json
 
     config = json.loads((Path(path) / "adapter_config.json").read_text())
@@ -190,7 +191,7 @@ def load_causal_lm(name: str | Path, dtype: Any = None, device: str | None = Non
     if is_adapter(path):
         from peft import PeftModel
 
-        base = AutoModelForCausalLM.from_pretrained(resolve_model(_adapter_base(path)), dtype=dtype)
+        base = AutoModelForCausalLM.from_pretrained(resolve_model(adapter_base(path)), dtype=dtype)
         model = PeftModel.from_pretrained(base, path)
         if merge:
             model = model.merge_and_unload()

@@ -228,3 +228,27 @@ def test_paper_defaults_reward_map_and_kl(data, tiny_model_dir, tmp_path, capsys
     train(Config(data=[str(data)], out=str(tmp_path / "c"), model=str(tiny_model_dir), max_steps=1, algo="sft"),
           save=False)
     assert "KL" not in capsys.readouterr().out  # SFT has no KL term to report
+
+
+def test_sft_continues_an_adapter_and_the_reference_learners_refuse_one(data, tiny_model_dir, tmp_path):
+    """`--model ADAPTER --lora` trains that adapter on (its own rank, not a fresh zero-B adapter); OREO from an
+    adapter would take its base as the reference, so it is refused with one line."""
+    from agentrl.models import ModelError
+
+    first = tmp_path / "first"
+    train(Config(data=[str(data)], model=str(tiny_model_dir), out=str(first), algo="sft", lora=True, lora_r=4,
+                 lora_alpha=8, lr=3e-3, batch_size=8, max_steps=3))
+    adapter = first / "policy_lora"
+    start = load_file(str(adapter / "adapter_model.safetensors"))
+    assert any(v.abs().sum() > 0 for k, v in start.items() if "lora_B" in k)
+    second = tmp_path / "second"
+    train(Config(data=[str(data)], model=str(adapter), out=str(second), algo="sft", lora=True, lr=1e-12,
+                 batch_size=8, max_steps=1))
+    continued = load_file(str(second / "policy_lora" / "adapter_model.safetensors"))
+    assert continued.keys() == start.keys()  # rank 4 kept (lora_r's default, 64, ignored)
+    assert all(torch.allclose(continued[k], start[k], atol=1e-6) for k in start)
+    merged_first, merged_second = _weights(first / "policy"), _weights(second / "policy")
+    assert all(torch.allclose(merged_first[k], merged_second[k], atol=1e-5) for k in merged_first)
+    with pytest.raises(ModelError, match="Continue an adapter with --algo sft or rs"):
+        train(Config(data=[str(data)], model=str(adapter), out=str(tmp_path / "oreo"), algo="oreo", lora=True,
+                     max_steps=1))
