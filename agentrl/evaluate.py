@@ -24,7 +24,7 @@ from agentrl.policies.react import ReActPolicy
 from agentrl.replay import play
 from agentrl.rollout import RolloutConfig, plan_episodes, rollout
 from agentrl.trajectory import TrajectoryWriter, finished_ids, read_episodes
-from agentrl.types import Episode, episode_id
+from agentrl.types import BEAM_PRIORS, Episode, episode_id
 
 
 @dataclass
@@ -40,6 +40,11 @@ class EvalConfig(RunOptions):
         0.0,
         help="math beams: rank by V + W * sum over the path of log(samples/B), the sampling policy's own vote "
         "(agentrl.search); 0 ranks by V alone, as the paper",
+    )
+    beam_prior_by: str = option(
+        "samples",
+        help="what --beam-prior counts: samples (log(n/B), the policy's vote) | logprob (the policy's exact "
+        "log pi of each step, which the transformers, vLLM and OpenAI-compatible backends report)",
     )
     best_of_n: int | None = option(
         None,
@@ -60,6 +65,8 @@ class EvalConfig(RunOptions):
             self.temperature = 1.0 if self.temperature is None else self.temperature
         require(self.beam_prior >= 0, f"--beam-prior must be >= 0, got {self.beam_prior}")
         require(not self.beam_prior or self.beam is not None, "--beam-prior weighs beam candidates: give --beam B")
+        require(self.beam_prior_by in BEAM_PRIORS,
+                f"--beam-prior-by must be one of {', '.join(BEAM_PRIORS)}, got {self.beam_prior_by!r}")
         if self.best_of_n is not None:
             require(self.best_of_n >= 1, f"--best-of-n must be >= 1, got {self.best_of_n}")
             require(self.beam is None, "give --beam B or --best-of-n N, not both")
@@ -88,7 +95,8 @@ class EvalConfig(RunOptions):
         if self.policy == "best_of_k":
             name += f"+best-of-{self.best_of}"
         if self.beam is not None:
-            name += f"+beam-{self.beam}" + (f"-prior-{self.beam_prior:g}" if self.beam_prior else "")
+            by = "" if self.beam_prior_by == "samples" else f"-{self.beam_prior_by}"
+            name += f"+beam-{self.beam}" + (f"-prior{by}-{self.beam_prior:g}" if self.beam_prior else "")
         if self.best_of_n is not None:
             name += f"+best-of-n-{self.best_of_n}"
         return name
@@ -195,7 +203,8 @@ def beam_evaluate(cfg: EvalConfig, path: str) -> None:
     tasks = [SearchTask({"seed": cfg.seed + index, "options": {"task_id": task}}, f"{task}/beam")
              for index, task, _ in todo]  # fmt: skip
     searches = beam_search_many(envs, tasks, policy, scorer, width=width, max_steps=int(cfg.max_steps or 1),
-                                make_env=lambda: build_env(cfg), prior_weight=cfg.beam_prior)  # fmt: skip
+                                make_env=lambda: build_env(cfg), prior_weight=cfg.beam_prior,
+                                prior_by=cfg.beam_prior_by)  # fmt: skip
     with TrajectoryWriter(path) as writer, Progress(disable=not cfg.progress) as progress:
         bar = progress.add_task(f"beam-{width} search", total=len(planned), completed=len(planned) - len(todo))
         for i, result in searches:
@@ -221,7 +230,7 @@ def _beam_episode(cfg: EvalConfig, result: Any, generator: Any, task: str, eid: 
         task_type=str(best.info.get("task_type") or "math"), policy=f"beam-{width}",
         success=bool(best.info.get("won", False)), reward=best.reward, steps=best.steps,
         messages=list(best.context.messages),
-        meta={"model": cfg.model, "critic": cfg.critic, "beam": width, "beam_prior": cfg.beam_prior,
+        meta={"model": cfg.model, "critic": cfg.critic, "beam": width, "beam_prior": cfg.beam_prior, "beam_prior_by": cfg.beam_prior_by,
               "prior": best.prior, "finished_beams": result.finished,
               "expansions": result.expansions, "samples": result.samples, "search_steps": result.search_steps, "seed": cfg.seed,
               "temperature": cfg.temperature, "value": best.value, "agent": cfg.agent_format(generator).to_dict()},

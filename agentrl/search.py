@@ -14,7 +14,9 @@ Each beam is an environment at some state plus the policy's chat so far. One sea
 ``V + w * sum over the beam's steps of log(n_i / B)``, where ``n_i`` of its parent's ``B`` samples were step ``i``:
 the sampling policy's probability of the path, estimated by its samples, weighted as a KL-regularised policy
 weighs its reference (the mode of ``pi* ~ pi_ref * exp(Q / beta)`` maximises ``Q + beta * log pi_ref``, so ``w``
-plays ``beta``). Merging duplicates (2.) makes every distinct step one candidate, so without it a critic that
+plays ``beta``). With ``prior_by="logprob"`` the path's prior is its exact ``w * sum log pi(step_i | prefix)``
+instead (the policy's own log-prob of each step at temperature 1, as the backend reports it), not its sample-count
+estimate. Merging duplicates (2.) makes every distinct step one candidate, so without it a critic that
 cannot tell steps apart picks among distinct strings as if uniformly, and the one right step, sampled often,
 loses to the many wrong ones sampled once each (bench/math_mini/RESULTS.md).
 
@@ -45,7 +47,7 @@ from typing import Any
 from agentrl.policies.base import Context, Decision
 from agentrl.policies.best_of_k import ActionScorer, sample_candidates
 from agentrl.policies.scoring import normalize_action
-from agentrl.types import Candidate, Episode, Step
+from agentrl.types import BEAM_PRIORS, Candidate, Episode, Step
 
 
 @dataclass
@@ -125,14 +127,14 @@ class _TaskSearch:
         return [b for b in self.beams if not b.done]
 
     def advance(self, active: list[Beam], proposals: list[list[tuple[Decision, int]]], values: list[list[float]],
-                width: int, policy: Any, prior_weight: float) -> None:
+                width: int, policy: Any, prior_weight: float, prior_by: str = "samples") -> None:
         """One search step of this task, given its active beams' distinct samples (:func:`distinct`) and their
         values."""
         self.steps += 1
         self.samples += sum(n for p in proposals for _, n in p)
         self.expansions += sum(len(p) for p in proposals)
         self.beams = _select(self.beams, active, proposals, values, width, self.clone, policy,
-                             self.task.cache_prefix, prior_weight)  # fmt: skip
+                             self.task.cache_prefix, prior_weight, prior_by)  # fmt: skip
 
     def result(self) -> SearchResult:
         finished = [b for b in self.beams if b.done]
@@ -152,6 +154,7 @@ def beam_search_many(
     env_kind: str = "math",
     make_env: Callable[[], Any] | None = None,
     prior_weight: float = 0.0,
+    prior_by: str = "samples",
 ) -> Iterator[tuple[int, SearchResult]]:
     """Searches ``tasks``, ``len(envs)`` at a time, sharing each policy and critic call among them.
 
@@ -168,7 +171,7 @@ def beam_search_many(
     Args:
         envs: the Gymnasium envs the tasks in flight run in (each task resets one; beams copy it).
         tasks: what to search, in order.
-        policy, scorer, width, max_steps, env_kind, make_env, prior_weight: as :func:`beam_search`.
+        policy, scorer, width, max_steps, env_kind, make_env, prior_weight, prior_by: as :func:`beam_search`.
 
     Yields:
         ``(index in tasks, result)`` as each task finishes (all of its beams done, or ``max_steps`` rounds).
@@ -177,6 +180,8 @@ def beam_search_many(
         raise ValueError(f"beam search needs width >= 1 and max_steps >= 1, got {width}, {max_steps}")
     if prior_weight < 0:
         raise ValueError(f"beam search needs prior_weight >= 0, got {prior_weight}")
+    if prior_by not in BEAM_PRIORS:
+        raise ValueError(f"beam search prior_by must be one of {', '.join(BEAM_PRIORS)}, got {prior_by!r}")
     if not envs:
         raise ValueError("beam search needs at least one env")
     pending = iter(enumerate(tasks))
@@ -194,7 +199,7 @@ def beam_search_many(
         start, still = 0, []
         for (index, search), front in zip(running, fronts, strict=True):
             end = start + len(front)
-            search.advance(front, proposals[start:end], values[start:end], width, policy, prior_weight)
+            search.advance(front, proposals[start:end], values[start:end], width, policy, prior_weight, prior_by)
             start = end
             if search.steps >= max_steps or not search.active():
                 free.append(search.env)
@@ -216,6 +221,7 @@ def beam_search(
     make_env: Callable[[], Any] | None = None,
     cache_prefix: str = "beam",
     prior_weight: float = 0.0,
+    prior_by: str = "samples",
 ) -> SearchResult:
     """Runs one task's step-level beam search (:func:`beam_search_many` with one task).
 
@@ -231,14 +237,26 @@ def beam_search(
         make_env: rebuilds the env when it cannot be deep-copied (then beams are replayed from the reset).
         cache_prefix: prefix of the generator cache keys of the beams (one per beam rank).
         prior_weight: ``w`` of the ranking score ``V + w * sum log(n / B)`` (module docstring); 0 ranks by ``V``.
+        prior_by: ``samples`` (``log(n / B)``, the policy's vote) or ``logprob`` (its exact ``log pi`` per step).
 
     Returns:
         The best beam by value and counters.
     """
     task = SearchTask(dict(reset_kwargs or {}), cache_prefix)
     ((_, result),) = beam_search_many([env], [task], policy, scorer, width=width, max_steps=max_steps,
-                                      env_kind=env_kind, make_env=make_env, prior_weight=prior_weight)
+                                      env_kind=env_kind, make_env=make_env, prior_weight=prior_weight,
+                                      prior_by=prior_by)
     return result
+
+
+def _step_prior(decision: Decision, samples: int, drawn: int, prior_by: str) -> float:
+    """One step's ``log pi`` as the prior counts it: ``log(samples / drawn)`` or the policy's reported log-prob."""
+    if prior_by == "samples":
+        return math.log(samples / drawn)
+    if decision.logprob is None:
+        raise ValueError("beam prior by logprob: the backend reported no log-prob for the sampled step "
+                         "(the transformers, vLLM and OpenAI-compatible backends do)")
+    return float(decision.logprob)
 
 
 def distinct(decisions: list[Decision]) -> list[tuple[Decision, int]]:
@@ -262,7 +280,7 @@ def distinct(decisions: list[Decision]) -> list[tuple[Decision, int]]:
 
 def _select(beams: list[Beam], active: list[Beam], proposals: list[list[tuple[Decision, int]]],
             values: list[list[float]], width: int, clone: _Cloner, policy: Any, cache_prefix: str,
-            prior_weight: float = 0.0) -> list[Beam]:
+            prior_weight: float = 0.0, prior_by: str = "samples") -> list[Beam]:
     """The ``width`` best of {finished beams, scored expansions} by ``V + prior`` (ties to the earlier one), expanded.
 
     Each candidate is recorded once per parent (``Candidate.samples``: how many samples it was; ``value``: the
@@ -280,7 +298,7 @@ def _select(beams: list[Beam], active: list[Beam], proposals: list[list[tuple[De
                     for (d, n), v in zip(proposal, vals, strict=True)]
         drawn = sum(n for _, n in proposal)  # the parent's samples (B, unless the sampler returned fewer)
         for j, ((decision, n), value) in enumerate(zip(proposal, vals, strict=True)):
-            prior = beam.prior + (prior_weight * math.log(n / drawn) if prior_weight else 0.0)
+            prior = beam.prior + (prior_weight * _step_prior(decision, n, drawn, prior_by) if prior_weight else 0.0)
             pool.append((float(value) + prior, len(pool), beam, decision, recorded, j, prior))
     pool.sort(key=lambda item: (-item[0], item[1]))
     chosen = pool[:width]

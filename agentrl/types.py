@@ -27,6 +27,10 @@ def episode_id(env: str, split: str, task_id: str, sample: int) -> str:
     return f"{env}/{split}/{task_id}/s{sample}"
 
 
+# What the value-guided beam's prior counts (agentrl.search): the samples' vote, or the policy's exact log-prob.
+BEAM_PRIORS = ("samples", "logprob")
+
+
 @dataclass
 class Candidate:
     """One action the controller considered, with the critic's value of taking it.

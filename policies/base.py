@@ -40,8 +40,10 @@ class Decision:
 
     ``raw`` is the assistant message exactly as produced (recorded in ``messages``); ``action`` is what the
     env receives. ``valid`` is False when no action could be parsed (the raw text is sent instead).
-    ``logprob`` is the policy's summed log-prob of a chosen command over its ``logprob_tokens`` tokens (the
-    command and the end of the turn), where the action space is constrained; else None. ``label`` is the
+    ``logprob`` is the policy's summed log-prob over its ``logprob_tokens`` tokens: of a chosen command (the command
+    and the end of the turn) where the action space is constrained, of the whole generated turn for free text
+    where the backend reports it (the transformers backend does, at temperature 1 whatever the sampling's); else
+    None. ``label`` is the
     expert's action for the state when a DAgger policy records one.
     """
 

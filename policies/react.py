@@ -131,7 +131,8 @@ class ReActPolicy:
                     thought, action, valid = parse_react(completion.text, kind)
                     out[i].append(
                         Decision(action=action, raw=completion.text, thought=thought, valid=valid,
-                                 new_tokens=completion.num_tokens)
+                                 new_tokens=completion.num_tokens, logprob=completion.logprob,
+                                 logprob_tokens=completion.num_tokens if completion.logprob is not None else 0)
                     )
         return out
 

@@ -77,6 +77,7 @@ class _Decoded:
     """What a decoding loop produced, row ``r = i * n + j`` being sample ``j`` of prompt ``i``."""
 
     tokens: list[list[int]]
+    logps: list[list[float]]  # log pi of each token under the model at temperature 1 (whatever the sampling)
     stopped: list[bool]
     texts: list[str | None]  # set where a stop string cut the text
     cache: Any
@@ -290,6 +291,7 @@ class TransformersBackend:
         rows = batch * n
         out = _Decoded(
             tokens=[[] for _ in range(rows)],
+            logps=[[] for _ in range(rows)],
             stopped=[False] * rows,
             texts=[None] * rows,
             cache=cache,
@@ -302,7 +304,9 @@ class TransformersBackend:
             next_ids = self._sample(logits, sampling, generator).to(device)
             next_ids = torch.where(done, torch.full_like(next_ids, self.pad_id), next_ids)
             alive = ~done
-            self._record(out, next_ids.tolist(), torch.nonzero(alive).flatten().tolist(), sampling.stop)
+            logps = torch.log_softmax(logits.float(), dim=-1).gather(1, next_ids[:, None].to(logits.device))[:, 0]
+            self._record(out, next_ids.tolist(), logps.tolist(), torch.nonzero(alive).flatten().tolist(),
+                         sampling.stop)
             done = torch.tensor(out.stopped, device=device)
             if bool(done.all()) or step == sampling.max_new_tokens - 1:
                 break
@@ -327,11 +331,13 @@ class TransformersBackend:
             logits = result.logits[:, -1, :].float() if n == 1 else result.logits.reshape(rows, -1).float()
         return out
 
-    def _record(self, out: _Decoded, picked: list[int], alive: list[int], stop: list[str]) -> None:
-        """Appends each live row's new token; a row stops at an end-of-turn token or a stop string."""
+    def _record(self, out: _Decoded, picked: list[int], logps: list[float], alive: list[int], stop: list[str]) -> None:
+        """Appends each live row's new token and its log-prob; a row stops at an end-of-turn token or a stop
+        string."""
         for r in alive:
             tid = picked[r]
             out.tokens[r].append(tid)
+            out.logps[r].append(logps[r])
             if tid in self.stop_ids:
                 out.stopped[r] = True
             elif stop:
@@ -351,7 +357,9 @@ class TransformersBackend:
                     body = toks[:-1] if (stopped and toks and toks[-1] in self.stop_ids) else toks
                     text = self.tokenizer.decode(body, skip_special_tokens=True)
                 finish = "stop" if stopped else "length"
-                group.append(Completion(text=text, num_tokens=len(toks), finish_reason=finish))
+                logps = decoded.logps[r]
+                group.append(Completion(text=text, num_tokens=len(toks), finish_reason=finish, logprob=sum(logps),
+                                        token_logprobs=list(zip(toks, logps, strict=True))))
             completions.append(group)
         return completions
 

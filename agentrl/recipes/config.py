@@ -22,6 +22,7 @@ from typing import Any
 from agentrl.config import ConfigError, from_dict, option, require
 from agentrl.learn_config import LearnConfig
 from agentrl.options import EnvOptions, ModelOptions, PromptOptions, SamplingOptions, TinyModelOptions
+from agentrl.types import BEAM_PRIORS
 
 TRAIN_SOURCES = ("demonstrations", "rollouts", "all_rollouts")
 RECIPE_LEARN_KEYS = ("train_on", "extra_data", "carry_critic", "first_round")
@@ -84,10 +85,13 @@ class EvalSpec:
     temperature: float | None = option(None, help="sampling temperature (default: greedy; 1.0 when sampling)")
     num_envs: int | None = option(None, help="parallel envs (default: the recipe's; beam search: tasks searched at once, 1)")
     beam_prior: float = option(0.0, help="beam: W of the policy-vote prior, `agentrl eval --beam-prior` (0: by V)")
+    beam_prior_by: str = option("samples", help="beam: what the prior counts, `agentrl eval --beam-prior-by`")
 
     def __post_init__(self) -> None:
         require(self.beam_prior >= 0 and (not self.beam_prior or bool(self.beam)),
                 f"beam_prior must be >= 0 and needs `beam` widths, got {self.beam_prior}")
+        require(self.beam_prior_by in BEAM_PRIORS,
+                f"beam_prior_by must be one of {', '.join(BEAM_PRIORS)}, got {self.beam_prior_by!r}")
         searches = [name for name in ("best_of", "beam", "best_of_n") if getattr(self, name)]
         require(len(searches) <= 1, f"an evaluation takes one of best_of, beam, best_of_n, not {' and '.join(searches)}")
         require(all(k >= 1 for k in [*self.best_of, *self.beam, *self.best_of_n]),

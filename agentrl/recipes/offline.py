@@ -255,6 +255,7 @@ class SeedRun:
         if spec.num_envs is not None or "beam" in extra:
             options["num_envs"] = spec.num_envs or 1  # beams: one task at a time unless asked (no gain on CPU)
         options["beam_prior"] = spec.beam_prior  # EvalSpec allows it only beside `beam`
+        options["beam_prior_by"] = spec.beam_prior_by
         last = (spec is list(self.cfg.evaluations.values())[-1]) and target == self.cfg.eval_on[-1]
         options["live"] = self.cfg.live and last
         return EvalConfig(**options, **extra)

@@ -111,7 +111,8 @@ def test_free_and_constrained_requests_in_one_call_keep_their_order(tiny_model):
     constrained = Request(messages=_chat("Hi"), choices=["look", "inventory"])
     out = backend.generate([free, constrained, free], Sampling(max_new_tokens=3))
     assert out[1][0].text in ("look", "inventory") and out[1][0].logprob is not None
-    assert out[0][0].text == out[2][0].text and out[0][0].logprob is None
+    assert out[0][0].text == out[2][0].text and out[0][0].logprob == pytest.approx(out[2][0].logprob)
+    assert out[0][0].logprob == pytest.approx(sum(lp for _, lp in out[0][0].token_logprobs))  # free text: its tokens
 
 
 def test_options_tokenized_from_the_last_added_token_equal_whole_tokenization(tiny_model):

@@ -136,6 +136,28 @@ def test_n_samples_share_one_prompt_row_and_match_separate_rows(tiny_model):
     assert len({c.text for group in packed for c in group}) > 3
 
 
+@pytest.mark.parametrize("temperature, n", [(0.0, 1), (0.7, 3)])
+def test_completions_carry_the_models_log_prob_of_their_tokens(tiny_model, temperature, n):
+    """Each completion's `token_logprobs` are log pi(token | prompt, earlier tokens) at temperature 1 (whatever
+    the sampling temperature), the end-of-turn token included, and `logprob` is their sum: the same numbers a
+    plain forward over prompt + completion gives."""
+    model, tokenizer = tiny_model
+    backend = TransformersBackend(model, tokenizer, carry_cache=False)
+    out = backend.generate([Request(messages=c) for c in CONVS],
+                           Sampling(temperature=temperature, max_new_tokens=6, n=n, seed=3))  # fmt: skip
+    for messages, group in zip(CONVS, out, strict=True):
+        prompt = backend.encode(messages)
+        for completion in group:
+            tokens = [t for t, _ in completion.token_logprobs]
+            assert len(tokens) == completion.num_tokens
+            ids = torch.tensor([prompt + tokens])
+            with torch.no_grad():
+                logps = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+            expected = [logps[len(prompt) - 1 + i, t].item() for i, t in enumerate(tokens)]
+            assert [lp for _, lp in completion.token_logprobs] == pytest.approx(expected, abs=1e-4)
+            assert completion.logprob == pytest.approx(sum(expected), abs=1e-3)
+
+
 def test_stop_string_cuts_the_text(tiny_model):
     model, tokenizer = tiny_model
     backend = TransformersBackend(model, tokenizer, carry_cache=False)

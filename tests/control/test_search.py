@@ -264,6 +264,29 @@ def test_beam_prior_lets_the_policy_vote_where_the_critic_is_flat() -> None:
         beam_search(FakeMath(), Voting(), OracleScorer(nearly_flat), width=1, max_steps=1, prior_weight=-1)
 
 
+class Unlikely(Scripted):
+    """Two distinct root samples with the policy's log-probs: the right step likely (-0.1), the wrong one not (-3)."""
+
+    def propose(self, contexts, k):
+        return [[Decision("3 * 4 = 12", "3 * 4 = 12", logprob=-0.1), Decision("#### 20", "#### 20", logprob=-3.0)]
+                for _ in contexts]
+
+
+def test_beam_prior_by_logprob_uses_the_policys_exact_log_prob() -> None:
+    """Each step sampled once (the vote is a tie): by samples the flat critic's 0.51 still wins; by logprob the
+    step the policy finds likely wins (0.50 - 0.1 w > 0.51 - 3 w), and the prior is w * its log-prob."""
+    by_samples = beam_search(FakeMath(), Unlikely(), OracleScorer(nearly_flat), width=1, max_steps=1, prior_weight=0.1)
+    assert by_samples.best.actions == ["#### 20"]
+    by_logprob = beam_search(FakeMath(), Unlikely(), OracleScorer(nearly_flat), width=1, max_steps=1,
+                             prior_weight=0.1, prior_by="logprob")  # fmt: skip
+    assert by_logprob.best.actions == ["3 * 4 = 12"] and by_logprob.best.prior == pytest.approx(0.1 * -0.1)
+    with pytest.raises(ValueError, match="no log-prob"):
+        beam_search(FakeMath(), Voting(), OracleScorer(nearly_flat), width=1, max_steps=1, prior_weight=0.1,
+                    prior_by="logprob")  # fmt: skip
+    with pytest.raises(ValueError, match="prior_by"):
+        beam_search(FakeMath(), Voting(), OracleScorer(nearly_flat), width=1, max_steps=1, prior_by="votes")
+
+
 def test_beam_prior_accumulates_along_the_path() -> None:
     """Two steps of FanOut (every sample distinct, n = 1 of B = 2): the prior is 2 * w * log(1/2)."""
     result = beam_search(FakeMath(), FanOut(), OracleScorer(lambda c, a: 0.0), width=2, max_steps=2, prior_weight=0.5)
@@ -273,6 +296,7 @@ def test_beam_prior_accumulates_along_the_path() -> None:
 @pytest.mark.parametrize("flags, message", [
     (["--beam", "3", "--beam-prior", "-1"], "--beam-prior must be >= 0"),
     (["--beam-prior", "0.1"], "--beam-prior weighs beam candidates: give --beam B"),
+    (["--beam", "3", "--beam-prior", "0.1", "--beam-prior-by", "votes"], "--beam-prior-by must be one of samples, logprob"),
 ])
 def test_beam_prior_bad_input_is_one_line(flags, message, tmp_path, capsys) -> None:
     from agentrl.cli import main
