@@ -169,6 +169,8 @@ def pack_adapter(adapter: str | Path, out: str | Path, base: str | None = None) 
     if base is None and recorded and Path(recorded).expanduser().resolve() == default_model_dir().resolve():
         base = DEFAULT_MODEL
     config["base_model_name_or_path"] = base or recorded
+    if isinstance(config.get("target_modules"), list):  # peft writes a set's order, which varies run to run
+        config["target_modules"] = sorted(config["target_modules"])
     tensors = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous()
                for k, v in load_file(str(weights)).items()}
     target = Path(out).expanduser()

@@ -3,7 +3,8 @@
 Per file: success with a Wilson 95% interval, by task type, on-policy agreement with the expert's label, the share of
 repeated commands, and the `take` decision: at states whose label is `take <obj> from <recep>`, how often the model
 took that object. `python bench/alfworld_levers/report.py RUN/eval/*.jsonl`; `--paired A.jsonl B.jsonl` adds the
-paired bootstrap of A - B over the tasks both files hold (`agentrl.paired`).
+paired bootstrap of A - B over the tasks both files hold (`agentrl.paired`); `--tsv A.jsonl OUT.tsv` writes A's
+per-task outcomes (the `outcomes/` files: task, type, success, steps).
 """
 
 from __future__ import annotations
@@ -46,8 +47,19 @@ def paired(a: str, b: str) -> str:
             f"only A {c.a_only}, only B {c.b_only}, P(delta <= 0) {c.p_not_better:.3f}")
 
 
+def write_tsv(path: str, out: str) -> None:
+    rows = ["task_id\ttask_type\tsuccess\tsteps"]
+    rows += [f"{ep.task_id}\t{ep.task_type}\t{int(bool(ep.success))}\t{len(ep.steps)}" for ep in iter_episodes(path)]
+    with open(out, "w") as f:
+        f.write("\n".join(rows) + "\n")
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if "--tsv" in args:
+        i = args.index("--tsv")
+        write_tsv(args[i + 1], args[i + 2])
+        args = args[:i] + args[i + 3:]
     if "--paired" in args:
         i = args.index("--paired")
         print(paired(args[i + 1], args[i + 2]))
