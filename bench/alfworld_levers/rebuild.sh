@@ -6,7 +6,7 @@
 #   bench/alfworld_levers/rebuild.sh
 # Stage `pack`: the bf16 copy that would ship. Stages `unseen1` / `seen1`: 36 more valid_unseen /
 # valid_seen tasks (gen seed 1), scored by that pack and by the agent shipped before
-# it (v1, from git; paired). Stage `unseen2` (not in the default list): 100 more valid_unseen tasks, the pack only.
+# it (v1, from git; paired). Stage `unseen2` (not in the default list): 100 more valid_unseen tasks, both.
 set -euo pipefail
 R=${R:-/work/runs/v3}
 A=${AGENTRL:-$(dirname "$0")/../../.venv/bin/agentrl}
@@ -48,11 +48,14 @@ for stage in ${STAGES:-data demos learn unseen seen pack unseen1 seen1}; do
         $A rollout --policy dagger --beta-schedule 0 --model "$model" --data "$R/$folder" --split $split \
             $FORMAT --num-envs 9 --out "$R/eval/${name}_${split}_seed1.jsonl" --resume --no-progress
       done ;;
-    unseen2)  # 100 more valid_unseen tasks (gen seed 2), this agent only: the success estimate's power
+    unseen2)  # 100 more valid_unseen tasks (gen seed 2): the comparison's power
       [ -d "$R/unseen2/json_2.1.1/valid_unseen" ] ||
           $A gen alfworld --split valid_unseen --n 100 --seed 2 --workers 2 --out "$R/unseen2"
-      $A rollout --policy dagger --beta-schedule 0 --model "$R/pack" --data "$R/unseen2" --split valid_unseen \
-          $FORMAT --num-envs 10 --out "$R/eval/rebuilt_valid_unseen_seed2.jsonl" --resume --no-progress ;;
+      for model in "$R/pack" "$R/v1"; do  # v1 as in unseen1|seen1 (run those first)
+        name=$([ "$model" = "$R/v1" ] && echo shipped || echo rebuilt)
+        $A rollout --policy dagger --beta-schedule 0 --model "$model" --data "$R/unseen2" --split valid_unseen \
+            $FORMAT --num-envs 10 --out "$R/eval/${name}_valid_unseen_seed2.jsonl" --resume --no-progress
+      done ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done
