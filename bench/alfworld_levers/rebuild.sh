@@ -13,6 +13,26 @@ A=${AGENTRL:-$(dirname "$0")/../../.venv/bin/agentrl}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} MKL_NUM_THREADS=${OMP_NUM_THREADS:-2}
 FORMAT="--thoughts off --no-example --action-space admissible --max-steps 40"
 mkdir -p "$R/eval"
+
+v1_agent() {  # the agent shipped before this rebuild (v1), from git
+  [ -d "$R/v1" ] && return
+  mkdir -p "$R/v1"
+  for f in adapter_config.json adapter_model.safetensors agent_config.json; do
+    git -C "$(dirname "$0")" show "8f19d50:agentrl/shipped/alfworld-agent/$f" > "$R/v1/$f"
+  done
+}
+
+score_both() {  # FOLDER SPLIT SEED N ENVS: N fresh SPLIT tasks (gen SEED), scored by the pack and by v1
+  local folder=$1 split=$2 seed=$3 n=$4 envs=$5 pair
+  [ -d "$R/$folder/json_2.1.1/$split" ] ||
+      $A gen alfworld --split "$split" --n "$n" --seed "$seed" --workers 2 --out "$R/$folder"
+  v1_agent
+  for pair in rebuilt:pack shipped:v1; do  # NAME:FOLDER
+    $A rollout --policy dagger --beta-schedule 0 --model "$R/${pair#*:}" --data "$R/$folder" --split "$split" \
+        $FORMAT --num-envs "$envs" --out "$R/eval/${pair%%:*}_${split}_seed${seed}.jsonl" --resume --no-progress
+  done
+}
+
 for stage in ${STAGES:-data demos learn unseen seen pack unseen1 seen1}; do
   echo "== $stage $(date +%T)"
   case $stage in
@@ -36,26 +56,9 @@ for stage in ${STAGES:-data demos learn unseen seen pack unseen1 seen1}; do
           $FORMAT --num-envs 9 --out "$R/eval/${split}36.jsonl" --resume --no-progress ;;
     pack)
       [ -f "$R/pack/adapter_model.safetensors" ] || $A model pack --adapter "$R/smol/policy_lora" --out "$R/pack" ;;
-    unseen1|seen1)
-      folder=${stage%1}1 split=valid_${stage%1}
-      [ -d "$R/$folder/json_2.1.1/$split" ] || $A gen alfworld --split $split --n 36 --seed 1 --workers 2 --out "$R/$folder"
-      if [ ! -d "$R/v1" ]; then  # the agent shipped before this rebuild (v1), from git
-        mkdir -p "$R/v1" && for f in adapter_config.json adapter_model.safetensors agent_config.json; do
-          git -C "$(dirname "$0")" show "8f19d50:agentrl/shipped/alfworld-agent/$f" > "$R/v1/$f"; done
-      fi
-      for model in "$R/pack" "$R/v1"; do
-        name=$([ "$model" = "$R/v1" ] && echo shipped || echo rebuilt)
-        $A rollout --policy dagger --beta-schedule 0 --model "$model" --data "$R/$folder" --split $split \
-            $FORMAT --num-envs 9 --out "$R/eval/${name}_${split}_seed1.jsonl" --resume --no-progress
-      done ;;
-    unseen2)  # 100 more valid_unseen tasks (gen seed 2): the comparison's power
-      [ -d "$R/unseen2/json_2.1.1/valid_unseen" ] ||
-          $A gen alfworld --split valid_unseen --n 100 --seed 2 --workers 2 --out "$R/unseen2"
-      for model in "$R/pack" "$R/v1"; do  # v1 as in unseen1|seen1 (run those first)
-        name=$([ "$model" = "$R/v1" ] && echo shipped || echo rebuilt)
-        $A rollout --policy dagger --beta-schedule 0 --model "$model" --data "$R/unseen2" --split valid_unseen \
-            $FORMAT --num-envs 10 --out "$R/eval/${name}_valid_unseen_seed2.jsonl" --resume --no-progress
-      done ;;
+    unseen1) score_both unseen1 valid_unseen 1 36 9 ;;
+    seen1)   score_both seen1 valid_seen 1 36 9 ;;
+    unseen2) score_both unseen2 valid_unseen 2 100 10 ;;  # the comparison's power
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done
